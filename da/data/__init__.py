@@ -1,0 +1,15 @@
+"""Datasets, class maps, splits and transforms."""
+
+from da.data.classmaps import ClassMap, resolve_class_map
+from da.data.domains import Split, Splits, adaptation_splits, supervised_splits
+from da.data.folder import ImageListDataset, ScanResult, scan
+from da.data.registry import DATASETS, DatasetSpec, default_data_root, get_spec, known_names
+from da.data.splits import read_manifest, stratified_split, write_manifest
+from da.data.transforms import batch_mixer, eval_transform, train_transform
+
+__all__ = [
+    "ClassMap", "resolve_class_map", "Split", "Splits", "adaptation_splits", "supervised_splits",
+    "ImageListDataset", "ScanResult", "scan", "DATASETS", "DatasetSpec", "default_data_root", "get_spec",
+    "known_names", "read_manifest", "stratified_split", "write_manifest", "batch_mixer", "eval_transform",
+    "train_transform",
+]

@@ -1,0 +1,92 @@
+"""The labelled and unlabelled splits each stage trains and evaluates on.
+
+Stage 1 (supervised): one dataset, all its classes, split into ``train`` / ``val``.
+Stage 2 (adaptation): the source's shared classes split into ``source_train`` / ``source_val`` (the same
+per-class split as stage 1 when the source is the stage-1 dataset), and the target split into
+``target_train`` (used without labels) / ``target_test`` (labels used only for evaluation), plus an
+optional ``target_labeled`` part of ``target_train`` for semi-supervised fine-tuning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from da.data.classmaps import ClassMap, resolve_class_map
+from da.data.folder import scan
+from da.data.registry import get_spec
+from da.data.splits import manifest_hash, manifest_text, stratified_split
+
+
+@dataclass
+class Split:
+    """One split: images under ``folder`` as (relative path, label index into ``classes``)."""
+
+    dataset: str
+    folder: Path
+    samples: list[tuple[str, int]]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+@dataclass
+class Splits:
+    classes: list[str]
+    parts: dict[str, Split]
+    class_map: ClassMap | None = None
+    skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Split:
+        return self.parts[name]
+
+    def manifest(self) -> str:
+        rows = [(name, f"{s.dataset}/{rel}", s.classes[label])
+                for name, s in self.parts.items() for rel, label in s.samples]
+        return manifest_text(rows)
+
+    def manifest_hash(self) -> str:
+        return manifest_hash(self.manifest())
+
+
+def _labelled(samples, label_of: dict[str, int]) -> list[tuple[str, int]]:
+    return [(rel, label_of[cls]) for rel, cls in samples]
+
+
+def supervised_splits(dataset: str, root: str | os.PathLike, val_fraction: float, seed: int) -> Splits:
+    spec = get_spec(dataset, root)
+    found = scan(spec, root)
+    parts = stratified_split(found.samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=spec.name)
+    label_of = {c: i for i, c in enumerate(spec.classes)}
+    classes = list(spec.classes)
+    return Splits(classes=classes,
+                  parts={n: Split(spec.name, found.folder, _labelled(p, label_of), classes) for n, p in parts.items()},
+                  skipped={spec.name: found.skipped})
+
+
+def adaptation_splits(source: str, target: str, root: str | os.PathLike, val_fraction: float,
+                      test_fraction: float, seed: int, labeled_fraction: float = 0.0,
+                      class_map: str | os.PathLike | None = None) -> Splits:
+    src_spec, tgt_spec = get_spec(source, root), get_spec(target, root)
+    cmap = resolve_class_map(src_spec, tgt_spec, class_map)
+    src = scan(src_spec, root, classes=cmap.source_classes)
+    tgt = scan(tgt_spec, root, classes=cmap.shared_classes)
+    src_parts = stratified_split(src.samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=src_spec.name)
+    tgt_parts = stratified_split(tgt.samples, {"train": 1 - test_fraction, "test": test_fraction}, seed,
+                                 key=f"{tgt_spec.name}:target")
+    classes = cmap.shared_classes
+    s_label, t_label = cmap.source_label(), cmap.target_label()
+    parts = {
+        "source_train": Split(src_spec.name, src.folder, _labelled(src_parts["train"], s_label), classes),
+        "source_val": Split(src_spec.name, src.folder, _labelled(src_parts["val"], s_label), classes),
+        "target_train": Split(tgt_spec.name, tgt.folder, _labelled(tgt_parts["train"], t_label), classes),
+        "target_test": Split(tgt_spec.name, tgt.folder, _labelled(tgt_parts["test"], t_label), classes),
+    }
+    if labeled_fraction > 0:
+        lab = stratified_split(tgt_parts["train"], {"labeled": labeled_fraction, "rest": 1 - labeled_fraction},
+                               seed, key=f"{tgt_spec.name}:labeled")["labeled"]
+        parts["target_labeled"] = Split(tgt_spec.name, tgt.folder, _labelled(lab, t_label), classes)
+    skipped = {src_spec.name: src.skipped, tgt_spec.name: tgt.skipped}
+    return Splits(classes=classes, parts=parts, class_map=cmap, skipped=skipped)

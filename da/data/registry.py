@@ -1,0 +1,181 @@
+"""Registry of remote-sensing scene datasets: official layout, class names, sizes, download sources.
+
+Every dataset lives under a data root (``--data-root`` or ``DA_DATA_ROOT``, default ``./data``) in the
+layout of its official release, so an unpacked archive works as it is.  ``folder:<path>`` names any other
+folder of class folders (``<path>/<class>/<image>``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What we know of one dataset's official release."""
+
+    name: str
+    image_dir: str  # relative to the data root: the folder that holds one folder per class
+    classes: tuple[str, ...]
+    num_images: int | None
+    image_size: int | None  # side in pixels of the official release
+    homepage: str
+    citation: str
+    url: str | None = None  # a direct archive URL whose checksum is known
+    md5: str | None = None
+    archive_extract_dir: str = ""  # where under the root the archive is unpacked
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    notes: str = ""
+
+    def folder(self, root: str | os.PathLike) -> Path:
+        return Path(root) / self.image_dir
+
+    def layout(self) -> str:
+        """The on-disk layout a user must reproduce by hand, as text."""
+        example = self.classes[0] if self.classes else "<class>"
+        return f"<data-root>/{self.image_dir}/<class folder>/<image>  (e.g. <data-root>/{self.image_dir}/{example}/...)"
+
+
+NWPU_RESISC45 = DatasetSpec(
+    name="NWPU-RESISC45",
+    image_dir="NWPU-RESISC45",
+    classes=(
+        "airplane", "airport", "baseball_diamond", "basketball_court", "beach", "bridge", "chaparral",
+        "church", "circular_farmland", "cloud", "commercial_area", "dense_residential", "desert", "forest",
+        "freeway", "golf_course", "ground_track_field", "harbor", "industrial_area", "intersection",
+        "island", "lake", "meadow", "medium_residential", "mobile_home_park", "mountain", "overpass",
+        "palace", "parking_lot", "railway", "railway_station", "rectangular_farmland", "river",
+        "roundabout", "runway", "sea_ice", "ship", "snowberg", "sparse_residential", "stadium",
+        "storage_tank", "tennis_court", "terrace", "thermal_power_station", "wetland",
+    ),
+    num_images=31_500,
+    image_size=256,
+    homepage="https://gcheng-nwpu.github.io/#Datasets",
+    citation="Cheng, Han and Lu, Remote Sensing Image Scene Classification: Benchmark and State of the Art, Proc. IEEE 2017",
+    notes="Distributed as a RAR through OneDrive/Baidu; unpack it so that each class is a folder.",
+)
+
+AID = DatasetSpec(
+    name="AID",
+    image_dir="AID",
+    classes=(
+        "Airport", "BareLand", "BaseballField", "Beach", "Bridge", "Center", "Church", "Commercial",
+        "DenseResidential", "Desert", "Farmland", "Forest", "Industrial", "Meadow", "MediumResidential",
+        "Mountain", "Park", "Parking", "Playground", "Pond", "Port", "RailwayStation", "Resort", "River",
+        "School", "SparseResidential", "Square", "Stadium", "StorageTanks", "Viaduct",
+    ),
+    num_images=10_000,
+    image_size=600,
+    homepage="https://captain-whu.github.io/AID/",
+    citation="Xia et al., AID: A Benchmark Data Set for Performance Evaluation of Aerial Scene Classification, TGRS 2017",
+)
+
+UC_MERCED = DatasetSpec(
+    name="UCMerced",
+    image_dir="UCMerced_LandUse/Images",
+    classes=(
+        "agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral",
+        "denseresidential", "forest", "freeway", "golfcourse", "harbor", "intersection",
+        "mediumresidential", "mobilehomepark", "overpass", "parkinglot", "river", "runway",
+        "sparseresidential", "storagetanks", "tenniscourt",
+    ),
+    num_images=2_100,
+    image_size=256,
+    homepage="http://weegee.vision.ucmerced.edu/datasets/landuse.html",
+    citation="Yang and Newsam, Bag-of-Visual-Words and Spatial Extensions for Land-Use Classification, ACM GIS 2010",
+    url="http://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip",
+    md5="5b7ec56793786b6dc8a908e8854ac0e4",
+)
+
+RSSCN7 = DatasetSpec(
+    name="RSSCN7",
+    image_dir="RSSCN7",
+    classes=("aGrass", "bField", "cIndustry", "dRiverLake", "eForest", "fResident", "gParking"),
+    num_images=2_800,
+    image_size=400,
+    homepage="https://sites.google.com/site/qinzoucn/documents",
+    citation="Zou et al., Deep Learning Based Feature Selection for Remote Sensing Scene Classification, GRSL 2015",
+)
+
+EUROSAT = DatasetSpec(
+    name="EuroSAT",
+    image_dir="EuroSAT/2750",
+    classes=(
+        "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
+        "PermanentCrop", "Residential", "River", "SeaLake",
+    ),
+    num_images=27_000,
+    image_size=64,
+    homepage="https://github.com/phelber/EuroSAT",
+    citation="Helber et al., EuroSAT: A Novel Dataset and Deep Learning Benchmark for Land Use and Land Cover Classification, JSTARS 2019",
+    url="https://madm.dfki.de/files/sentinel/EuroSAT.zip",
+    md5="c8fa014336c82ac7804f0398fcb19387",
+    archive_extract_dir="EuroSAT",
+    notes="The RGB JPEG release (EuroSAT.zip), not the 13-band EuroSATallBands.",
+)
+
+WHU_RS19 = DatasetSpec(
+    name="WHU-RS19",
+    image_dir="WHU-RS19",
+    classes=(
+        "Airport", "Beach", "Bridge", "Commercial", "Desert", "Farmland", "footballField", "Forest",
+        "Industrial", "Meadow", "Mountain", "Park", "Parking", "Pond", "Port", "railwayStation",
+        "Residential", "River", "Viaduct",
+    ),
+    num_images=1_005,
+    image_size=600,
+    homepage="https://captain-whu.github.io/BED4RS/",
+    citation="Xia et al., Structural High-resolution Satellite Image Indexing, ISPRS TC VII Symposium 2010",
+)
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec for spec in (NWPU_RESISC45, AID, UC_MERCED, RSSCN7, EUROSAT, WHU_RS19)
+}
+# Common spellings people type on the command line.
+_ALIASES = {"resisc45": "NWPU-RESISC45", "nwpu": "NWPU-RESISC45", "ucm": "UCMerced", "uc_merced": "UCMerced",
+            "ucmerced_landuse": "UCMerced", "whu_rs19": "WHU-RS19", "eurosat_rgb": "EuroSAT"}
+
+
+def known_names() -> list[str]:
+    return sorted(DATASETS) + ["folder:<path>"]
+
+
+def get_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpec:
+    """The spec of a registered dataset, or a generic one for ``folder:<path>``.
+
+    For ``folder:<path>`` the classes are the sub-folders of ``<path>`` (relative paths are taken
+    from the data root), sorted.
+    """
+    if name.startswith("folder:"):
+        path = Path(name[len("folder:"):]).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = Path(root) / path
+        if not path.is_dir():
+            raise FileNotFoundError(f"dataset {name!r}: folder {path} does not exist; give a folder that holds one sub-folder per class")
+        classes = tuple(sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        if not classes:
+            raise ValueError(f"dataset {name!r}: {path} holds no class folders (expected <path>/<class>/<image>)")
+        return DatasetSpec(name=name, image_dir=str(path), classes=classes, num_images=None, image_size=None,
+                           homepage="", citation="")
+    key = name if name in DATASETS else _ALIASES.get(name.lower().replace("-", "_"))
+    if key is None:
+        key = next((k for k in DATASETS if k.lower() == name.lower()), None)
+    if key is None:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(known_names())}")
+    return DATASETS[key]
+
+
+def default_data_root() -> Path:
+    """``DA_DATA_ROOT`` if set, else ``./data``."""
+    return Path(os.environ.get("DA_DATA_ROOT", "data"))
+
+
+def missing_dataset_message(spec: DatasetSpec, root: str | os.PathLike) -> str:
+    how = (f"run with --download to fetch {spec.url} (md5 {spec.md5})" if spec.url
+           else f"download it from {spec.homepage or 'its publisher'} and unpack it")
+    return (f"dataset {spec.name}: folder {spec.folder(root)} not found. {how}, so that the layout is "
+            f"{spec.layout()}. Set the data root with --data-root or DA_DATA_ROOT (now {root}).")
