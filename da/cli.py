@@ -1,0 +1,126 @@
+"""Command-line flags generated from ``RunConfig``: every field is a flag, with its type and default.
+
+Precedence: dataclass defaults < ``--preset`` < ``--config FILE`` (YAML or JSON) < explicit flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from da.config import (ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, RunConfig)
+
+HELP = {
+    "method": f"adaptation method: {', '.join(METHODS)}, or a '+'-combination such as mmd+im",
+    "cls_loss": f"classification loss: {', '.join(CLS_LOSSES)}",
+    "stages": "2: ImageNet -> --stage1 dataset -> adaptation; 1: ImageNet -> adaptation directly",
+    "seed": "seed of the run (initialisation, batch order, augmentation)",
+    "stage1": "intermediate dataset for stage 1, trained on all its classes",
+    "source": "labelled source dataset of stage 2 (its classes shared with the target)",
+    "target": "target dataset of stage 2 (train split unlabelled, test split for evaluation only)",
+    "class_map": "JSON/YAML class map {classes: {target class: [source classes]}}; default: built in",
+    "val_fraction": "fraction of the source held out for model selection",
+    "target_test_fraction": "fraction of the target held out for the reported test accuracy",
+    "target_labeled_fraction": "fraction of target train used with labels (semi-supervised); 0: none",
+    "split_seed": "seed of the stratified splits (kept fixed across run seeds)",
+    "img_size": "input size in pixels",
+    "backbone": "torchvision model name (resnet50, efficientnet_b0, ...) or timm:<name>",
+    "weights": "imagenet (library download) | none | tf_efficientnet_lite0 (offline) | checkpoint path",
+    "strategy": "full | linear (frozen backbone) | partial:K (last K stages train) | gradual (ULMFiT)",
+    "gradual_every": "epochs between unfreezing steps for --strategy gradual",
+    "freeze_bn": "keep every BatchNorm in eval mode (small batches)",
+    "bottleneck_dim": "width of the bottleneck the alignment acts on; 0: none",
+    "cache_views": "augmented views per image cached for a frozen prefix; 0: run the prefix every step",
+    "epochs": "epochs of stage 2 (or of the run, with --stages 1)",
+    "stage1_epochs": "epochs of stage 1",
+    "stage1_seed": "seed of stage 1 (one stage-1 model serves every stage-2 seed)",
+    "batch_size": "per domain: a step sees this many source and this many target images",
+    "optimizer": f"{', '.join(OPTIMIZERS)}",
+    "lr": "learning rate of the head; the backbone gets lr * --backbone-lr-factor",
+    "schedule": f"{', '.join(SCHEDULES)} (warmup with --warmup-epochs)",
+    "amp": f"{', '.join(AMP_MODES)}; auto: fp16 on CUDA, off on CPU",
+    "align_weight": "lambda, the weight of the alignment loss",
+    "align_schedule": f"{', '.join(ALIGN_SCHEDULES)}; ramp: lambda * (2 / (1 + exp(-10 p)) - 1)",
+    "class_weighting": "'' (none), inverse (frequency) or effective (Cui et al. 2019)",
+    "patience": "early stopping on source-val accuracy after this many epochs without gain; 0: off",
+    "max_steps_per_epoch": "cap on steps per epoch (smoke tests); 0: full epochs",
+    "data_root": "folder holding the datasets; default: $DA_DATA_ROOT or ./data",
+    "out": "folder of run directories (named by config hash) and the feature cache",
+    "device": "auto | cpu | cuda | cuda:N",
+    "download": "download datasets that have a checksummed URL when they are missing",
+    "progress": "show tqdm progress bars",
+}
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=Path, help="YAML or JSON file of config fields")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of fields: "
+                        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    hints = typing.get_type_hints(RunConfig)
+    for f in fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        default = f.default if f.default is not MISSING else f.default_factory()
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": HELP.get(f.name, f.name.replace("_", " "))
+                                  + f" (default: {default!r})"}
+        if kind is bool:
+            kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL")
+        elif typing.get_origin(kind) is tuple:
+            kwargs.update(type=float, nargs="+")
+        else:
+            kwargs.update(type=kind)
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SystemExit(f"--config {path}: cannot read it ({err})")
+    try:
+        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--config {path}: not valid YAML/JSON ({err})")
+    data = data.get("config", data) if isinstance(data, dict) else data  # a record's or config.json's config
+    if not isinstance(data, dict):
+        raise SystemExit(f"--config {path}: expected a mapping of config fields")
+    valid = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise SystemExit(f"--config {path}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(valid))}")
+    return data
+
+
+def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.preset:
+        values.update(PRESETS[args.preset])
+    if args.config:
+        values.update(load_config_file(args.config))
+    values.update({f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None})
+    if "mmd_kernel_scales" in values:
+        values["mmd_kernel_scales"] = tuple(values["mmd_kernel_scales"])
+    try:
+        return RunConfig(**values).validate()
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))

@@ -1,0 +1,197 @@
+"""Run configuration: one typed dataclass with defaults, its validation and its hash.
+
+The defaults are a benchmark that runs anywhere (AID -> RSSCN7 on a 2-core CPU in minutes): offline
+ImageNet EfficientNet-Lite0 weights, 128 px, the last stages fine-tuned on a cached frozen prefix.
+``PRESETS["paper"]`` is the full-scale GPU protocol.  Fields marked ``hash=False`` in their metadata
+(paths, devices, worker counts) do not change the numbers a run produces and are left out of its hash,
+so the same experiment has the same run directory on every machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+ALIGNMENT_METHODS = ("coral", "mmd")
+TARGET_METHODS = ("im", "ent")  # losses on target predictions
+METHODS = ("source_only",) + ALIGNMENT_METHODS + TARGET_METHODS
+CLS_LOSSES = ("ce", "focal", "ohem")
+SCHEDULES = ("cosine", "restarts", "constant")
+OPTIMIZERS = ("adamw", "sgd", "lars")
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+ALIGN_SCHEDULES = ("constant", "ramp")
+CLASS_WEIGHTINGS = ("", "inverse", "effective")
+
+
+def _nohash(default: Any) -> Any:
+    return field(default=default, metadata={"hash": False})
+
+
+@dataclass
+class RunConfig:
+    # --- what is compared
+    method: str = "coral"  # source_only | coral | mmd | im | ent, or '+'-combinations such as mmd+im
+    cls_loss: str = "ce"  # ce | focal | ohem
+    stages: int = 2  # 2: ImageNet -> stage1 dataset -> adaptation; 1: ImageNet -> adaptation
+    seed: int = 0
+    # --- data
+    stage1: str = "AID"  # intermediate dataset, all its classes (NWPU-RESISC45 where you have it)
+    source: str = "AID"
+    target: str = "RSSCN7"
+    class_map: str = ""  # JSON/YAML file; empty: the built-in map for (source, target)
+    val_fraction: float = 0.2  # of the source, for model selection (no target labels are ever used)
+    target_test_fraction: float = 0.3
+    target_labeled_fraction: float = 0.0  # of target train, labelled, for semi-supervised fine-tuning
+    split_seed: int = 0
+    img_size: int = 128
+    # --- model and fine-tuning strategy
+    backbone: str = "timm:tf_efficientnet_lite0"
+    weights: str = "tf_efficientnet_lite0"  # imagenet | none | tf_efficientnet_lite0 | path to a checkpoint
+    strategy: str = "partial:3"  # full | linear | partial:K | gradual
+    gradual_every: int = 1  # epochs between unfreezing steps (strategy gradual)
+    freeze_bn: bool = False
+    bottleneck_dim: int = 256  # 0: no bottleneck
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+    cache_views: int = 2  # augmented views per image cached for a frozen prefix; 0: no cache
+    # --- optimisation
+    epochs: int = 4
+    stage1_epochs: int = 3
+    stage1_seed: int = 0  # one stage-1 model serves every stage-2 seed
+    batch_size: int = 32  # per domain: a step sees batch_size source + batch_size target images
+    optimizer: str = "adamw"
+    lr: float = 1e-3  # head; the backbone gets lr * backbone_lr_factor
+    backbone_lr_factor: float = 0.1
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    restart_t0: int = 1  # epochs, for schedule=restarts
+    restart_t_mult: int = 2
+    clip_grad_norm: float = 5.0  # 0: off
+    amp: str = "auto"  # auto: fp16 + GradScaler on CUDA, off on CPU
+    label_smoothing: float = 0.0
+    class_weighting: str = ""  # '' | inverse | effective
+    focal_gamma: float = 2.0
+    ohem_ratio: float = 0.25
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # --- adaptation
+    align_weight: float = 1.0  # lambda
+    align_schedule: str = "constant"  # constant | ramp: lambda * (2 / (1 + exp(-10 p)) - 1)
+    coral_convention: str = "deep_coral"
+    mmd_estimator: str = "quadratic"
+    mmd_kernel_scales: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0)
+    im_weight: float = 0.3
+    target_weight: float = 1.0  # cross-entropy on labelled target images
+    # --- selection
+    patience: int = 0  # early stopping on source-val accuracy; 0: off
+    max_steps_per_epoch: int = 0  # 0: full epochs (tests use a few steps)
+    # --- where and how (not part of the hash)
+    data_root: str = _nohash("")  # empty: DA_DATA_ROOT or ./data
+    out: str = _nohash("runs")
+    device: str = _nohash("auto")
+    num_workers: int = _nohash(2)
+    eval_batch_size: int = _nohash(128)
+    download: bool = _nohash(False)
+    progress: bool = _nohash(True)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def method_parts(self) -> list[str]:
+        return [] if self.method == "source_only" else self.method.split("+")
+
+    def hashed_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.metadata.get("hash", True)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.hashed_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "RunConfig":
+        """Fail at once, listing the valid values, on a config that cannot run."""
+        def one_of(name: str, valid) -> None:
+            if getattr(self, name) not in valid:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not valid; choose from "
+                                 f"{', '.join(repr(v) for v in valid)}")
+
+        parts = self.method.split("+")
+        if self.method != "source_only" and (not parts or any(p not in METHODS[1:] for p in parts)
+                                             or len(set(parts)) != len(parts)):
+            raise ValueError(f"--method {self.method!r} is not valid; choose from {', '.join(METHODS)} "
+                             f"or '+'-combinations of {', '.join(METHODS[1:])} (e.g. mmd+im)")
+        one_of("cls_loss", CLS_LOSSES)
+        one_of("stages", (1, 2))
+        one_of("schedule", SCHEDULES)
+        one_of("optimizer", OPTIMIZERS)
+        one_of("amp", AMP_MODES)
+        one_of("align_schedule", ALIGN_SCHEDULES)
+        one_of("class_weighting", CLASS_WEIGHTINGS)
+        one_of("coral_convention", ("deep_coral", "domainbed"))
+        one_of("mmd_estimator", ("quadratic", "linear", "biased"))
+        if not re.fullmatch(r"full|linear|gradual|partial:[1-9]\d*", self.strategy):
+            raise ValueError(f"--strategy {self.strategy!r} is not valid; choose from full, linear, gradual, "
+                             f"partial:K (K >= 1 trainable stages)")
+        for name in ("epochs", "batch_size", "img_size", "gradual_every", "restart_t0", "restart_t_mult"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.stages == 2 and self.stage1_epochs < 1:
+            raise ValueError("--stage1-epochs must be >= 1 with --stages 2")
+        if not 0 < self.val_fraction < 1 or not 0 < self.target_test_fraction < 1:
+            raise ValueError("--val-fraction and --target-test-fraction must lie strictly between 0 and 1")
+        if not 0 <= self.target_labeled_fraction < 1:
+            raise ValueError("--target-labeled-fraction must lie in [0, 1)")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.cls_loss != "ce":
+            raise ValueError("MixUp/CutMix give soft labels: use them with --cls-loss ce")
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.strategy in ("linear",) or (
+                (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.strategy.startswith("partial") and self.cache_views > 0):
+            raise ValueError("MixUp/CutMix mix images: set --cache-views 0 to use them with a frozen prefix")
+        if not 0 <= self.ohem_ratio <= 1:
+            raise ValueError("--ohem-ratio must lie in [0, 1]")
+        return self
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The full-scale protocol for a GPU: resnet50 at 224 px, everything fine-tuned, more epochs.
+    "paper": dict(backbone="resnet50", weights="imagenet", img_size=224, strategy="full", cache_views=0,
+                  epochs=30, stage1_epochs=30, batch_size=64, lr=1e-3, warmup_epochs=1.0, patience=8),
+    # A few steps on small images: the smoke test of the whole pipeline.
+    "smoke": dict(img_size=64, epochs=2, stage1_epochs=1, batch_size=16, max_steps_per_epoch=3),
+}
+
+
+def stage1_config(cfg: RunConfig) -> RunConfig:
+    """The supervised stage-1 config a stage-2 config depends on.
+
+    Only what shapes stage 1 is kept; the rest is set to fixed values so that every stage-2 run with the
+    same stage-1 settings gets the same hash, hence the same stage-1 directory and checkpoint.
+    """
+    base = RunConfig()
+    keep = ("stage1", "val_fraction", "split_seed", "img_size", "backbone", "weights", "strategy", "gradual_every",
+            "freeze_bn", "bottleneck_dim", "dropout", "drop_path", "grad_checkpointing", "cache_views",
+            "batch_size", "optimizer", "lr", "backbone_lr_factor", "weight_decay", "momentum", "schedule",
+            "warmup_epochs", "restart_t0", "restart_t_mult", "clip_grad_norm", "amp", "max_steps_per_epoch",
+            "data_root", "out", "device", "num_workers", "eval_batch_size", "download", "progress")
+    changes = {k: getattr(cfg, k) for k in keep}
+    changes.update(method="source_only", cls_loss="ce", stages=1, seed=cfg.stage1_seed, source=cfg.stage1,
+                   target="", class_map="", epochs=cfg.stage1_epochs, stage1_epochs=0, stage1_seed=0,
+                   target_test_fraction=base.target_test_fraction, target_labeled_fraction=0.0)
+    return dataclasses.replace(base, **changes)

@@ -1,0 +1,268 @@
+"""Submit a sweep through submitit: one array per stage, stage 2 waiting on stage 1 through ``afterok``.
+
+- Idempotent: a run with a done marker is skipped, a run whose job is still queued or running is not
+  submitted twice, and a run with a checkpoint but no marker resumes from it.
+- Preemption and time limits: ``RunJob`` is ``submitit.helpers.Checkpointable``; its ``checkpoint()``
+  resubmits the same config, and the run finds its own checkpoint from its run directory.
+- Each run directory gets ``submitted.json`` (job id, array index, log paths); a failure writes
+  ``FAILED`` there with the traceback's last line and the log path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+import yaml
+
+from da import records
+from da.config import RunConfig, stage1_config
+from da.launch.sweep import Sweep
+from da.train.engine import CHECKPOINT_FILE, run_dir_for
+from da.utils.io import atomic_write_json, atomic_write_text
+
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
+GENERIC_KEYS = {"timeout_min", "mem_gb", "cpus_per_task", "gpus_per_node", "nodes", "tasks_per_node"}
+SLURM_KEYS = {"partition", "account", "constraint", "qos", "exclude", "setup", "array_parallelism",
+              "signal_delay_s", "additional_parameters", "gres", "comment"}
+FAILED_FILE = "FAILED"
+SUBMITTED_FILE = "submitted.json"
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    data = dict(data)
+    if "mmd_kernel_scales" in data:
+        data["mmd_kernel_scales"] = tuple(data["mmd_kernel_scales"])
+    return RunConfig(**data)
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """The job callable: run one stage of one config; resumable from the run directory alone."""
+
+    def __call__(self, config: dict[str, Any], stage: int) -> str:
+        from da.train import run_experiment, train_stage
+
+        cfg = config_from_dict(config)
+        run_dir = run_dir_for(cfg, stage)
+        (run_dir / FAILED_FILE).unlink(missing_ok=True)
+        try:
+            return str(train_stage(cfg, stage=1) if stage == 1 else run_experiment(cfg))
+        except Exception as err:
+            log = _job_log()
+            atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {log}\n"
+                                                     + "".join(traceback.format_exc(limit=-3)))
+            raise
+
+    def checkpoint(self, config: dict[str, Any], stage: int) -> submitit.helpers.DelayedSubmission:
+        # Only the config travels: the state is the run directory's checkpoint, found again at start-up.
+        return submitit.helpers.DelayedSubmission(RunJob(), config, stage)
+
+
+def _job_log() -> str:
+    try:
+        return str(submitit.JobEnvironment().paths.stderr)
+    except RuntimeError:  # not inside a submitit job
+        return "(not a submitit job)"
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+def load_profile(name: str | None) -> dict[str, Any]:
+    if not name:
+        return {}
+    path = Path(name) if Path(name).suffix else PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"--profile {name}: {path} not found; known profiles: {', '.join(known)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(data) - GENERIC_KEYS - SLURM_KEYS)
+    if unknown:
+        raise ValueError(f"profile {path}: unknown key(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(GENERIC_KEYS | SLURM_KEYS))}")
+    return data
+
+
+def executor_parameters(profile: dict[str, Any], cluster: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in profile.items():
+        if key in GENERIC_KEYS:
+            params[key] = value
+        elif cluster == "slurm":
+            params[f"slurm_{key}"] = value
+    return params
+
+
+def default_cluster() -> str:
+    return "slurm" if shutil.which("sbatch") else "local"
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (array indices must stay below it); Slurm's default when unknown."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 1001
+    for line in out.splitlines():
+        if line.strip().startswith("MaxArraySize"):
+            return int(line.split("=")[1].strip())
+    return 1001
+
+
+def _queued_job_ids() -> set[str]:
+    """Ids of this user's pending or running jobs, array tasks as ``A_i`` (empty without squeue)."""
+    if not shutil.which("squeue"):
+        return set()
+    out = subprocess.run(["squeue", "-h", "-r", "-u", os.environ.get("USER", "root"), "-o", "%i"],
+                         capture_output=True, text=True, timeout=30).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+# ---------------------------------------------------------------------------------------------- planning
+@dataclass
+class PlannedRun:
+    cfg: RunConfig
+    stage: int
+    run_dir: Path
+    state: str  # done | queued | failed | partial | missing
+    job_id: str | None = None
+    log: str | None = None
+
+    @property
+    def needs_submission(self) -> bool:
+        return self.state in ("missing", "partial", "failed")
+
+
+def _state(run_dir: Path, queued: set[str]) -> tuple[str, str | None, str | None]:
+    sub = run_dir / SUBMITTED_FILE
+    info = json.loads(sub.read_text()) if sub.exists() else {}
+    job_id, log = info.get("job_id"), info.get("stderr")
+    if records.is_done(run_dir):
+        return "done", job_id, log
+    if job_id and job_id in queued:
+        return "queued", job_id, log
+    if (run_dir / FAILED_FILE).exists():
+        text = (run_dir / FAILED_FILE).read_text().splitlines()
+        return "failed", job_id, next((l[5:] for l in text if l.startswith("log: ")), log)
+    if (run_dir / CHECKPOINT_FILE).exists():
+        return "partial", job_id, log
+    return "missing", job_id, log
+
+
+def plan(sweep: Sweep, **overrides: Any) -> list[PlannedRun]:
+    queued = _queued_job_ids()
+    runs = []
+    for cfg in sweep.stage1_configs(**overrides):
+        d = run_dir_for(cfg, 1)
+        runs.append(PlannedRun(cfg, 1, d, *_state(d, queued)))
+    for cfg in sweep.configs(**overrides):
+        d = run_dir_for(cfg, 2)
+        runs.append(PlannedRun(cfg, 2, d, *_state(d, queued)))
+    return runs
+
+
+def status(sweep: Sweep, **overrides: Any) -> str:
+    """A table of every run of the sweep: stage, state, run directory, and the log of each failure."""
+    runs = plan(sweep, **overrides)
+    lines = [f"{'stage':<6}{'state':<9}{'method':<14}{'cls':<7}{'stages':<7}{'seed':<5}run directory / log"]
+    for r in runs:
+        extra = f"  log: {r.log}" if r.state == "failed" else ""
+        lines.append(f"{r.stage:<6}{r.state:<9}{r.cfg.method:<14}{r.cfg.cls_loss:<7}{r.cfg.stages:<7}{r.cfg.seed:<5}"
+                     f"{r.run_dir}{extra}")
+    counts = {s: sum(r.state == s for r in runs) for s in ("done", "queued", "partial", "failed", "missing")}
+    lines.append("total: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- submission
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _record_submission(run: PlannedRun, job: submitit.Job) -> None:
+    atomic_write_json(run.run_dir / SUBMITTED_FILE, {
+        "job_id": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+        "config_hash": run.cfg.config_hash(), "stage": run.stage})
+
+
+def sbatch_header(params: dict[str, Any], folder: Path, n_tasks: int) -> str:
+    """The #SBATCH lines an array of ``n_tasks`` would be submitted with (for --dry-run)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    slurm = {k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")}
+    eq = {"timeout_min": "time", "mem_gb": "mem", "gpus_per_node": "gpus_per_node", "cpus_per_task": "cpus_per_task",
+          "nodes": "nodes", "tasks_per_node": "ntasks_per_node"}
+    for k, v in params.items():
+        if k in eq:
+            slurm[eq[k]] = f"{v}GB" if k == "mem_gb" else v
+    text = _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=folder,
+                               map_count=n_tasks, **slurm)
+    return "\n".join(l for l in text.splitlines() if l.startswith("#SBATCH"))
+
+
+def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None = None, dry_run: bool = False,
+                 wait: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Submit what is missing of ``sweep``; return a summary (and print the plan when ``dry_run``)."""
+    cluster = cluster or default_cluster()
+    if cluster not in ("slurm", "local", "debug"):
+        raise ValueError(f"--cluster {cluster!r} is not valid; choose from slurm, local, debug")
+    params = executor_parameters(load_profile(profile), cluster)
+    runs = plan(sweep, **overrides)
+    stage1 = [r for r in runs if r.stage == 1 and r.needs_submission]
+    stage2 = [r for r in runs if r.stage == 2 and r.needs_submission]
+    waiting_s1 = [r.job_id for r in runs if r.stage == 1 and r.state == "queued" and r.job_id]
+    out_dir = Path(overrides.get("out", RunConfig().out))
+    folder = out_dir / "logs" / sweep.name / "%j"  # on the shared file system beside the runs, never /tmp
+    array_size = max_array_size() if cluster == "slurm" else 10**9
+    summary: dict[str, Any] = {"cluster": cluster, "runs": len(runs),
+                               "done": sum(r.state == "done" for r in runs),
+                               "queued": sum(r.state == "queued" for r in runs),
+                               "submit_stage1": len(stage1), "submit_stage2": len(stage2),
+                               "arrays_stage1": len(_chunks(stage1, array_size)),
+                               "arrays_stage2": len(_chunks(stage2, array_size)), "jobs": []}
+    if dry_run:
+        print(status(sweep, **overrides))
+        print(f"would submit {len(stage1)} stage-1 and {len(stage2)} stage-2 runs as "
+              f"{summary['arrays_stage1']} + {summary['arrays_stage2']} array job(s) on cluster {cluster}"
+              + (" (stage 2 after stage 1: --dependency=afterok)" if stage1 or waiting_s1 else ""))
+        if cluster == "slurm" and (stage1 or stage2):
+            print(sbatch_header(params, folder, max(len(stage1), len(stage2))))
+        return summary
+
+    executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
+    executor.update_parameters(name=f"da-{sweep.name}", **params)
+    s1_ids = list(waiting_s1)
+    s1_jobs = []
+    for chunk in _chunks(stage1, array_size):
+        jobs = executor.map_array(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [1] * len(chunk))
+        for r, job in zip(chunk, jobs):
+            r.run_dir.mkdir(parents=True, exist_ok=True)
+            _record_submission(r, job)
+        s1_jobs += jobs
+        s1_ids.append(jobs[0].job_id.split("_")[0])
+    if cluster != "slurm":  # local and debug executors know no dependencies: wait here instead
+        for job in s1_jobs:
+            job.result()
+    s2_jobs = []
+    for chunk in _chunks(stage2, array_size):
+        if cluster == "slurm":
+            if s1_ids:
+                executor.update_parameters(slurm_dependency="afterok:" + ":".join(s1_ids))
+        jobs = executor.map_array(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [2] * len(chunk))
+        for r, job in zip(chunk, jobs):
+            r.run_dir.mkdir(parents=True, exist_ok=True)
+            _record_submission(r, job)
+        s2_jobs += jobs
+    summary["jobs"] = [j.job_id for j in s1_jobs + s2_jobs]
+    summary["job_objects"] = s1_jobs + s2_jobs
+    if wait:
+        for job in s2_jobs:
+            job.result()
+    return summary

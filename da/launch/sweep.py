@@ -1,0 +1,83 @@
+"""Sweep definitions: a base config, a grid of factors and a list of seeds, expanded into run configs.
+
+A sweep is a YAML file in ``experiments/sweeps/`` (or any path)::
+
+    base: {epochs: 4}                 # config fields shared by every run
+    grid: {stages: [1, 2], method: [source_only, coral, mmd], cls_loss: [ce, focal, ohem]}
+    seeds: [0, 1, 2]
+
+Runs are the product grid x seeds, in a fixed order; each is a ``RunConfig`` whose hash names its run
+directory, so expanding the same sweep twice gives the same directories.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from da.config import RunConfig, stage1_config
+
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
+
+
+@dataclass
+class Sweep:
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+
+    def configs(self, **overrides: Any) -> list[RunConfig]:
+        """Every run of the sweep; ``overrides`` (out, data_root, ...) apply to all of them."""
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            for seed in self.seeds:
+                fields_ = {**self.base, **dict(zip(keys, values)), "seed": seed, **overrides}
+                if "mmd_kernel_scales" in fields_:
+                    fields_["mmd_kernel_scales"] = tuple(fields_["mmd_kernel_scales"])
+                out.append(RunConfig(**fields_).validate())
+        return out
+
+    def stage1_configs(self, **overrides: Any) -> list[RunConfig]:
+        """The distinct stage-1 configs the sweep's two-stage runs need, once each."""
+        seen: dict[str, RunConfig] = {}
+        for cfg in self.configs(**overrides):
+            if cfg.stages == 2:
+                s1 = stage1_config(cfg)
+                seen.setdefault(s1.config_hash(), s1)
+        return list(seen.values())
+
+
+def load_sweep(name: str | os.PathLike) -> Sweep:
+    """A sweep by name (``experiments/sweeps/<name>.yaml``) or by path; errors name the file and field."""
+    path = Path(name)
+    if not path.suffix:
+        path = SWEEPS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"sweep {name!r}: {path} not found; known sweeps: {', '.join(known) or 'none'}")
+    data = yaml.safe_load(path.read_text()) or {}
+    valid = {f.name for f in fields(RunConfig)}
+    unknown_top = sorted(set(data) - {"base", "grid", "seeds", "description"})
+    if unknown_top:
+        raise ValueError(f"sweep {path}: unknown key(s) {unknown_top}; expected base, grid, seeds, description")
+    base, grid = data.get("base") or {}, data.get("grid") or {}
+    for where, mapping in (("base", base), ("grid", grid)):
+        unknown = sorted(set(mapping) - valid)
+        if unknown:
+            raise ValueError(f"sweep {path}: unknown config field(s) in {where}: {', '.join(unknown)}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep {path}: grid.{key} must be a non-empty list")
+    seeds = data.get("seeds", [0])
+    if "seed" in grid or "seed" in base:
+        raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
+    sweep = Sweep(name=path.stem, base=base, grid=grid, seeds=[int(s) for s in seeds])
+    sweep.configs()  # validate every run now, before anything is submitted
+    return sweep

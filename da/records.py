@@ -1,0 +1,81 @@
+"""Run records: one JSON per run, written atomically, then a done marker.
+
+The record's top-level keys are a contract that tables and users rely on (``REQUIRED_KEYS``); a change
+of its meaning bumps ``SCHEMA_VERSION`` in ``da.config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from da.config import SCHEMA_VERSION
+from da.utils.io import atomic_write_json, atomic_write_text
+
+RECORD_FILE = "record.json"
+DONE_FILE = "DONE"
+REQUIRED_KEYS = ("schema_version", "config", "config_hash", "seed", "git_commit", "stage", "epochs",
+                 "selected_epoch", "target_test", "source_val", "oracle", "wall_time_s", "images_per_s")
+
+
+class RecordError(ValueError):
+    pass
+
+
+def git_commit() -> str:
+    """The commit of the code that ran, with ``-dirty`` when it had uncommitted changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def launch_info() -> dict[str, Any]:
+    """Where the run executed: the Slurm job and array index when under Slurm."""
+    env = os.environ
+    return {
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+        "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
+        "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", 0) or 0),
+        "hostname": os.uname().nodename,
+    }
+
+
+def is_done(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / DONE_FILE).exists() and (Path(run_dir) / RECORD_FILE).exists()
+
+
+def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise RecordError(f"record for {run_dir} lacks {missing}")
+    path = atomic_write_json(Path(run_dir) / RECORD_FILE, record)
+    atomic_write_text(Path(run_dir) / DONE_FILE, record["config_hash"] + "\n")
+    return path
+
+
+def load_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check one record; the error names the file and what is wrong."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RecordError(f"run record {path}: unreadable ({err}); delete its run directory and rerun") from err
+    if not isinstance(record, dict):
+        raise RecordError(f"run record {path}: not a JSON object")
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError(f"run record {path}: schema_version {record.get('schema_version')!r}, this code reads "
+                          f"{SCHEMA_VERSION}; rerun it with this version or use the matching code")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise RecordError(f"run record {path}: incomplete, lacks {', '.join(missing)}")
+    return record

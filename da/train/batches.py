@@ -1,0 +1,95 @@
+"""Batches of a split, either images decoded and augmented on the fly or a cached frozen-prefix output.
+
+Both are pure functions of (seed, epoch, cycle): each epoch's order comes from a generator seeded by
+them, and each image's augmentation from a seed of (seed, epoch, cycle, image path), so a resumed run
+sees exactly the batches an uninterrupted one sees, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from da.data.domains import Split
+from da.data.folder import load_rgb
+from da.train.seeding import derive_seed, generator
+
+
+class SeededImages(Dataset):
+    """The images of a split, each transformed under its own seed; yields (image tensor, label)."""
+
+    def __init__(self, split: Split, transform, seed: int):
+        self.split, self.transform, self.seed = split, transform, seed
+        self.epoch_key: tuple = (0,)
+
+    def __len__(self) -> int:
+        return len(self.split.samples)
+
+    def __getitem__(self, index: int):
+        rel, label = self.split.samples[index]
+        img = load_rgb(self.split.folder / rel)
+        # fork_rng keeps the global stream untouched: augmentation depends on the image, not on history
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, *self.epoch_key, rel))
+            x = self.transform(img)
+        return x, label
+
+
+class ImageBatches:
+    def __init__(self, split: Split, transform, seed: int, batch_size: int, shuffle: bool, drop_last: bool,
+                 num_workers: int = 0, stream: str = "images"):
+        self.data = SeededImages(split, transform, seed)
+        self.seed, self.batch_size, self.shuffle, self.drop_last = seed, batch_size, shuffle, drop_last
+        self.num_workers, self.stream = num_workers, stream
+        self.labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int, cycle: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.data)
+        order = (torch.randperm(n, generator=generator(self.seed, self.stream, epoch, cycle)) if self.shuffle
+                 else torch.arange(n))
+        self.data.epoch_key = (self.stream, epoch, cycle)
+        loader = DataLoader(self.data, batch_size=self.batch_size, sampler=order.tolist(), drop_last=self.drop_last,
+                            num_workers=self.num_workers, generator=generator(self.seed, "loader", epoch, cycle),
+                            persistent_workers=False)
+        yield from loader
+
+
+class CachedBatches:
+    """Batches of cached prefix outputs (N, V, ...) in float16; each epoch draws one view per image."""
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor, seed: int, batch_size: int, shuffle: bool,
+                 drop_last: bool, stream: str = "cached"):
+        self.feats, self.labels = feats, labels
+        self.seed, self.batch_size, self.shuffle, self.drop_last, self.stream = seed, batch_size, shuffle, drop_last, stream
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int, cycle: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, views = self.feats.shape[:2]
+        gen = generator(self.seed, self.stream, epoch, cycle)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        view = torch.randint(views, (n,), generator=gen) if self.shuffle else torch.zeros(n, dtype=torch.long)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.feats[idx, view[idx]].float(), self.labels[idx]
+
+
+def cycle_batches(batches, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches for the target side: re-shuffled passes (cycles) within one source epoch."""
+    cycle = 0
+    while True:
+        empty = True
+        for item in batches.epoch(epoch, cycle):
+            empty = False
+            yield item
+        if empty:
+            raise ValueError("a split is smaller than one batch; lower --batch-size")
+        cycle += 1
