@@ -141,6 +141,15 @@ class RunConfig:
         one_of("class_weighting", CLASS_WEIGHTINGS)
         one_of("coral_convention", ("deep_coral", "domainbed"))
         one_of("mmd_estimator", ("quadratic", "linear", "biased"))
+        from da.data.registry import get_spec  # registry names fail here, before anything runs
+
+        for flag, name in (("stage1", self.stage1 if self.stages == 2 else ""), ("source", self.source),
+                           ("target", self.target)):
+            if name and not name.startswith("folder:"):
+                try:
+                    get_spec(name)
+                except ValueError as err:
+                    raise ValueError(f"--{flag}: {err}") from None
         if not re.fullmatch(r"full|linear|gradual|partial:[1-9]\d*", self.strategy):
             raise ValueError(f"--strategy {self.strategy!r} is not valid; choose from full, linear, gradual, "
                              f"partial:K (K >= 1 trainable stages)")

@@ -32,18 +32,20 @@ from da.data.splits import manifest_hash
 from da.losses import InformationMaximization, build_alignment_loss, build_classification_loss
 from da.models import (GradualUnfreezer, apply_strategy, build_model, build_optimizer, frozen_prefix_length,
                        param_groups)
+from da.train.adistance import proxy_a_distance
 from da.train import checkpoint
 from da.train.batches import CachedBatches, ImageBatches, cycle_batches
 from da.train.cache import prefix_outputs, weights_digest
 from da.train.metrics import classification_metrics
 from da.train.schedule import build_scheduler, ramp_weight
 from da.train.seeding import seed_everything
-from da.utils.io import atomic_write_json, atomic_write_text
+from da.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best_model.pt"
+FEATURES_FILE = "features.npz"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -127,6 +129,34 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
                              f"lower --batch-size")
     data.cache_hits = hits
     return data
+
+
+@torch.no_grad()
+def bottleneck_features(model, batches, start: int, device: torch.device, autocast) -> tuple[np.ndarray, np.ndarray]:
+    """The bottleneck output z (what alignment acts on) and the labels of a split, in split order."""
+    was_training = model.training
+    model.eval()
+    zs, ys = [], []
+    for x, y in batches.epoch(0):
+        with autocast():
+            zs.append(model.forward_from(x.to(device), start)[1].float().cpu().numpy())
+        ys.append(y.numpy())
+    model.train(was_training)
+    return np.concatenate(zs), np.concatenate(ys)
+
+
+def export_features(model, data: "Data", run_dir: Path, device: torch.device, autocast) -> float | None:
+    """Save the selected model's bottleneck features of source-val and target-test (for t-SNE) and
+    return their proxy A-distance."""
+    if data.target_eval is None:
+        return None
+    model.load_state_dict(checkpoint.load(run_dir / BEST_FILE)["model"])
+    zs, ys = bottleneck_features(model, data.source_eval, data.start, device, autocast)
+    zt, yt = bottleneck_features(model, data.target_eval, data.start, device, autocast)
+    path = run_dir / FEATURES_FILE
+    atomic_write(path, lambda f: np.savez_compressed(f, source=zs.astype(np.float16), source_labels=ys,
+                                                      target=zt.astype(np.float16), target_labels=yt), mode="wb")
+    return round(proxy_a_distance(zs, zt), 4)
 
 
 @torch.no_grad()
@@ -223,7 +253,8 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
 
     # --- state, or resume
     state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "oracle": None, "bad_epochs": 0,
-                             "images": 0, "train_time": 0.0, "stopped_early": False, "resumed": 0}
+                             "images": 0, "train_time": 0.0, "stopped_early": False, "resumed": 0,
+                             "started_at": time.time()}
     ckpt_path = run_dir / CHECKPOINT_FILE
     if ckpt_path.exists():
         ckpt = checkpoint.load(ckpt_path)
@@ -242,6 +273,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         log.info("stage %d: resuming %s after epoch %d", stage, run_dir, state["epoch"])
 
     writer = _tensorboard(run_dir)
+    t_mark = t_start
     model.train()
     while state["epoch"] < cfg.epochs and not state["stopped_early"]:
         epoch = state["epoch"]
@@ -327,6 +359,9 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             state["stopped_early"] = True
         state["epoch"] = epoch + 1
+        now = time.perf_counter()
+        state["wall_time"] = state.get("wall_time", 0.0) + (now - t_mark)  # summed over resumed segments
+        t_mark = now
         _log_epoch(writer, entry)
         log.info("stage %d epoch %d/%d: %s source-val acc %.4f%s", stage, epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in entry["loss"].items()), src["accuracy"],
@@ -341,6 +376,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         writer.close()
 
     best = state["best"]
+    pad = export_features(model, data, run_dir, device, autocast)
     record = {
         "schema_version": SCHEMA_VERSION,
         "config": cfg.to_dict(),
@@ -357,7 +393,9 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         "target_test": best["target_test"],
         "oracle": state["oracle"],  # best target-test epoch: uses target labels, never a result to report
         "stopped_early": state["stopped_early"],
-        "wall_time_s": round(time.perf_counter() - t_start, 3),
+        "started_at": state.get("started_at"),  # unix time of the first start (before any resume)
+        "finished_at": time.time(),
+        "wall_time_s": round(state.get("wall_time", 0.0) + time.perf_counter() - t_mark, 3),
         "data_time_s": round(t_data, 3),
         "train_time_s": round(state["train_time"], 3),
         "images_per_s": round(state["images"] / max(state["train_time"], 1e-9), 2),
@@ -367,6 +405,8 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         "cache_hits": data.cache_hits,
         "prefix_stages_cached": data.start,
         "resumed": state["resumed"],
+        "features_file": FEATURES_FILE if pad is not None else None,
+        "proxy_a_distance": pad,  # source-val vs target-test bottleneck features of the selected model
         "launch": records.launch_info(),
         "device": str(device),
         "torch": torch.__version__,

@@ -1,0 +1,135 @@
+"""Ablation tables: mean +- std over seeds per configuration, the gain over source-only, best in bold.
+
+One summary DataFrame (numbers) feeds both renderers, Markdown and LaTeX (booktabs through pandas'
+Styler), so the two never disagree.  Rows are the factors that vary across the runs (the seed aside);
+runs that differ only in their seed form one row.  A row with fewer seeds than the others is flagged in
+its ``seeds`` cell rather than silently averaged with the rest.  The label-free selected result and the
+oracle (best target-test epoch, which looks at target labels) never share a table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from da.config import RunConfig
+
+# Fields that never define an ablation row: the seed is what rows average over; the rest say where a run ran.
+NON_FACTORS = {"seed"} | {f for f, meta in RunConfig.__dataclass_fields__.items() if meta.metadata.get("hash") is False}
+FACTOR_ORDER = ("stages", "method", "cls_loss")
+LABELS = {"stages": "stages", "method": "method", "cls_loss": "cls loss"}
+
+
+def varying_factors(runs: pd.DataFrame) -> list[str]:
+    fields = [f for f in RunConfig.__dataclass_fields__ if f not in NON_FACTORS and f in runs.columns]
+    varying = [f for f in fields if runs[f].astype(str).nunique() > 1]
+    return sorted(varying, key=lambda f: (FACTOR_ORDER.index(f) if f in FACTOR_ORDER else len(FACTOR_ORDER), f))
+
+
+def summarise(runs: pd.DataFrame, metrics: dict[str, str], expected_seeds: int | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Per group of seeds: the factors, n, and mean/std of each metric column (name -> label)."""
+    factors = varying_factors(runs) or ["method"]
+    expected = expected_seeds or int(runs.groupby("group").size().max())
+    rows = []
+    for _, g in runs.groupby("group", sort=False):
+        row = {f: g[f].iloc[0] for f in factors}
+        row["n"] = len(g)
+        row["expected"] = expected
+        row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
+        for col in metrics:
+            values = g[col].to_numpy(dtype=float)
+            row[f"{col}_mean"] = float(np.mean(values))
+            row[f"{col}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    order = {f: (sorted(table[f].unique(), key=_factor_key(f))) for f in factors}
+    table = table.sort_values(factors, key=lambda s: s.map(lambda v: order[s.name].index(v)), kind="stable")
+    return table.reset_index(drop=True), factors
+
+
+def _factor_key(field: str):
+    def key(value):
+        if field == "method":  # source-only first: it is the baseline every other row is read against
+            return (value != "source_only", str(value))
+        return (0, value) if isinstance(value, (int, float)) else (1, str(value))
+    return key
+
+
+def add_gain(table: pd.DataFrame, factors: list[str], col: str) -> pd.DataFrame:
+    """``<col>_gain``: the mean minus that of the source-only row with the same other factors."""
+    table = table.copy()
+    gains = []
+    for _, row in table.iterrows():
+        if "method" not in factors or row["method"] == "source_only":
+            gains.append(float("nan"))
+            continue
+        match = table[(table["method"] == "source_only")
+                      & np.logical_and.reduce([table[f] == row[f] for f in factors if f != "method"] or [True])]
+        gains.append(float(row[f"{col}_mean"] - match[f"{col}_mean"].iloc[0]) if len(match) else float("nan"))
+    table[f"{col}_gain"] = gains
+    return table
+
+
+def ablation_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Target-test accuracy and macro F1 (percent, at the epoch selected on source validation)."""
+    table, factors = summarise(runs, {"target_acc": "target acc", "target_f1": "target macro-F1"}, expected_seeds)
+    return add_gain(table, factors, "target_acc"), factors
+
+
+def oracle_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The oracle: target-test accuracy at the best target-test epoch (uses target labels; an upper bound)."""
+    table, factors = summarise(runs, {"oracle_acc": "oracle acc", "oracle_f1": "oracle macro-F1"}, expected_seeds)
+    return table, factors
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+def _cells(table: pd.DataFrame, factors: list[str], bold: str, pm: str, fmt_gain) -> tuple[list[str], list[list[str]]]:
+    metric_cols = [c[:-5] for c in table.columns if c.endswith("_mean")]
+    names = {"target_acc": "target acc (%)", "target_f1": "target macro-F1 (%)", "oracle_acc": "oracle acc (%)",
+             "oracle_f1": "oracle macro-F1 (%)"}
+    header = [LABELS.get(f, f) for f in factors] + [names.get(c, c) for c in metric_cols]
+    gain_cols = [c for c in table.columns if c.endswith("_gain")]
+    header += ["gain vs source-only (points)" for _ in gain_cols] + ["seeds"]
+    best = {c: table[f"{c}_mean"].max() for c in metric_cols}
+    best.update({c: table[c].max() for c in gain_cols})
+    rows = []
+    for _, r in table.iterrows():
+        cells = [str(r[f]) for f in factors]
+        for c in metric_cols:
+            std = "n/a" if math.isnan(r[f"{c}_std"]) else f"{r[f'{c}_std']:.1f}"
+            text = f"{r[f'{c}_mean']:.1f} {pm} {std}"
+            cells.append(bold(text) if np.isclose(r[f"{c}_mean"], best[c]) else text)
+        for c in gain_cols:
+            if math.isnan(r[c]):
+                cells.append("–")
+            else:
+                text = fmt_gain(r[c])
+                cells.append(bold(text) if np.isclose(r[c], best[c]) else text)
+        flag = "" if r["n"] >= r["expected"] else f" (missing {r['expected'] - r['n']})"
+        cells.append(f"{r['n']}{flag}")
+        rows.append(cells)
+    return header, rows
+
+
+def render_markdown(table: pd.DataFrame, factors: list[str], caption: str = "") -> str:
+    header, rows = _cells(table, factors, bold=lambda t: f"**{t}**", pm="±", fmt_gain=lambda g: f"{g:+.1f}")
+    lines = ([caption, ""] if caption else []) + ["| " + " | ".join(header) + " |",
+                                                 "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_latex(table: pd.DataFrame, factors: list[str], caption: str = "", label: str = "") -> str:
+    def escape(text: str) -> str:
+        return text.replace("_", r"\_").replace("%", r"\%")
+
+    header, rows = _cells(table, factors, bold=lambda t: rf"\textbf{{{t}}}", pm=r"$\pm$",
+                          fmt_gain=lambda g: f"${g:+.1f}$")
+    frame = pd.DataFrame([[escape(c) if "\\" not in c else c.replace("_", r"\_") for c in r] for r in rows],
+                         columns=[escape(h) for h in header])
+    styler = frame.style.hide(axis="index")
+    return styler.to_latex(hrules=True, caption=escape(caption) or None, label=label or None,
+                           column_format="l" * len(factors) + "r" * (len(header) - len(factors)),
+                           position_float="centering" if caption else None)

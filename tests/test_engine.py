@@ -1,0 +1,151 @@
+"""The training engine and the two-stage runner on tiny generated AID/RSSCN7 look-alikes."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from da import records
+from da.config import RunConfig, stage1_config
+from da.data.registry import AID, RSSCN7
+from da.train import NonFiniteLossError, run_dir_for, run_experiment, train_stage
+from da.train import checkpoint
+from da.train.engine import BEST_FILE, CHECKPOINT_FILE
+
+from conftest import make_folder_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_folder_dataset(root, "AID", list(AID.classes), 4, size=36)
+    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=36)
+    return root
+
+
+def tiny_cfg(root, out, **kw) -> RunConfig:
+    base = dict(data_root=str(root), out=str(out), weights="none", img_size=32, batch_size=8, epochs=3,
+                stage1_epochs=1, max_steps_per_epoch=2, num_workers=0, progress=False, eval_batch_size=64,
+                val_fraction=0.25)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def load(path):
+    return json.loads(open(path).read())
+
+
+def test_two_stage_run_record_contract_and_stage1_reuse(tiny_root, tmp_path, capsys):
+    cfg = tiny_cfg(tiny_root, tmp_path, method="coral")
+    path = run_experiment(cfg)
+    rec = records.load_record(path)
+    assert rec["stage"] == 2 and rec["config_hash"] == cfg.config_hash() and rec["seed"] == 0
+    assert len(rec["epochs"]) == 3 and rec["config"]["method"] == "coral"
+    # the reported numbers are those of the epoch chosen on source validation accuracy alone
+    val = [e["source_val"]["accuracy"] for e in rec["epochs"]]
+    assert rec["selected_epoch"] == val.index(max(val)) + 1
+    chosen = rec["epochs"][rec["selected_epoch"] - 1]
+    assert rec["target_test"]["accuracy"] == chosen["target_test"]["accuracy"]
+    assert set(rec["target_test"]) >= {"accuracy", "macro_f1", "per_class", "confusion"}
+    assert list(rec["target_test"]["per_class"]) == list(RSSCN7.classes)
+    assert sum(map(sum, rec["target_test"]["confusion"])) == rec["split_sizes"]["target_test"]
+    tgt = [e["target_test"]["accuracy"] for e in rec["epochs"]]
+    assert rec["oracle"]["target_test"]["accuracy"] == max(tgt)
+    assert "coral" in rec["epochs"][0]["loss"] and rec["images_per_s"] > 0
+    assert rec["init_weights"].endswith(BEST_FILE) and rec["prefix_stages_cached"] > 0
+    s1_dir = run_dir_for(stage1_config(cfg), 1)
+    assert records.is_done(s1_dir) and str(s1_dir) in rec["init_weights"]
+    assert capsys.readouterr().out.count("stage 1: training") == 1
+    # a second method with the same stage-1 settings reuses stage 1
+    s1_record = (s1_dir / records.RECORD_FILE).read_bytes()
+    run_experiment(cfg.replace(method="mmd", seed=1))
+    assert "stage 1: reused" in capsys.readouterr().out
+    assert (s1_dir / records.RECORD_FILE).read_bytes() == s1_record
+    # the frozen-prefix cache was computed once and then read back
+    assert all(load(run_dir_for(cfg.replace(method="mmd", seed=1), 2) / "record.json")["cache_hits"].values())
+
+
+def _metrics(rec):
+    return [(e["loss"], e["source_val"], e["target_test"]) for e in rec["epochs"]], rec["target_test"]
+
+
+def test_same_seed_same_numbers(tiny_root, tmp_path):
+    a = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "a", method="mmd+im", stages=1)))
+    b = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "b", method="mmd+im", stages=1)))
+    c = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "c", method="mmd+im", stages=1, seed=5)))
+    assert _metrics(a) == _metrics(b)
+    assert _metrics(a) != _metrics(c)
+
+
+class Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy,cache_views", [("partial:3", 2), ("full", 0), ("gradual", 0)])
+def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
+    kw = dict(method="coral+im", stages=1, strategy=strategy, cache_views=cache_views, dropout=0.2)
+    ref_path = train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2)
+
+    cfg = tiny_cfg(tiny_root, tmp_path / "cut", **kw)
+
+    def kill_after_first(epoch):
+        if epoch == 1:
+            raise Kill()
+
+    with pytest.raises(Kill):
+        train_stage(cfg, stage=2, on_epoch_end=kill_after_first)
+    run_dir = run_dir_for(cfg, 2)
+    assert not records.is_done(run_dir) and (run_dir / CHECKPOINT_FILE).exists()
+    rec = load(train_stage(cfg, stage=2))
+    ref = load(ref_path)
+    assert rec["resumed"] == 1
+    assert _metrics(rec) == _metrics(ref)
+    a = checkpoint.load(run_dir / BEST_FILE)["model"]
+    b = checkpoint.load(run_dir_for(tiny_cfg(tiny_root, tmp_path / "ref", **kw), 2) / BEST_FILE)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nonfinite_loss_names_step_and_terms_and_keeps_checkpoint(tiny_root, tmp_path, monkeypatch):
+    import da.train.engine as engine
+
+    cfg = tiny_cfg(tiny_root, tmp_path, method="coral", stages=1)
+    real = engine.build_alignment_loss
+    calls = {"n": 0}
+
+    def poisoned(name, **kw):
+        loss = real(name, **kw)
+
+        def forward(fs, ft):
+            calls["n"] += 1
+            out = loss(fs, ft)
+            return out * float("nan") if calls["n"] == 4 else out  # epoch 2, step 2
+        return forward
+
+    monkeypatch.setattr(engine, "build_alignment_loss", poisoned)
+    saved = {}
+
+    def remember(epoch):
+        saved[epoch] = (run_dir_for(cfg, 2) / CHECKPOINT_FILE).read_bytes()
+
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 2.*coral=nan.*checkpoint .*checkpoint.pt is intact"):
+        train_stage(cfg, stage=2, on_epoch_end=remember)
+    assert (run_dir_for(cfg, 2) / CHECKPOINT_FILE).read_bytes() == saved[1]
+    assert checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)["state"]["epoch"] == 1
+    assert not records.is_done(run_dir_for(cfg, 2))
+
+
+def test_early_stopping_on_source_validation(tiny_root, tmp_path):
+    # a frozen backbone, no bottleneck BatchNorm and lr 1e-9: nothing changes, so the source-val accuracy never improves after epoch 1
+    rec = load(run_experiment(tiny_cfg(tiny_root, tmp_path, method="source_only", stages=1, epochs=6, patience=2,
+                                       lr=1e-9, strategy="linear", bottleneck_dim=0)))
+    assert rec["stopped_early"] and len(rec["epochs"]) == 3 and rec["selected_epoch"] == 1
+
+
+def test_labeled_target_fraction_and_losses(tiny_root, tmp_path):
+    rec = load(run_experiment(tiny_cfg(tiny_root, tmp_path, method="mmd", cls_loss="focal", stages=1,
+                                       target_labeled_fraction=0.5, class_weighting="effective",
+                                       schedule="restarts", warmup_epochs=0.5)))
+    assert {"cls", "mmd", "target_cls"} <= set(rec["epochs"][0]["loss"])
+    assert rec["split_sizes"]["target_labeled"] > 0
+    assert all(math.isfinite(v) for e in rec["epochs"] for v in e["loss"].values())

@@ -1,0 +1,75 @@
+"""Sweep definitions and the launcher without a cluster: expansion, validation, plan, idempotence."""
+
+import json
+
+import pytest
+
+from da import records
+from da.launch import load_sweep, plan, submit_sweep
+from da.launch.submit import load_profile, sbatch_header, executor_parameters
+from da.data.registry import AID, RSSCN7
+
+from conftest import REPO, make_folder_dataset
+
+
+def test_shipped_sweeps_expand_to_hashed_runs():
+    sweep = load_sweep("ablation")
+    cfgs = sweep.configs(out="/x")
+    assert len(cfgs) == 2 * 3 * 3 * 3
+    assert len({c.config_hash() for c in cfgs}) == len(cfgs)
+    assert [c.config_hash() for c in cfgs] == [c.config_hash() for c in load_sweep("ablation").configs(out="/x")]
+    assert len(sweep.stage1_configs(out="/x")) == 1  # one stage-1 model serves every two-stage run
+
+
+def test_bad_sweep_files_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: {methd: [coral]}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config field\(s\) in grid: methd"):
+        load_sweep(bad)
+    bad.write_text("grid: {method: [dann]}\n")
+    with pytest.raises(ValueError, match="--method 'dann' is not valid"):
+        load_sweep(bad)
+    with pytest.raises(FileNotFoundError, match="known sweeps: .*ablation"):
+        load_sweep("nope")
+
+
+def test_profiles_and_sbatch_header(tmp_path):
+    gpu = load_profile("gpu")
+    params = executor_parameters(gpu, "slurm")
+    assert params["slurm_partition"] == gpu["partition"] and params["gpus_per_node"] == gpu["gpus_per_node"]
+    header = sbatch_header(params, tmp_path / "%j", n_tasks=50)
+    assert f"#SBATCH --partition={gpu['partition']}" in header
+    assert f"#SBATCH --gpus-per-node={gpu['gpus_per_node']}" in header
+    assert f"#SBATCH --time={gpu['timeout_min']}" in header
+    assert f"#SBATCH --array=0-49%{gpu['array_parallelism']}" in header
+    with pytest.raises(FileNotFoundError, match="known profiles: .*gpu"):
+        load_profile("nope")
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_folder_dataset(root, "AID", list(AID.classes), 4, size=36)
+    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=36)
+    return root
+
+
+TINY_BASE = dict(weights="none", img_size=32, batch_size=8, epochs=1, stage1_epochs=1, max_steps_per_epoch=2,
+                 num_workers=0, val_fraction=0.25, eval_batch_size=64)
+
+
+def tiny_sweep_file(tmp_path, grid="{stages: [1, 2], method: [source_only, coral]}", seeds="[0]"):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(f"base: {json.dumps(TINY_BASE)}\ngrid: {grid}\nseeds: {seeds}\n")
+    return path
+
+
+def test_debug_cluster_runs_everything_then_nothing(tiny_root, tmp_path):
+    sweep = load_sweep(tiny_sweep_file(tmp_path))
+    kw = dict(out=str(tmp_path / "runs"), data_root=str(tiny_root), progress=False)
+    first = submit_sweep(sweep, cluster="debug", wait=True, **kw)
+    assert (first["submit_stage1"], first["submit_stage2"]) == (1, 4)
+    states = [r.state for r in plan(sweep, **kw)]
+    assert states == ["done"] * 5
+    again = submit_sweep(sweep, cluster="debug", wait=True, **kw)
+    assert (again["submit_stage1"], again["submit_stage2"], again["done"]) == (0, 0, 5)
