@@ -16,6 +16,7 @@ import signal
 import sys
 
 from da.cli import config_from_args
+from da.models import WeightsError
 from da.train import run_experiment
 
 
@@ -34,7 +35,11 @@ def main(argv=None) -> int:
     cfg = config_from_args(argv, __doc__.splitlines()[0])
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGUSR2, _stop)
-    record = run_experiment(cfg)
+    try:
+        record = run_experiment(cfg)
+    except (FileNotFoundError, ValueError, WeightsError) as err:  # bad input: the message says what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(record)
     return 0
 
