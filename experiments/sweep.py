@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from da.data.registry import default_data_root
 from da.launch import load_sweep, status, submit_sweep
 from da.launch.submit import default_cluster
 
@@ -33,7 +35,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs", help="folder of run directories (on a shared file system)")
     ap.add_argument("--data-root", default="", help="folder holding the datasets ($DA_DATA_ROOT, ./data)")
     args = ap.parse_args(argv)
-    overrides = {"out": args.out, "data_root": args.data_root, "progress": False}
+    # absolute paths: array tasks may start in another working directory
+    data_root = Path(args.data_root or default_data_root()).resolve()
+    overrides = {"out": str(Path(args.out).resolve()), "data_root": str(data_root), "progress": False}
     try:
         if args.status:
             print(status(load_sweep(args.status), **overrides))

@@ -49,8 +49,11 @@ class RunJob(submitit.helpers.Checkpointable):
     """The job callable: run one stage of one config; resumable from the run directory alone."""
 
     def __call__(self, config: dict[str, Any], stage: int) -> str:
+        import logging
+
         from da.train import run_experiment, train_stage
 
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         cfg = config_from_dict(config)
         run_dir = run_dir_for(cfg, stage)
         (run_dir / FAILED_FILE).unlink(missing_ok=True)
@@ -192,7 +195,7 @@ def _record_submission(run: PlannedRun, job: submitit.Job) -> None:
         "config_hash": run.cfg.config_hash(), "stage": run.stage})
 
 
-def sbatch_header(params: dict[str, Any], folder: Path, n_tasks: int) -> str:
+def sbatch_header(params: dict[str, Any], folder: Path, n_tasks: int, name: str = "da") -> str:
     """The #SBATCH lines an array of ``n_tasks`` would be submitted with (for --dry-run)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
@@ -203,7 +206,7 @@ def sbatch_header(params: dict[str, Any], folder: Path, n_tasks: int) -> str:
         if k in eq:
             slurm[eq[k]] = f"{v}GB" if k == "mem_gb" else v
     text = _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=folder,
-                               map_count=n_tasks, **slurm)
+                               job_name=name, map_count=n_tasks, **slurm)
     return "\n".join(l for l in text.splitlines() if l.startswith("#SBATCH"))
 
 
@@ -233,7 +236,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
               f"{summary['arrays_stage1']} + {summary['arrays_stage2']} array job(s) on cluster {cluster}"
               + (" (stage 2 after stage 1: --dependency=afterok)" if stage1 or waiting_s1 else ""))
         if cluster == "slurm" and (stage1 or stage2):
-            print(sbatch_header(params, folder, max(len(stage1), len(stage2))))
+            print(sbatch_header(params, folder, max(len(stage1), len(stage2)), name=f"da-{sweep.name}"))
         return summary
 
     executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)

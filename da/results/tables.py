@@ -88,18 +88,21 @@ def oracle_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple
 def _cells(table: pd.DataFrame, factors: list[str], bold: str, pm: str, fmt_gain) -> tuple[list[str], list[list[str]]]:
     metric_cols = [c[:-5] for c in table.columns if c.endswith("_mean")]
     names = {"target_acc": "target acc (%)", "target_f1": "target macro-F1 (%)", "oracle_acc": "oracle acc (%)",
-             "oracle_f1": "oracle macro-F1 (%)"}
+             "oracle_f1": "oracle macro-F1 (%)", "pad": "proxy A-distance"}
+    lower_better = {"pad"}  # a smaller domain distance is the better value
+    digits = {"pad": 2}
     header = [LABELS.get(f, f) for f in factors] + [names.get(c, c) for c in metric_cols]
     gain_cols = [c for c in table.columns if c.endswith("_gain")]
     header += ["gain vs source-only (points)" for _ in gain_cols] + ["seeds"]
-    best = {c: table[f"{c}_mean"].max() for c in metric_cols}
+    best = {c: (table[f"{c}_mean"].min() if c in lower_better else table[f"{c}_mean"].max()) for c in metric_cols}
     best.update({c: table[c].max() for c in gain_cols})
     rows = []
     for _, r in table.iterrows():
         cells = [str(r[f]) for f in factors]
         for c in metric_cols:
-            std = "n/a" if math.isnan(r[f"{c}_std"]) else f"{r[f'{c}_std']:.1f}"
-            text = f"{r[f'{c}_mean']:.1f} {pm} {std}"
+            d = digits.get(c, 1)
+            std = "n/a" if math.isnan(r[f"{c}_std"]) else f"{r[f'{c}_std']:.{d}f}"
+            text = f"{r[f'{c}_mean']:.{d}f} {pm} {std}"
             cells.append(bold(text) if np.isclose(r[f"{c}_mean"], best[c]) else text)
         for c in gain_cols:
             if math.isnan(r[c]):

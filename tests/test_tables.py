@@ -1,0 +1,91 @@
+"""Ablation tables from a small committed set of run records (tests/data/records): golden files,
+an independent recomputation of every cell, and the refusal of bad records."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from da.records import RecordError
+from da.results import ablation_table, load_runs
+
+from conftest import REPO
+
+DATA = REPO / "tests" / "data"
+
+
+def regenerate(out):
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs", str(DATA / "records"),
+                          "--out", str(out), "--no-figures"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+def test_tables_match_golden_files_byte_for_byte(tmp_path):
+    regenerate(tmp_path / "a")
+    regenerate(tmp_path / "b")
+    for name in ("ablation.md", "ablation.tex", "oracle.md", "oracle.tex", "adistance.md", "adistance.tex"):
+        produced = (tmp_path / "a" / "tables" / name).read_bytes()
+        assert produced == (tmp_path / "b" / "tables" / name).read_bytes()  # deterministic
+        assert produced == (DATA / "golden" / "tables" / name).read_bytes(), name
+
+
+def _records():
+    out = []
+    for path in sorted((DATA / "records").glob("stage2-*/record.json")):
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def test_cells_recomputed_independently():
+    md = (DATA / "golden" / "tables" / "ablation.md").read_text()
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")}
+    groups = {}
+    for r in _records():
+        groups.setdefault((str(r["config"]["stages"]), r["config"]["method"]), []).append(r)
+    assert set(groups) == set(rows)
+    means = {}
+    for key, recs in groups.items():
+        acc = np.array([100 * r["target_test"]["accuracy"] for r in recs])
+        f1 = np.array([100 * r["target_test"]["macro_f1"] for r in recs])
+        means[key] = acc.mean()
+        cells = rows[key]
+        assert cells[2].strip("*") == f"{acc.mean():.1f} ± {acc.std(ddof=1):.1f}"
+        assert cells[3].strip("*") == f"{f1.mean():.1f} ± {f1.std(ddof=1):.1f}"
+        assert cells[-1].startswith(str(len(recs)))
+        assert ("missing" in cells[-1]) == (len(recs) < 3)  # the dropped seed is flagged, not hidden
+    for (stages, method), cells in rows.items():
+        if method != "source_only":
+            assert cells[4].strip("*") == f"{means[(stages, method)] - means[(stages, 'source_only')]:+.1f}"
+    best = max(means.values())
+    assert all(cells[2].startswith("**") == np.isclose(means[k], best) for k, cells in rows.items())
+
+
+def test_oracle_never_shares_a_table_with_the_selected_result():
+    ablation = (DATA / "golden" / "tables" / "ablation.md").read_text()
+    oracle = (DATA / "golden" / "tables" / "oracle.md").read_text()
+    assert "oracle" not in ablation.lower() and "ORACLE, not a result" in oracle
+    runs = load_runs(DATA / "records")
+    table, _ = ablation_table(runs)
+    assert not [c for c in table.columns if "oracle" in c]
+
+
+def test_bad_records_are_refused_naming_the_file(tmp_path):
+    shutil.copytree(DATA / "records", tmp_path / "runs")
+    victim = sorted((tmp_path / "runs").glob("stage2-*/record.json"))[0]
+    rec = json.loads(victim.read_text())
+    rec["schema_version"] = 99
+    victim.write_text(json.dumps(rec))
+    with pytest.raises(RecordError, match=f"{victim}: schema_version 99"):
+        load_runs(tmp_path / "runs")
+    del rec["target_test"]
+    rec["schema_version"] = 1
+    victim.write_text(json.dumps(rec))
+    with pytest.raises(RecordError, match=f"{victim}: incomplete, lacks target_test"):
+        load_runs(tmp_path / "runs")
+    victim.write_text("{truncated")
+    with pytest.raises(RecordError, match=f"{victim}: unreadable"):
+        load_runs(tmp_path / "runs")
