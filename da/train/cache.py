@@ -8,6 +8,7 @@ so a change of any of them computes a new cache rather than reusing a stale one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -48,6 +49,18 @@ def prefix_outputs(model, prefix_len: int, split: Split, transform, views: int, 
     path = Path(cache_dir) / f"{split.dataset}-{key}.pt"
     if path.exists():
         return checkpoint.load(path)["feats"], True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Array tasks that start together need the same cache: one computes it, the others wait and read it.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return checkpoint.load(path)["feats"], True
+        return _compute(model, prefix_len, split, transform, views, view_seed, path, key, device, batch_size,
+                        num_workers), False
+
+
+def _compute(model, prefix_len, split, transform, views, view_seed, path, key, device, batch_size,
+             num_workers) -> torch.Tensor:
     was_training = model.training
     model.eval()
     chunks = []
@@ -62,4 +75,4 @@ def prefix_outputs(model, prefix_len: int, split: Split, transform, views: int, 
     checkpoint.save(path, {"feats": feats, "key": key})
     log.info("cached prefix outputs of %d %s images x %d views at %s (%.0f MB)", feats.shape[0], split.dataset,
              views, path, feats.numel() * 2 / 1e6)
-    return feats, False
+    return feats

@@ -254,7 +254,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
     # --- state, or resume
     state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "oracle": None, "bad_epochs": 0,
                              "images": 0, "train_time": 0.0, "stopped_early": False, "resumed": 0,
-                             "started_at": time.time()}
+                             "started_at": time.time(), "git_commit": records.git_commit()}
     ckpt_path = run_dir / CHECKPOINT_FILE
     if ckpt_path.exists():
         ckpt = checkpoint.load(ckpt_path)
@@ -382,7 +382,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         "config": cfg.to_dict(),
         "config_hash": cfg.config_hash(),
         "seed": cfg.seed,
-        "git_commit": records.git_commit(),
+        "git_commit": state["git_commit"],  # the code the run started with
         "stage": stage,
         "classes": classes,
         "init_weights": init_weights,
