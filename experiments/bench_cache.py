@@ -15,6 +15,7 @@ import json
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--data-root", default="")
     ap.add_argument("--steps", type=int, default=30, help="training steps measured per variant")
     ap.add_argument("--method", default="coral")
+    ap.add_argument("--cache-from", default="runs", help="reuse the feature cache of this runs folder (its cache/)")
     ap.add_argument("--out", default="results/benchmarks/cache.txt")
     args = ap.parse_args()
     lines = [f"# frozen-prefix cache benchmark, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
@@ -34,6 +36,9 @@ def main() -> None:
              f"# python experiments/bench_cache.py --steps {args.steps} --method {args.method}"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        shared = Path(args.cache_from, "cache").resolve()
+        shared.mkdir(parents=True, exist_ok=True)
+        Path(tmp, "cache").symlink_to(shared)  # fresh run directories, the sweep's cache
         for views in (2, 0):
             cfg = RunConfig(method=args.method, stages=1, epochs=1, max_steps_per_epoch=args.steps, cache_views=views,
                             data_root=args.data_root, out=tmp, progress=False)
@@ -42,6 +47,7 @@ def main() -> None:
             step_s = rec["train_time_s"] / args.steps
             rows.append((views, rec["prefix_stages_cached"], rec["images_per_s"], step_s, step_s * full_steps,
                          rec["data_time_s"]))
+    lines.append("# setup s: splits, model and (when not already on disk) the cache, before the first step")
     lines.append(f"{'variant':<28}{'img/s':>10}{'s/step':>10}{'s/epoch':>10}{'setup s':>10}")
     for views, cached, ips, step_s, epoch_s, setup in rows:
         name = f"cache ({views} views, {cached} stages)" if views else "prefix every step"

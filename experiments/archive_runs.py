@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Copy the records of a finished sweep into a folder to commit (default results/runs).
+
+    python experiments/archive_runs.py --sweep main --runs runs --to results/runs
+
+Per run it keeps record.json, the DONE marker and config.json; features.npz (bottleneck features for the
+t-SNE figure) only for the runs named by --features-seed.  Checkpoints and caches stay behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from da import records
+from da.launch import load_sweep, plan
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep", required=True, action="append", help="sweep name(s); repeat for several")
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--to", default="results/runs")
+    ap.add_argument("--features-seed", type=int, default=0, help="keep features.npz of runs with this seed")
+    args = ap.parse_args(argv)
+    dest = Path(args.to)
+    kept = missing = 0
+    for name in args.sweep:
+        for run in plan(load_sweep(name), out=str(Path(args.runs).resolve())):
+            if not records.is_done(run.run_dir):
+                missing += 1
+                continue
+            target = dest / run.run_dir.name
+            target.mkdir(parents=True, exist_ok=True)
+            for f in (records.RECORD_FILE, records.DONE_FILE, "config.json"):
+                shutil.copy2(run.run_dir / f, target / f)
+            if run.stage == 2 and run.cfg.seed == args.features_seed and (run.run_dir / "features.npz").exists():
+                shutil.copy2(run.run_dir / "features.npz", target / "features.npz")
+            kept += 1
+    print(f"archived {kept} finished runs to {dest} ({missing} not finished)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
