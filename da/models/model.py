@@ -83,7 +83,8 @@ class DAModel(nn.Module):
     # ------------------------------------------------------------------ properties
     @property
     def mean(self) -> tuple[float, float, float]:
-        return tuple(round(float(v), 6) for v in self.norm_mean.tolist())  # undo float32 rounding: 0.485, not 0.48500001
+        # rounding undoes the float32 storage: 0.485, not 0.48500001430511475
+        return tuple(round(float(v), 6) for v in self.norm_mean.tolist())
 
     @property
     def std(self) -> tuple[float, float, float]:

@@ -226,8 +226,9 @@ def load_foreign_state_dict(model, state: Mapping[str, torch.Tensor], source: st
             loaded.pop(k, None)
         reinit = list(_CLASSIFIER_KEYS)
     if not loaded:
+        expected = _short(list(library) or list(own), 5)
         raise WeightsError(f"{source}: none of its {len(state)} tensors matches the {model.backbone_name} model "
-                           f"(file keys: {_short(list(state), 5)}; model keys: {_short(list(library) or list(own), 5)}). "
+                           f"(file keys: {_short(list(state), 5)}; model keys: {expected}). "
                            f"For the packaged Lite0 file use --weights tf_efficientnet_lite0.")
     model.load_state_dict(loaded, strict=False)
     missing = [k for k in own if k.startswith("stages.") and k not in loaded]
