@@ -16,7 +16,7 @@ import signal
 import sys
 
 from da.cli import config_from_args
-from da.models import WeightsError
+from da.models import OfflineWeightsError, WeightsError
 from da.train import run_experiment
 
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGUSR2, _stop)
     try:
         record = run_experiment(cfg)
-    except (FileNotFoundError, ValueError, WeightsError) as err:  # bad input: the message says what to do
+    except (FileNotFoundError, ValueError, WeightsError, OfflineWeightsError) as err:  # bad input: the message says what to do
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(record)
