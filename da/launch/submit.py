@@ -123,7 +123,9 @@ def _queued_job_ids() -> set[str]:
     """Ids of this user's pending or running jobs, array tasks as ``A_i`` (empty without squeue)."""
     if not shutil.which("squeue"):
         return set()
-    out = subprocess.run(["squeue", "-h", "-r", "-u", os.environ.get("USER", "root"), "-o", "%i"],
+    # only jobs that will still run: a cancelled job lingers a moment in squeue as CG (completing)
+    out = subprocess.run(["squeue", "-h", "-r", "-u", os.environ.get("USER", "root"), "-t", "PD,CF,R,RQ,RS,S",
+                          "-o", "%i"],
                          capture_output=True, text=True, timeout=30).stdout
     return {line.strip() for line in out.splitlines() if line.strip()}
 
