@@ -39,3 +39,14 @@ def make_folder_dataset(root: Path, name: str, classes: list[str], per_class: in
             write_image(root / name / cls / f"{cls.lower()}_{i}.jpg", seed=hash((name, ci, i)) % 2**32, size=size,
                         color=palette[ci % len(palette)])
     return root / name
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """Tiny look-alikes of AID (all 30 classes, 4 images each) and RSSCN7 (8 a class), 36 px."""
+    from da.data.registry import AID, RSSCN7
+
+    root = tmp_path_factory.mktemp("data")
+    make_folder_dataset(root, "AID", list(AID.classes), 4, size=36)
+    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=36)
+    return root

@@ -8,20 +8,11 @@ import torch
 
 from da import records
 from da.config import RunConfig, stage1_config
-from da.data.registry import AID, RSSCN7
+from da.data.registry import RSSCN7
 from da.train import NonFiniteLossError, run_dir_for, run_experiment, train_stage
 from da.train import checkpoint
 from da.train.engine import BEST_FILE, CHECKPOINT_FILE
 
-from conftest import make_folder_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_folder_dataset(root, "AID", list(AID.classes), 4, size=36)
-    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=36)
-    return root
 
 
 def tiny_cfg(root, out, **kw) -> RunConfig:

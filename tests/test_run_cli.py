@@ -10,21 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from da.data.registry import AID, RSSCN7
 
-from conftest import REPO, make_folder_dataset
+from conftest import REPO
 
 RUN = [sys.executable, str(REPO / "experiments" / "run.py")]
 TINY = ["--weights", "none", "--img-size", "32", "--batch-size", "8", "--stage1-epochs", "1", "--num-workers", "0",
         "--progress", "false", "--val-fraction", "0.25", "--eval-batch-size", "64"]
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_folder_dataset(root, "AID", list(AID.classes), 4, size=36)
-    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=36)
-    return root
 
 
 def run(args, **kw):

@@ -7,9 +7,8 @@ import pytest
 from da import records
 from da.launch import load_sweep, plan, submit_sweep
 from da.launch.submit import load_profile, sbatch_header, executor_parameters
-from da.data.registry import AID, RSSCN7
 
-from conftest import REPO, make_folder_dataset
+from conftest import REPO
 
 
 def test_shipped_sweeps_expand_to_hashed_runs():
@@ -44,14 +43,6 @@ def test_profiles_and_sbatch_header(tmp_path):
     assert f"#SBATCH --array=0-49%{gpu['array_parallelism']}" in header
     with pytest.raises(FileNotFoundError, match="known profiles: .*gpu"):
         load_profile("nope")
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_folder_dataset(root, "AID", list(AID.classes), 4, size=36)
-    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=36)
-    return root
 
 
 TINY_BASE = dict(weights="none", img_size=32, batch_size=8, epochs=1, stage1_epochs=1, max_steps_per_epoch=2,

@@ -11,13 +11,11 @@ import pytest
 import torch
 
 from da import records
-from da.data.registry import AID, RSSCN7
 from da.launch import load_sweep, plan, submit_sweep
 from da.launch.submit import config_from_dict
 from da.results import load_runs
 from da.train import run_dir_for, train_stage
 
-from conftest import make_folder_dataset
 from test_slurm_local import _sinfo_problem
 
 pytestmark = pytest.mark.slurm
@@ -31,14 +29,6 @@ def cluster():
     problem = _sinfo_problem()
     if problem:
         pytest.skip(f"local Slurm not reachable: {problem}")
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_folder_dataset(root, "AID", list(AID.classes), 4, size=36)
-    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=36)
-    return root
 
 
 def sweep_file(tmp_path, grid, seeds, **base):
