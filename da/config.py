@@ -4,7 +4,9 @@ The defaults are a benchmark that runs anywhere (AID -> RSSCN7 on a 2-core CPU i
 ImageNet EfficientNet-Lite0 weights, 128 px, the last stages fine-tuned on a cached frozen prefix.
 ``PRESETS["paper"]`` is the full-scale GPU protocol.  Fields marked ``hash=False`` in their metadata
 (paths, devices, worker counts) do not change the numbers a run produces and are left out of its hash,
-so the same experiment has the same run directory on every machine.
+so the same experiment has the same run directory on every machine.  Fields added after the first
+records were written are hashed only when they differ from their default, so adding a field does not
+move the run directories of earlier experiments.
 """
 
 from __future__ import annotations
@@ -26,10 +28,16 @@ OPTIMIZERS = ("adamw", "sgd", "lars")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 ALIGN_SCHEDULES = ("constant", "ramp")
 CLASS_WEIGHTINGS = ("", "inverse", "effective")
+SOURCE_SAMPLINGS = ("shuffle", "class_balanced")
 
 
 def _nohash(default: Any) -> Any:
     return field(default=default, metadata={"hash": False})
+
+
+def _added(default: Any) -> Any:
+    """A field added after records existed: part of the hash only when it is not the default."""
+    return field(default=default, metadata={"hash": "unless_default"})
 
 
 @dataclass
@@ -82,6 +90,9 @@ class RunConfig:
     ohem_ratio: float = 0.25
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    # shuffle: each source image once per epoch; class_balanced: source images drawn with replacement,
+    # each class equally often, so the alignment losses see class-balanced source batches
+    source_sampling: str = _added("shuffle")
     # --- adaptation
     align_weight: float = 1.0  # lambda
     align_schedule: str = "constant"  # constant | ramp: lambda * (2 / (1 + exp(-10 p)) - 1)
@@ -108,7 +119,13 @@ class RunConfig:
         return [] if self.method == "source_only" else self.method.split("+")
 
     def hashed_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.metadata.get("hash", True)}
+        out = {}
+        for f in fields(self):
+            mode, value = f.metadata.get("hash", True), getattr(self, f.name)
+            if mode is False or (mode == "unless_default" and value == f.default):
+                continue
+            out[f.name] = _jsonable(value)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
@@ -139,6 +156,7 @@ class RunConfig:
         one_of("amp", AMP_MODES)
         one_of("align_schedule", ALIGN_SCHEDULES)
         one_of("class_weighting", CLASS_WEIGHTINGS)
+        one_of("source_sampling", SOURCE_SAMPLINGS)
         one_of("coral_convention", ("deep_coral", "domainbed"))
         one_of("mmd_estimator", ("quadratic", "linear", "biased"))
         from da.data.registry import get_spec  # registry names fail here, before anything runs

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from da.config import RunConfig
+from da.utils.io import atomic_write_text
 from da.train import train_stage
 
 
@@ -56,8 +57,7 @@ def main() -> None:
                  f"per (images, prefix weights, size, transform, view) and shared by every method and seed")
     text = "\n".join(lines) + "\n"
     print(text)
-    with open(args.out, "w") as f:
-        f.write(text)
+    atomic_write_text(args.out, text)
 
 
 if __name__ == "__main__":

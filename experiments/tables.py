@@ -2,6 +2,7 @@
 """Regenerate the ablation tables (results/tables/) and figures (results/figures/) from run records.
 
     python experiments/tables.py --runs results/runs --out results
+    python experiments/tables.py --runs results/runs --sweep main --sweep label_shift --out results/label_shift
 
 Tables: mean +- std over seeds of target accuracy and macro F1 at the epoch selected on source
 validation, the gain over the matching source-only row, best in bold (Markdown and LaTeX); the oracle
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from da.launch import load_sweep
 from da.results import ablation_table, load_runs, oracle_table, render_latex, render_markdown
 from da.results.tables import summarise
 from da.utils.io import atomic_write_text
@@ -31,10 +33,17 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="results/runs", help="folder of run directories with record.json + DONE")
     ap.add_argument("--out", default="results", help="writes <out>/tables and <out>/figures")
     ap.add_argument("--expected-seeds", type=int, default=None, help="flag rows with fewer seeds (default: the most any row has)")
+    ap.add_argument("--sweep", action="append", default=[],
+                    help="only the runs of this sweep (experiments/sweeps/NAME.yaml or a path); repeat for several")
     ap.add_argument("--no-figures", action="store_true", help="tables only")
     args = ap.parse_args(argv)
     try:
         runs = load_runs(args.runs)
+        if args.sweep:
+            wanted = {cfg.config_hash() for name in args.sweep for cfg in load_sweep(name).configs()}
+            runs = runs[runs["config_hash"].isin(wanted)].reset_index(drop=True)
+            if runs.empty:
+                raise FileNotFoundError(f"no finished run of sweep(s) {', '.join(args.sweep)} under {args.runs}")
     except (FileNotFoundError, ValueError) as err:
         ap.error(str(err))
     tables = Path(args.out) / "tables"

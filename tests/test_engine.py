@@ -136,7 +136,8 @@ def test_early_stopping_on_source_validation(tiny_root, tmp_path):
 def test_labeled_target_fraction_and_losses(tiny_root, tmp_path):
     rec = load(run_experiment(tiny_cfg(tiny_root, tmp_path, method="mmd", cls_loss="focal", stages=1,
                                        target_labeled_fraction=0.5, class_weighting="effective",
-                                       schedule="restarts", warmup_epochs=0.5)))
+                                       schedule="restarts", warmup_epochs=0.5, source_sampling="class_balanced")))
     assert {"cls", "mmd", "target_cls"} <= set(rec["epochs"][0]["loss"])
+    assert rec["config"]["source_sampling"] == "class_balanced"
     assert rec["split_sizes"]["target_labeled"] > 0
     assert all(math.isfinite(v) for e in rec["epochs"] for v in e["loss"].values())

@@ -89,3 +89,30 @@ def test_bad_records_are_refused_naming_the_file(tmp_path):
     victim.write_text("{truncated")
     with pytest.raises(RecordError, match=f"{victim}: unreadable"):
         load_runs(tmp_path / "runs")
+
+
+def test_records_written_before_a_field_existed_get_its_default(tmp_path):
+    shutil.copytree(DATA / "records", tmp_path / "runs")
+    for path in (tmp_path / "runs").glob("*/record.json"):
+        assert "source_sampling" not in json.loads(path.read_text())["config"]  # the committed records predate it
+    runs = load_runs(tmp_path / "runs")
+    assert set(runs["source_sampling"]) == {"shuffle"}
+    assert list(runs["group"]) == list(load_runs(DATA / "records")["group"])
+
+
+def test_sweep_filter_keeps_only_that_sweeps_runs(tmp_path):
+    runs = load_runs(DATA / "records")
+    one = runs[(runs["method"] == "source_only") & (runs["stages"] == 1)]
+    assert len(one) >= 2 and len(one) < len(runs)
+    cfg = {k: v for k, v in one["record"].iloc[0]["config"].items()
+           if k not in ("seed", "method", "stages", "data_root", "out")}
+    sweep = tmp_path / "only_source.yaml"
+    sweep.write_text(json.dumps({"base": cfg, "grid": {"method": ["source_only"], "stages": [1]},
+                                 "seeds": sorted(int(s) for s in one["seed"])}))  # JSON is YAML
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs", str(DATA / "records"),
+                          "--out", str(tmp_path / "out"), "--no-figures", "--sweep", str(sweep)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    body = [line for line in (tmp_path / "out" / "tables" / "ablation.md").read_text().splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert len(body) == 1 and "source_only" in body[0] and f"| {len(one)} |" in body[0]

@@ -16,10 +16,13 @@ METRIC_COLUMNS = ("target_acc", "target_f1", "source_val_acc", "oracle_acc", "or
                   "selected_epoch", "wall_time_s", "images_per_s")
 
 
+def _run_config(config: dict) -> RunConfig:
+    return RunConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
+
+
 def group_hash(config: dict) -> str:
     """The config hash without the seed: runs that differ only in their seed share it."""
-    cfg = RunConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
-    data = {k: v for k, v in cfg.hashed_dict().items() if k != "seed"}
+    data = {k: v for k, v in _run_config(config).hashed_dict().items() if k != "seed"}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -40,9 +43,9 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2) -> pd.DataFram
         rec = load_record(path)
         if stage is not None and rec["stage"] != stage:
             continue
-        cfg = rec["config"]
         try:
-            group = group_hash(cfg)
+            group = group_hash(rec["config"])
+            cfg = _run_config(rec["config"]).to_dict()  # fields added since the record was written: defaults
         except TypeError as err:
             raise RecordError(f"run record {path}: its config does not match this code's RunConfig ({err})") from err
         tgt, oracle = rec["target_test"] or {}, (rec["oracle"] or {})

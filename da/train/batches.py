@@ -17,6 +17,16 @@ from da.data.folder import load_rgb
 from da.train.seeding import derive_seed, generator
 
 
+def epoch_order(labels: torch.Tensor, gen: torch.Generator, shuffle: bool, class_balanced: bool = False) -> torch.Tensor:
+    """The indices one epoch visits: in order, a permutation, or ``len(labels)`` draws with replacement in
+    which every class is equally likely (each image weighted by 1 / its class's count)."""
+    n = len(labels)
+    if class_balanced:
+        counts = torch.bincount(labels)
+        return torch.multinomial(1.0 / counts[labels].double(), n, replacement=True, generator=gen)
+    return torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+
+
 class SeededImages(Dataset):
     """The images of a split, each transformed under its own seed; yields (image tensor, label)."""
 
@@ -39,9 +49,10 @@ class SeededImages(Dataset):
 
 class ImageBatches:
     def __init__(self, split: Split, transform, seed: int, batch_size: int, shuffle: bool, drop_last: bool,
-                 num_workers: int = 0, stream: str = "images"):
+                 num_workers: int = 0, stream: str = "images", class_balanced: bool = False):
         self.data = SeededImages(split, transform, seed)
         self.seed, self.batch_size, self.shuffle, self.drop_last = seed, batch_size, shuffle, drop_last
+        self.class_balanced = class_balanced
         self.num_workers, self.stream = num_workers, stream
         self.labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
 
@@ -50,9 +61,8 @@ class ImageBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def epoch(self, epoch: int, cycle: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.data)
-        order = (torch.randperm(n, generator=generator(self.seed, self.stream, epoch, cycle)) if self.shuffle
-                 else torch.arange(n))
+        order = epoch_order(self.labels, generator(self.seed, self.stream, epoch, cycle), self.shuffle,
+                            self.class_balanced)
         self.data.epoch_key = (self.stream, epoch, cycle)
         loader = DataLoader(self.data, batch_size=self.batch_size, sampler=order.tolist(), drop_last=self.drop_last,
                             num_workers=self.num_workers, generator=generator(self.seed, "loader", epoch, cycle),
@@ -64,8 +74,8 @@ class CachedBatches:
     """Batches of cached prefix outputs (N, V, ...) in float16; each epoch draws one view per image."""
 
     def __init__(self, feats: torch.Tensor, labels: torch.Tensor, seed: int, batch_size: int, shuffle: bool,
-                 drop_last: bool, stream: str = "cached"):
-        self.feats, self.labels = feats, labels
+                 drop_last: bool, stream: str = "cached", class_balanced: bool = False):
+        self.feats, self.labels, self.class_balanced = feats, labels, class_balanced
         self.seed, self.batch_size, self.shuffle, self.drop_last, self.stream = seed, batch_size, shuffle, drop_last, stream
 
     def __len__(self) -> int:
@@ -75,7 +85,7 @@ class CachedBatches:
     def epoch(self, epoch: int, cycle: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, views = self.feats.shape[:2]
         gen = generator(self.seed, self.stream, epoch, cycle)
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = epoch_order(self.labels, gen, self.shuffle, self.class_balanced)
         view = torch.randint(views, (n,), generator=gen) if self.shuffle else torch.zeros(n, dtype=torch.long)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]

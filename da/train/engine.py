@@ -100,6 +100,7 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
 
     def make(name: str, train: bool, stream: str):
         split = splits[name]
+        balanced = stream == "source" and cfg.source_sampling == "class_balanced"
         if use_cache:
             feats, hit = prefix_outputs(model, prefix_len, split, train_tf if train else eval_tf,
                                         cfg.cache_views if train else 1, view_seed=cfg.split_seed,
@@ -109,10 +110,10 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
             hits[name] = hit
             labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
             return CachedBatches(feats, labels, cfg.seed, cfg.batch_size if train else cfg.eval_batch_size,
-                                 shuffle=train, drop_last=train, stream=stream)
+                                 shuffle=train, drop_last=train, stream=stream, class_balanced=balanced)
         return ImageBatches(split, train_tf if train else eval_tf, cfg.seed,
                             cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, drop_last=train,
-                            num_workers=cfg.num_workers, stream=stream)
+                            num_workers=cfg.num_workers, stream=stream, class_balanced=balanced)
 
     digest = weights_digest(list(model.stages[:prefix_len])) if use_cache else None
     data = Data(splits=splits, start=prefix_len if use_cache else 0,
