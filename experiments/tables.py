@@ -19,7 +19,7 @@ import numpy as np
 
 from da.launch import load_sweep
 from da.results import ablation_table, load_runs, oracle_table, render_latex, render_markdown
-from da.results.tables import summarise
+from da.results.tables import prediction_shares, summarise
 from da.utils.io import atomic_write_text
 
 
@@ -61,6 +61,10 @@ def main(argv=None) -> int:
         write_table(tables, "adistance", table, factors,
                     "Proxy A-distance 2(1 - 2 err) between source-validation and target-test bottleneck features "
                     "of the selected model (lower: domains harder to tell apart), mean ± s.d. over seeds.")
+    table, factors, source = prediction_shares(runs, args.expected_seeds)
+    write_table(tables, "predicted_shares", table, factors,
+                "Share (%) of the target test images predicted as each class (no target label is read), mean ± s.d. "
+                "over seeds. Source class shares: " + ", ".join(f"{c} {v:.1f}" for c, v in source.items()) + ".")
     print(f"tables written to {tables}")
     if not args.no_figures:
         from da.results import figures

@@ -26,7 +26,8 @@ def regenerate(out):
 def test_tables_match_golden_files_byte_for_byte(tmp_path):
     regenerate(tmp_path / "a")
     regenerate(tmp_path / "b")
-    for name in ("ablation.md", "ablation.tex", "oracle.md", "oracle.tex", "adistance.md", "adistance.tex"):
+    for name in ("ablation.md", "ablation.tex", "oracle.md", "oracle.tex", "adistance.md", "adistance.tex",
+                 "predicted_shares.md", "predicted_shares.tex"):
         produced = (tmp_path / "a" / "tables" / name).read_bytes()
         assert produced == (tmp_path / "b" / "tables" / name).read_bytes()  # deterministic
         assert produced == (DATA / "golden" / "tables" / name).read_bytes(), name
@@ -116,3 +117,21 @@ def test_sweep_filter_keeps_only_that_sweeps_runs(tmp_path):
     body = [line for line in (tmp_path / "out" / "tables" / "ablation.md").read_text().splitlines()
             if line.startswith("| ") and "---" not in line][1:]
     assert len(body) == 1 and "source_only" in body[0] and f"| {len(one)} |" in body[0]
+
+
+def test_predicted_shares_recomputed_from_confusion_matrices():
+    md = (DATA / "golden" / "tables" / "predicted_shares.md").read_text()
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")}
+    shares: dict = {}
+    for rec in _records():
+        pred = np.asarray(rec["target_test"]["confusion"]).sum(axis=0)  # column sums: predictions, not labels
+        shares.setdefault((str(rec["config"]["stages"]), rec["config"]["method"]), []).append(100 * pred / pred.sum())
+    assert set(rows) == set(shares)
+    for key, values in shares.items():
+        mean = np.mean(values, axis=0)
+        assert [cell.split(" ± ")[0] for cell in rows[key][2:9]] == [f"{m:.1f}" for m in mean], key
+    assert "**" not in md  # no share is "best"
+    first = _records()[0]
+    source = np.asarray(first["source_val"]["confusion"]).sum(axis=1)
+    assert f"fResident {100 * source[5] / source.sum():.1f}" in md

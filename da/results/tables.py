@@ -84,11 +84,32 @@ def oracle_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple
     return table, factors
 
 
+def _class_shares(confusion, axis: int) -> np.ndarray:
+    counts = np.asarray(confusion, dtype=float).sum(axis=axis)
+    return 100 * counts / counts.sum()
+
+
+def prediction_shares(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd.DataFrame, list[str], dict]:
+    """A label-shift diagnostic that reads no target label: per class, the share (%) of target-test images
+    *predicted* as that class (column sums of the confusion matrix), mean and s.d. over seeds; and the
+    class shares of the source (row sums of the source-validation confusion matrix, a stratified split,
+    hence the source-train shares too). Marginal alignment pulls these towards the source shares.
+    Returns the table, its factors and {class: source share}."""
+    classes = runs["record"].iloc[0]["classes"]
+    shares = np.stack([_class_shares(r["target_test"]["confusion"], 0) for r in runs["record"]])
+    runs = runs.assign(**{f"share_{c}": shares[:, i] for i, c in enumerate(classes)})
+    table, factors = summarise(runs, {f"share_{c}": c for c in classes}, expected_seeds)
+    source = _class_shares(runs["record"].iloc[0]["source_val"]["confusion"], 1)
+    return table, factors, dict(zip(classes, source.round(1).tolist()))
+
+
 # ---------------------------------------------------------------------------------------------- rendering
 def _cells(table: pd.DataFrame, factors: list[str], bold: str, pm: str, fmt_gain) -> tuple[list[str], list[list[str]]]:
     metric_cols = [c[:-5] for c in table.columns if c.endswith("_mean")]
     names = {"target_acc": "target acc (%)", "target_f1": "target macro-F1 (%)", "oracle_acc": "oracle acc (%)",
              "oracle_f1": "oracle macro-F1 (%)", "pad": "proxy A-distance"}
+    names.update({c: f"{c[len('share_'):]} (%)" for c in metric_cols if c.startswith("share_")})
+    no_best = {c for c in metric_cols if c.startswith("share_")}  # a share is neither better nor worse
     lower_better = {"pad"}  # a smaller domain distance is the better value
     digits = {"pad": 2}
     header = [LABELS.get(f, f) for f in factors] + [names.get(c, c) for c in metric_cols]
@@ -103,7 +124,7 @@ def _cells(table: pd.DataFrame, factors: list[str], bold: str, pm: str, fmt_gain
             d = digits.get(c, 1)
             std = "n/a" if math.isnan(r[f"{c}_std"]) else f"{r[f'{c}_std']:.{d}f}"
             text = f"{r[f'{c}_mean']:.{d}f} {pm} {std}"
-            cells.append(bold(text) if np.isclose(r[f"{c}_mean"], best[c]) else text)
+            cells.append(bold(text) if c not in no_best and np.isclose(r[f"{c}_mean"], best[c]) else text)
         for c in gain_cols:
             if math.isnan(r[c]):
                 cells.append("–")
