@@ -48,6 +48,8 @@ HELP = {
     "align_weight": "lambda, the weight of the alignment loss",
     "align_schedule": f"{', '.join(ALIGN_SCHEDULES)}; ramp: lambda * (2 / (1 + exp(-10 p)) - 1)",
     "class_weighting": "'' (none), inverse (frequency) or effective (Cui et al. 2019)",
+    "source_sampling": "shuffle (each source image once per epoch) or class_balanced (draws with replacement, "
+                       "every class equally often: class-balanced source batches for the alignment losses)",
     "patience": "early stopping on source-val accuracy after this many epochs without gain; 0: off",
     "max_steps_per_epoch": "cap on steps per epoch (smoke tests); 0: full epochs",
     "data_root": "folder holding the datasets; default: $DA_DATA_ROOT or ./data",
@@ -68,8 +70,8 @@ def _parse_bool(text: str) -> bool:
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # each config flag states its dataclass default itself: argparse's own default is None (not given)
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", type=Path, help="YAML or JSON file of config fields")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of fields: "
                         + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))

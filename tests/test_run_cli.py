@@ -26,8 +26,11 @@ def test_help_documents_every_flag():
     out = run(["--help"]).stdout
     for flag in ("--method", "--cls-loss", "--source", "--target", "--stage1", "--stages", "--backbone", "--weights",
                  "--strategy", "--epochs", "--batch-size", "--lr", "--img-size", "--seed", "--data-root", "--out",
-                 "--config", "--preset"):
+                 "--config", "--preset", "--source-sampling"):
         assert flag in out
+    flat = " ".join(out.split())
+    assert "(default: 'coral')" in flat and "(default: 'partial:3')" in flat
+    assert "(default: None)" not in flat  # a flag's default is the config's, never argparse's placeholder
 
 
 @pytest.mark.parametrize("args,message", [
