@@ -4,6 +4,11 @@ Where a strategy freezes the first stages (``linear``, ``partial:K``), their out
 of the input image.  It is computed once per (images, prefix weights, input size, transform, view) and
 stored on disk in float16; training then runs only the trainable stages.  The key hashes all of those,
 so a change of any of them computes a new cache rather than reusing a stale one.
+
+Each cache has a JSON index beside it (the images and the rest of its key).  A split whose images are all
+in an existing cache with the same prefix, transform, views and view seed is sliced from it instead of
+recomputed: stage 2's source splits are subsets of stage 1's, and each image's views are seeded by its
+path, so the slice equals a fresh computation (bit for bit on the AID stage-1/stage-2 caches, measured).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch.utils.data import DataLoader
 from da.data.domains import Split
 from da.train import checkpoint
 from da.train.batches import SeededImages
+from da.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +39,31 @@ def weights_digest(modules: list[torch.nn.Module]) -> str:
     return h.hexdigest()
 
 
+def _payload(split: Split, prefix_digest: str, transform_desc: str, views: int, view_seed: int) -> dict:
+    return {"dataset": split.dataset, "images": [rel for rel, _ in split.samples], "prefix": prefix_digest,
+            "transform": transform_desc, "views": views, "view_seed": view_seed, "format": 1}
+
+
 def cache_key(split: Split, prefix_digest: str, transform_desc: str, views: int, view_seed: int) -> str:
-    payload = {"dataset": split.dataset, "images": [rel for rel, _ in split.samples], "prefix": prefix_digest,
-               "transform": transform_desc, "views": views, "view_seed": view_seed, "format": 1}
+    payload = _payload(split, prefix_digest, transform_desc, views, view_seed)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _from_superset(cache_dir: Path, payload: dict) -> tuple[torch.Tensor, Path] | None:
+    """The rows of ``payload['images']`` from a cache that holds them all under the same key otherwise."""
+    same = {k: v for k, v in payload.items() if k != "images"}
+    for index_path in sorted(cache_dir.glob(f"{payload['dataset']}-*.json")):
+        try:
+            other = json.loads(index_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a foreign or damaged file: compute instead
+        if {k: v for k, v in other.items() if k != "images"} != same:
+            continue
+        row = {rel: i for i, rel in enumerate(other["images"])}
+        if all(rel in row for rel in payload["images"]) and index_path.with_suffix(".pt").exists():
+            feats = checkpoint.load(index_path.with_suffix(".pt"))["feats"]
+            return feats[torch.tensor([row[rel] for rel in payload["images"]], dtype=torch.long)], index_path
+    return None
 
 
 @torch.no_grad()
@@ -45,6 +72,7 @@ def prefix_outputs(model, prefix_len: int, split: Split, transform, views: int, 
                    prefix_digest: str | None = None) -> tuple[torch.Tensor, bool]:
     """(N, views, C, H, W) float16 outputs of ``model.stages[:prefix_len]``; True when read from disk."""
     digest = prefix_digest or weights_digest(list(model.stages[:prefix_len]))
+    payload = _payload(split, digest, repr(transform), views, view_seed)
     key = cache_key(split, digest, repr(transform), views, view_seed)
     path = Path(cache_dir) / f"{split.dataset}-{key}.pt"
     if path.exists():
@@ -55,12 +83,25 @@ def prefix_outputs(model, prefix_len: int, split: Split, transform, views: int, 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             return checkpoint.load(path)["feats"], True
-        return _compute(model, prefix_len, split, transform, views, view_seed, path, key, device, batch_size,
-                        num_workers), False
+        sliced = _from_superset(path.parent, payload)
+        if sliced is not None:
+            feats, source = sliced
+            _store(path, feats, key, payload)
+            log.info("sliced the prefix outputs of %d %s images from %s", len(feats), split.dataset, source.name)
+            return feats, True
+        feats = _compute(model, prefix_len, split, transform, views, view_seed, device, batch_size, num_workers)
+        _store(path, feats, key, payload)
+        log.info("cached prefix outputs of %d %s images x %d views at %s (%.0f MB)", feats.shape[0], split.dataset,
+                 views, path, feats.numel() * 2 / 1e6)
+        return feats, False
 
 
-def _compute(model, prefix_len, split, transform, views, view_seed, path, key, device, batch_size,
-             num_workers) -> torch.Tensor:
+def _store(path: Path, feats: torch.Tensor, key: str, payload: dict) -> None:
+    checkpoint.save(path, {"feats": feats, "key": key})
+    atomic_write_json(path.with_suffix(".json"), payload)  # after the tensors: an index never points at nothing
+
+
+def _compute(model, prefix_len, split, transform, views, view_seed, device, batch_size, num_workers) -> torch.Tensor:
     was_training = model.training
     model.eval()
     chunks = []
@@ -71,8 +112,4 @@ def _compute(model, prefix_len, split, transform, views, view_seed, path, key, d
         out = [model.prefix(x.to(device), prefix_len).to("cpu", torch.float16) for x, _ in loader]
         chunks.append(torch.cat(out))
     model.train(was_training)
-    feats = torch.stack(chunks, dim=1).contiguous()
-    checkpoint.save(path, {"feats": feats, "key": key})
-    log.info("cached prefix outputs of %d %s images x %d views at %s (%.0f MB)", feats.shape[0], split.dataset,
-             views, path, feats.numel() * 2 / 1e6)
-    return feats
+    return torch.stack(chunks, dim=1).contiguous()

@@ -1,0 +1,49 @@
+"""The frozen-prefix cache: computed once, read back, and sliced for a split whose images it already holds."""
+
+import logging
+
+import torch
+
+from da.data.domains import Split, supervised_splits
+from da.data.transforms import train_transform
+from da.models import build_model
+from da.train.cache import prefix_outputs
+
+
+def _setup(tiny_root):
+    torch.manual_seed(0)
+    model = build_model("timm:tf_efficientnet_lite0", 30, weights="none").eval()
+    full = supervised_splits("AID", tiny_root, 0.25, 0)["train"]
+    sub = Split(full.dataset, full.folder, full.samples[::3], full.classes)
+    return model, full, sub, train_transform(32, model.mean, model.std)
+
+
+def test_subset_is_sliced_from_a_cache_that_holds_its_images(tiny_root, tmp_path, caplog):
+    model, full, sub, tf = _setup(tiny_root)
+    kw = dict(views=2, view_seed=0, device=torch.device("cpu"), batch_size=16)
+    all_feats, hit = prefix_outputs(model, 3, full, tf, cache_dir=tmp_path / "a", **kw)
+    assert not hit and all_feats.shape[:2] == (len(full), 2) and all_feats.dtype == torch.float16
+    again, hit = prefix_outputs(model, 3, full, tf, cache_dir=tmp_path / "a", **kw)
+    assert hit and torch.equal(again, all_feats)
+
+    with caplog.at_level(logging.INFO, logger="da.train.cache"):
+        sliced, hit = prefix_outputs(model, 3, sub, tf, cache_dir=tmp_path / "a", **kw)
+    assert hit and "sliced" in caplog.text and torch.equal(sliced, all_feats[::3])
+    direct, hit = prefix_outputs(model, 3, sub, tf, cache_dir=tmp_path / "b", **kw)  # an empty cache: computed
+    assert not hit
+    # each image's views are seeded by its path, so the slice is what a fresh computation gives
+    assert torch.allclose(sliced.float(), direct.float(), atol=1e-2, rtol=1e-2)
+    assert (sliced != direct).float().mean() < 1e-3
+
+
+def test_no_slice_across_different_keys(tiny_root, tmp_path):
+    model, full, sub, tf = _setup(tiny_root)
+    kw = dict(device=torch.device("cpu"), batch_size=16, cache_dir=tmp_path)
+    prefix_outputs(model, 3, full, tf, views=2, view_seed=0, **kw)
+    assert not prefix_outputs(model, 3, sub, tf, views=1, view_seed=0, **kw)[1]  # other view count
+    assert not prefix_outputs(model, 3, sub, tf, views=2, view_seed=1, **kw)[1]  # other view seed
+    assert not prefix_outputs(model, 2, sub, tf, views=2, view_seed=0, **kw)[1]  # other prefix
+    (tmp_path / "AID-junk.json").write_text("{not json")  # a damaged index is passed over, not fatal
+    val = supervised_splits("AID", tiny_root, 0.25, 0)["val"]
+    wider = Split(full.dataset, full.folder, sub.samples + val.samples[:1], full.classes)  # one image not cached
+    assert not prefix_outputs(model, 3, wider, tf, views=2, view_seed=0, **kw)[1]
