@@ -53,7 +53,10 @@ def _factor_key(field: str):
     def key(value):
         if field == "method":  # source-only first: it is the baseline every other row is read against
             return (value != "source_only", str(value))
-        return (0, value) if isinstance(value, (int, float)) else (1, str(value))
+        if isinstance(value, (int, float, np.number)):
+            return (0, value)
+        return (1, value != default, str(value))  # text factors: the config default (the baseline) first
+    default = getattr(RunConfig(), field, None)
     return key
 
 
