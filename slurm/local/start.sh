@@ -11,7 +11,19 @@
 #   DA_SLURM_PORT_BASE (default 16817): slurmctld=BASE, slurmd=BASE+1, slurmdbd=BASE+2, MariaDB=BASE+3
 #   DA_SLURM_CPUS (default: nproc): CPUs the node advertises; more than nproc oversubscribes the cores.
 # Safe to run again: running daemons (checked through /proc/PID/exe) are left alone and never started twice.
-set -euo pipefail
+#
+#   slurm/local/start.sh --check    # only report which packages are missing and whether this would install them
+# DA_SLURM_PKGS (space-separated) replaces the package list; the tests use it to exercise the not-installed path.
+set -Eeuo pipefail
+# No silent exits: under set -e any failing command ends the script, so name the line and the command.
+trap 'rc=$?; echo "[slurm-local] ERROR: ${BASH_SOURCE[0]}:$LINENO: \`$BASH_COMMAND\` exited with status $rc" >&2; exit $rc' ERR
+
+CHECK_ONLY=0
+case "${1:-}" in
+    --check) CHECK_ONLY=1 ;;
+    "") ;;
+    *) echo "[slurm-local] ERROR: unknown argument '$1' (usage: start.sh [--check])" >&2; exit 2 ;;
+esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${DA_SLURM_STATE:-$HERE/state}
@@ -35,10 +47,26 @@ die_log() {
 }
 
 # ---------------------------------------------------------------------------------------------- install
-PKGS=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server-core mariadb-client-core)
-missing=()
-installed=" $(dpkg-query -W -f='${Package}:${Status}\n' "${PKGS[@]}" 2>/dev/null | awk -F: '/install ok installed/ {print $1}' | tr '\n' ' ')"
-for p in "${PKGS[@]}"; do [[ $installed == *" $p "* ]] || missing+=("$p"); done
+read -r -a PKGS <<<"${DA_SLURM_PKGS:-munge slurm-client slurmctld slurmd slurmdbd mariadb-server-core mariadb-client-core}"
+# missing_packages PKG...: prints the ones dpkg does not list as installed. dpkg-query exits 1 as soon as one
+# of them is unknown (exactly the case to detect), so its status is not an error here.
+missing_packages() {
+    local listed p
+    listed=" $({ dpkg-query -W -f='${Package}:${Status}\n' "$@" 2>/dev/null || true; } |
+        awk -F: '/install ok installed/ {print $1}' | tr '\n' ' ')"
+    for p in "$@"; do [[ $listed == *" $p "* ]] || echo "$p"; done
+}
+mapfile -t missing < <(missing_packages "${PKGS[@]}")
+if ((CHECK_ONLY)); then
+    say "packages: ${PKGS[*]}"
+    if ((${#missing[@]})); then
+        say "missing: ${missing[*]}"
+        ((EUID == 0)) && say "would install: ${missing[*]}" || say "would stop: not root, cannot install ${missing[*]}"
+    else
+        say "missing: none"
+    fi
+    exit 0
+fi
 if ((${#missing[@]})); then
     ((EUID == 0)) || die "packages missing (${missing[*]}) and not root: install them or rerun as root"
     say "installing ${missing[*]}"

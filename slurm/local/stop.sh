@@ -2,7 +2,9 @@
 # Stop the single-node Slurm started by slurm/local/start.sh: cancel leftover jobs, then stop exactly the
 # daemons whose PID files are in the state folder (DA_SLURM_STATE, default slurm/local/state).
 # Safe to run again: a daemon that is not running (or a PID now used by another program) is skipped.
-set -euo pipefail
+set -Eeuo pipefail
+# No silent exits: under set -e any failing command ends the script, so name the line and the command.
+trap 'rc=$?; echo "[slurm-local] ERROR: ${BASH_SOURCE[0]}:$LINENO: \`$BASH_COMMAND\` exited with status $rc" >&2; exit $rc' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${DA_SLURM_STATE:-$HERE/state}
