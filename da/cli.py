@@ -14,10 +14,12 @@ from typing import Any, Sequence
 
 import yaml
 
-from da.config import (ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, RunConfig)
+from da.config import ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, OPTIMIZERS, PRESETS, SCHEDULES, RunConfig
+from da.methods import method_names
+from da.selection import validator_names
 
 HELP = {
-    "method": f"adaptation method: {', '.join(METHODS)}, or a '+'-combination such as mmd+im",
+    "method": f"adaptation method: {', '.join(method_names())}, or a '+'-combination such as mmd+im",
     "cls_loss": f"classification loss: {', '.join(CLS_LOSSES)}",
     "stages": "2: ImageNet -> --stage1 dataset -> adaptation; 1: ImageNet -> adaptation directly",
     "seed": "seed of the run (initialisation, batch order, augmentation)",
@@ -50,7 +52,13 @@ HELP = {
     "class_weighting": "'' (none), inverse (frequency) or effective (Cui et al. 2019)",
     "source_sampling": "shuffle (each source image once per epoch) or class_balanced (draws with replacement, "
                        "every class equally often: class-balanced source batches for the alignment losses)",
-    "patience": "early stopping on source-val accuracy after this many epochs without gain; 0: off",
+    "patience": "early stopping after this many epochs without a better selection score; 0: off",
+    "selection": f"label-free rule that picks the kept epoch: {', '.join(validator_names())}",
+    "rank_validators": "validators whose per-epoch ranks --selection rank averages",
+    "dann_hidden": "width of the DANN domain discriminator's two hidden layers",
+    "cdan_hidden": "width of the CDAN domain discriminator's two hidden layers",
+    "cdan_entropy": "CDAN+E: weight examples by 1 + exp(-entropy) of their prediction",
+    "cdan_randomized_dim": "width of CDAN's randomised multilinear map (used when d x C > 4096)",
     "max_steps_per_epoch": "cap on steps per epoch (smoke tests); 0: full epochs",
     "data_root": "folder holding the datasets; default: $DA_DATA_ROOT or ./data",
     "out": "folder of run directories (named by config hash) and the feature cache",
@@ -85,7 +93,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         if kind is bool:
             kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL")
         elif typing.get_origin(kind) is tuple:
-            kwargs.update(type=float, nargs="+")
+            kwargs.update(type=typing.get_args(kind)[0], nargs="+")
         else:
             kwargs.update(type=kind)
         parser.add_argument(flag, **kwargs)
@@ -120,9 +128,7 @@ def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
     if args.config:
         values.update(load_config_file(args.config))
     values.update({f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None})
-    if "mmd_kernel_scales" in values:
-        values["mmd_kernel_scales"] = tuple(values["mmd_kernel_scales"])
     try:
-        return RunConfig(**values).validate()
+        return RunConfig.from_dict(values).validate()
     except (ValueError, TypeError) as err:
         parser.error(str(err))

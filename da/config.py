@@ -6,7 +6,9 @@ ImageNet EfficientNet-Lite0 weights, 128 px, the last stages fine-tuned on a cac
 (paths, devices, worker counts) do not change the numbers a run produces and are left out of its hash,
 so the same experiment has the same run directory on every machine.  Fields added after the first
 records were written are hashed only when they differ from their default, so adding a field does not
-move the run directories of earlier experiments.
+move the run directories of earlier experiments; a method's own settings (``dann_hidden``, ...) are
+hashed only in runs that use that method.  Valid method and validator names come from their
+registries (``da.methods``, ``da.selection``), declared there once.
 """
 
 from __future__ import annotations
@@ -14,14 +16,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import functools
 import re
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
-ALIGNMENT_METHODS = ("coral", "mmd")
-TARGET_METHODS = ("im", "ent")  # losses on target predictions
-METHODS = ("source_only",) + ALIGNMENT_METHODS + TARGET_METHODS
 CLS_LOSSES = ("ce", "focal", "ohem")
 SCHEDULES = ("cosine", "restarts", "constant")
 OPTIMIZERS = ("adamw", "sgd", "lars")
@@ -40,10 +40,15 @@ def _added(default: Any) -> Any:
     return field(default=default, metadata={"hash": "unless_default"})
 
 
+def _method_setting(method: str, default: Any) -> Any:
+    """A setting of one adaptation method: part of the hash only of runs that use ``method``."""
+    return field(default=default, metadata={"hash": "method", "method": method})
+
+
 @dataclass
 class RunConfig:
     # --- what is compared
-    method: str = "coral"  # source_only | coral | mmd | im | ent, or '+'-combinations such as mmd+im
+    method: str = "coral"  # a name of da.methods (source_only, coral, mmd, dann, cdan, ...), or a '+'-combination
     cls_loss: str = "ce"  # ce | focal | ohem
     stages: int = 2  # 2: ImageNet -> stage1 dataset -> adaptation; 1: ImageNet -> adaptation
     seed: int = 0
@@ -101,8 +106,15 @@ class RunConfig:
     mmd_kernel_scales: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0)
     im_weight: float = 0.3
     target_weight: float = 1.0  # cross-entropy on labelled target images
-    # --- selection
-    patience: int = 0  # early stopping on source-val accuracy; 0: off
+    dann_hidden: int = _method_setting("dann", 1024)  # width of the domain discriminator's hidden layers
+    cdan_hidden: int = _method_setting("cdan", 1024)
+    cdan_entropy: bool = _method_setting("cdan", True)  # CDAN+E: weight examples by 1 + exp(-H(p))
+    # the multilinear map f (x) g is replaced by a randomised one of this width when d * C exceeds 4096
+    cdan_randomized_dim: int = _method_setting("cdan", 1024)
+    # --- selection (label-free validators of da.selection, scored after every stage-2 epoch)
+    selection: str = _added("source_acc")  # the validator whose best epoch is kept as the selected model
+    rank_validators: tuple[str, ...] = _added(("source_acc", "im", "snd"))  # averaged by selection=rank
+    patience: int = 0  # early stopping on the selection score; 0: off
     max_steps_per_epoch: int = 0  # 0: full epochs (tests use a few steps)
     # --- where and how (not part of the hash)
     data_root: str = _nohash("")  # empty: DA_DATA_ROOT or ./data
@@ -114,6 +126,13 @@ class RunConfig:
     progress: bool = _nohash(True)
 
     # ------------------------------------------------------------------ helpers
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """A config from a dict of fields (a record's, config.json's, a sweep's): JSON lists become the
+        tuples the fields hold; fields the dict lacks keep their defaults."""
+        tuples = {f.name for f in fields(cls) if typing.get_origin(_hints()[f.name]) is tuple}
+        return cls(**{k: (tuple(v) if k in tuples and isinstance(v, list) else v) for k, v in data.items()})
+
     @property
     def method_parts(self) -> list[str]:
         return [] if self.method == "source_only" else self.method.split("+")
@@ -123,6 +142,8 @@ class RunConfig:
         for f in fields(self):
             mode, value = f.metadata.get("hash", True), getattr(self, f.name)
             if mode is False or (mode == "unless_default" and value == f.default):
+                continue
+            if mode == "method" and f.metadata["method"] not in self.method_parts:
                 continue
             out[f.name] = _jsonable(value)
         return out
@@ -144,11 +165,13 @@ class RunConfig:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not valid; choose from "
                                  f"{', '.join(repr(v) for v in valid)}")
 
-        parts = self.method.split("+")
-        if self.method != "source_only" and (not parts or any(p not in METHODS[1:] for p in parts)
-                                             or len(set(parts)) != len(parts)):
-            raise ValueError(f"--method {self.method!r} is not valid; choose from {', '.join(METHODS)} "
-                             f"or '+'-combinations of {', '.join(METHODS[1:])} (e.g. mmd+im)")
+        from da.methods import check_method_name  # the registry holds the only list of names
+        from da.selection import check_validator_name
+
+        check_method_name(self.method)
+        check_validator_name(self.selection, "--selection")
+        for name in self.rank_validators:
+            check_validator_name(name, "--rank-validators", allow_rank=False)
         one_of("cls_loss", CLS_LOSSES)
         one_of("stages", (1, 2))
         one_of("schedule", SCHEDULES)
@@ -184,12 +207,20 @@ class RunConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.cls_loss != "ce":
             raise ValueError("MixUp/CutMix give soft labels: use them with --cls-loss ce")
-        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.strategy in ("linear",) or (
-                (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.strategy.startswith("partial") and self.cache_views > 0):
+        frozen_prefix = self.strategy == "linear" or self.strategy.startswith("partial")
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and frozen_prefix and self.cache_views > 0:
             raise ValueError("MixUp/CutMix mix images: set --cache-views 0 to use them with a frozen prefix")
+        for name in ("dann_hidden", "cdan_hidden", "cdan_randomized_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ohem_ratio <= 1:
             raise ValueError("--ohem-ratio must lie in [0, 1]")
         return self
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)
 
 
 def _jsonable(value: Any) -> Any:

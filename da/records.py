@@ -1,7 +1,9 @@
 """Run records: one JSON per run, written atomically, then a done marker.
 
 The record's top-level keys are a contract that tables and users rely on (``REQUIRED_KEYS``); a change
-of its meaning bumps ``SCHEMA_VERSION`` in ``da.config``.
+of its meaning bumps ``SCHEMA_VERSION``.  Version 2 adds, per epoch, ``scores`` (every label-free
+validator of ``da.selection``) and, per run, ``selection`` as the validator's name; version 1 records
+(selection on source-val accuracy, no scores) are still read.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from da.config import SCHEMA_VERSION
+from da.rundir import DONE_FILE, RECORD_FILE
 from da.utils.io import atomic_write_json, atomic_write_text
 
-RECORD_FILE = "record.json"
-DONE_FILE = "DONE"
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("schema_version", "config", "config_hash", "seed", "git_commit", "stage", "epochs",
                  "selected_epoch", "target_test", "source_val", "oracle", "wall_time_s", "images_per_s")
 
@@ -72,9 +74,9 @@ def load_record(path: str | os.PathLike) -> dict[str, Any]:
         raise RecordError(f"run record {path}: unreadable ({err}); delete its run directory and rerun") from err
     if not isinstance(record, dict):
         raise RecordError(f"run record {path}: not a JSON object")
-    if record.get("schema_version") != SCHEMA_VERSION:
+    if record.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
         raise RecordError(f"run record {path}: schema_version {record.get('schema_version')!r}, this code reads "
-                          f"{SCHEMA_VERSION}; rerun it with this version or use the matching code")
+                          f"{READABLE_SCHEMA_VERSIONS}; rerun it with this version or use the matching code")
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise RecordError(f"run record {path}: incomplete, lacks {', '.join(missing)}")

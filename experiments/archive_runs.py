@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from da import records
+from da.rundir import ARCHIVED_FILES, FEATURES_FILE
 from da.launch import load_sweep, plan
 
 
@@ -34,10 +35,10 @@ def main(argv=None) -> int:
                 continue
             target = dest / run.run_dir.name
             target.mkdir(parents=True, exist_ok=True)
-            for f in (records.RECORD_FILE, records.DONE_FILE, "config.json"):
+            for f in ARCHIVED_FILES:
                 shutil.copy2(run.run_dir / f, target / f)
-            if run.stage == 2 and run.cfg.seed == args.features_seed and (run.run_dir / "features.npz").exists():
-                shutil.copy2(run.run_dir / "features.npz", target / "features.npz")
+            if run.stage == 2 and run.cfg.seed == args.features_seed and (run.run_dir / FEATURES_FILE).exists():
+                shutil.copy2(run.run_dir / FEATURES_FILE, target / FEATURES_FILE)
             kept += 1
     print(f"archived {kept} finished runs to {dest} ({missing} not finished)")
     return 0

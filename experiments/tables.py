@@ -4,9 +4,12 @@
     python experiments/tables.py --runs results/runs --out results
     python experiments/tables.py --runs results/runs --sweep main --sweep label_shift --out results/label_shift
 
-Tables: mean +- std over seeds of target accuracy and macro F1 at the epoch selected on source
-validation, the gain over the matching source-only row, best in bold (Markdown and LaTeX); the oracle
-(best target-test epoch) in its own table; the proxy A-distance of the bottleneck features.
+Tables: mean +- std over seeds of target accuracy and macro F1 at the selected epoch (source-validation
+accuracy, or another label-free rule with --selection, re-selected from the per-epoch scores in the
+records), the gain over the matching source-only row, best in bold (Markdown and LaTeX); the oracle
+(best target-test epoch) in its own table; the proxy A-distance of the bottleneck features; and, when
+the records hold validator scores, the validator table (each rule's selected accuracy, gap to the
+oracle and rank correlation with target accuracy).
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import numpy as np
 
 from da.launch import load_sweep
 from da.results import ablation_table, load_runs, oracle_table, render_latex, render_markdown
+from da.records import RecordError
+from da.results.selection import render_validator_table, reselect, validator_table
 from da.results.tables import prediction_shares, summarise
+from da.selection import DEFAULT, validator_names
 from da.utils.io import atomic_write_text
 
 
@@ -35,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--expected-seeds", type=int, default=None, help="flag rows with fewer seeds (default: the most any row has)")
     ap.add_argument("--sweep", action="append", default=[],
                     help="only the runs of this sweep (experiments/sweeps/NAME.yaml or a path); repeat for several")
+    ap.add_argument("--selection", default=None, choices=validator_names(),
+                    help="re-select every run's epoch with this label-free rule (default: each run's own)")
     ap.add_argument("--no-figures", action="store_true", help="tables only")
     args = ap.parse_args(argv)
     try:
@@ -44,13 +52,18 @@ def main(argv=None) -> int:
             runs = runs[runs["config_hash"].isin(wanted)].reset_index(drop=True)
             if runs.empty:
                 raise FileNotFoundError(f"no finished run of sweep(s) {', '.join(args.sweep)} under {args.runs}")
-    except (FileNotFoundError, ValueError) as err:
+        if args.selection:
+            runs = reselect(runs, args.selection)
+    except (FileNotFoundError, ValueError, RecordError) as err:
         ap.error(str(err))
     tables = Path(args.out) / "tables"
+    rules = set(runs["record"].map(lambda r: r.get("selection", DEFAULT) if r["schema_version"] > 1 else DEFAULT))
+    rule = args.selection or (rules.pop() if len(rules) == 1 else "each run's own rule")
     table, factors = ablation_table(runs, args.expected_seeds)
     write_table(tables, "ablation", table, factors,
-                "Target (RSSCN7) test accuracy and macro F1 (%) at the epoch selected on source validation "
-                "accuracy, mean ± s.d. over seeds; gain: accuracy points over the matching source-only row.")
+                f"Target (RSSCN7) test accuracy and macro F1 (%) at the epoch selected "
+                f"{'on source validation accuracy' if rule == DEFAULT else f'without target labels ({rule})'}, "
+                f"mean ± s.d. over seeds; gain: accuracy points over the matching source-only row.")
     table, factors = oracle_table(runs, args.expected_seeds)
     write_table(tables, "oracle", table, factors,
                 "ORACLE, not a result: target test accuracy at the best target-test epoch, which looks at target "
@@ -65,6 +78,16 @@ def main(argv=None) -> int:
     write_table(tables, "predicted_shares", table, factors,
                 "Share (%) of the target test images predicted as each class (no target label is read), mean ± s.d. "
                 "over seeds. Source class shares: " + ", ".join(f"{c} {v:.1f}" for c, v in source.items()) + ".")
+    if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
+        try:
+            vt = validator_table(runs)
+        except RecordError as err:
+            ap.error(str(err))
+        caption = ("Label-free validators on these runs: target test accuracy (%) of the epoch each selects (mean ± "
+                   "s.d. over runs), its mean gap to the oracle epoch, how often it picks the oracle epoch, and the "
+                   "Spearman correlation of its score with target accuracy over all epochs of all runs.")
+        atomic_write_text(tables / "validators.md", caption + "\n\n" + render_validator_table(vt, "markdown"))
+        atomic_write_text(tables / "validators.tex", render_validator_table(vt, "latex"))
     print(f"tables written to {tables}")
     if not args.no_figures:
         from da.results import figures

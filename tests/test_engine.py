@@ -11,7 +11,7 @@ from da.config import RunConfig, stage1_config
 from da.data.registry import RSSCN7
 from da.train import NonFiniteLossError, run_dir_for, run_experiment, train_stage
 from da.train import checkpoint
-from da.train.engine import BEST_FILE, CHECKPOINT_FILE
+from da.rundir import BEST_FILE, CHECKPOINT_FILE
 
 
 
@@ -98,22 +98,18 @@ def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
 
 
 def test_nonfinite_loss_names_step_and_terms_and_keeps_checkpoint(tiny_root, tmp_path, monkeypatch):
-    import da.train.engine as engine
+    from da.methods.coral import CoralMethod
 
     cfg = tiny_cfg(tiny_root, tmp_path, method="coral", stages=1)
-    real = engine.build_alignment_loss
+    real = CoralMethod.forward
     calls = {"n": 0}
 
-    def poisoned(name, **kw):
-        loss = real(name, **kw)
+    def poisoned(self, out):
+        calls["n"] += 1
+        terms = real(self, out)
+        return {k: v * float("nan") for k, v in terms.items()} if calls["n"] == 4 else terms  # epoch 2, step 2
 
-        def forward(fs, ft):
-            calls["n"] += 1
-            out = loss(fs, ft)
-            return out * float("nan") if calls["n"] == 4 else out  # epoch 2, step 2
-        return forward
-
-    monkeypatch.setattr(engine, "build_alignment_loss", poisoned)
+    monkeypatch.setattr(CoralMethod, "forward", poisoned)
     saved = {}
 
     def remember(epoch):

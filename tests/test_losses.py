@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 from scipy.special import log_softmax as np_log_softmax
 
-from da.losses import (CORAL, MMD, OHEM, FocalLoss, InformationMaximization, build_alignment_loss,
+from da.losses import (CORAL, MMD, OHEM, FocalLoss, InformationMaximization,
                        build_classification_loss, class_weights)
 
 RTOL = 1e-6
@@ -460,11 +460,17 @@ def test_build_classification_loss_errors():
         build_classification_loss("focal", 4, label_smoothing=0.1)
 
 
-def test_build_alignment_loss():
+def test_coral_and_mmd_methods_wire_their_losses():
+    """The methods of da.methods pass the config's settings to the losses and weight them by lambda."""
+    from da.config import RunConfig
+    from da.methods import StepOutputs, build_method
+
     xs, xt = feats(10, 8, 5, seed=12, shift=0.4)
-    coral = build_alignment_loss("coral", coral_convention="domainbed")
-    np.testing.assert_allclose(coral(*t64(xs, xt)).item(), np_coral(xs, xt, "domainbed"), rtol=RTOL)
-    mmd = build_alignment_loss("mmd", mmd_estimator="biased", mmd_kernel_scales=(1.0, 3.0))
-    np.testing.assert_allclose(mmd(*t64(xs, xt)).item(), np_mmd(xs, xt, "biased", (1.0, 3.0)), rtol=RTOL)
-    with pytest.raises(ValueError, match="coral, mmd"):
-        build_alignment_loss("dann")
+    zs, zt = t64(xs, xt)
+    out = StepOutputs(None, zs, None, None, zt, 0.5)
+    coral = build_method(RunConfig(method="coral", coral_convention="domainbed", align_weight=0.5), 3, 5)
+    np.testing.assert_allclose(coral(out)["coral"].item(), 0.5 * np_coral(xs, xt, "domainbed"), rtol=RTOL)
+    mmd = build_method(RunConfig(method="mmd", mmd_estimator="biased", mmd_kernel_scales=(1.0, 3.0),
+                                 align_schedule="ramp"), 3, 5)
+    ramp = 2 / (1 + np.exp(-5)) - 1
+    np.testing.assert_allclose(mmd(out)["mmd"].item(), ramp * np_mmd(xs, xt, "biased", (1.0, 3.0)), rtol=RTOL)

@@ -25,8 +25,8 @@ def test_bad_sweep_files_name_the_problem(tmp_path):
     bad.write_text("grid: {methd: [coral]}\n")
     with pytest.raises(ValueError, match=r"bad.yaml: unknown config field\(s\) in grid: methd"):
         load_sweep(bad)
-    bad.write_text("grid: {method: [dann]}\n")
-    with pytest.raises(ValueError, match="--method 'dann' is not valid"):
+    bad.write_text("grid: {method: [dan]}\n")
+    with pytest.raises(ValueError, match="--method 'dan' is not valid"):
         load_sweep(bad)
     with pytest.raises(FileNotFoundError, match="known sweeps: .*ablation"):
         load_sweep("nope")

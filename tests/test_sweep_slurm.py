@@ -12,7 +12,7 @@ import torch
 
 from da import records
 from da.launch import load_sweep, plan, submit_sweep
-from da.launch.submit import config_from_dict
+from da.config import RunConfig
 from da.results import load_runs
 from da.train import run_dir_for, train_stage
 
@@ -89,7 +89,7 @@ def test_preempted_task_requeues_and_resumes_bit_identically(cluster, tiny_root,
     assert rec["resumed"] >= 1 and rec["launch"]["slurm_restart_count"] >= 1
     # the same config run here without interruption gives the same numbers (on as many threads as the
     # task had: the local profile gives each task one core, and CPU reductions depend on the thread count)
-    cfg = config_from_dict(rec["config"]).replace(out=str(tmp_path / "ref"))
+    cfg = RunConfig.from_dict(rec["config"]).replace(out=str(tmp_path / "ref"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

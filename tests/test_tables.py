@@ -11,6 +11,7 @@ import pytest
 
 from da.records import RecordError
 from da.results import ablation_table, load_runs
+from da.selection import validator_names
 
 from conftest import REPO
 
@@ -135,3 +136,64 @@ def test_predicted_shares_recomputed_from_confusion_matrices():
     first = _records()[0]
     source = np.asarray(first["source_val"]["confusion"]).sum(axis=1)
     assert f"fResident {100 * source[5] / source.sum():.1f}" in md
+
+
+@pytest.mark.parametrize("folder", [DATA / "records", REPO / "results" / "runs"])
+def test_config_hashes_of_committed_records_are_pinned(folder):
+    """Refactoring the config must not move a run directory: every committed record's config hashes to the
+    hash it was written with, which names its directory."""
+    from da.config import RunConfig
+
+    paths = sorted(folder.glob("stage*-*/record.json"))
+    assert len(paths) >= 10
+    for path in paths:
+        rec = json.loads(path.read_text())
+        assert RunConfig.from_dict(rec["config"]).config_hash() == rec["config_hash"], path
+        assert path.parent.name == f"stage{rec['stage']}-{rec['config_hash']}"
+
+
+def _with_scores(tmp_path):
+    """The committed records as schema-2 records whose 'im' score is the target accuracy itself and whose
+    'entropy' score is its negation: a perfect and a perfectly wrong validator."""
+    shutil.copytree(DATA / "records", tmp_path / "runs")
+    for path in (tmp_path / "runs").glob("stage2-*/record.json"):
+        rec = json.loads(path.read_text())
+        rec["schema_version"] = 2
+        for e in rec["epochs"]:
+            acc = e["target_test"]["accuracy"]
+            e["scores"] = {name: 0.0 for name in validator_names()[:-1]}
+            e["scores"].update(source_acc=e["source_val"]["accuracy"], im=acc, entropy=-acc)
+        path.write_text(json.dumps(rec))
+    return tmp_path / "runs"
+
+
+def test_reselect_and_validator_table(tmp_path):
+    from da.results.selection import reselect, validator_table
+
+    runs = load_runs(_with_scores(tmp_path))
+    same = reselect(runs, "source_acc")
+    assert list(same["target_acc"]) == list(runs["target_acc"]) and list(same["selected_epoch"]) == list(runs["selected_epoch"])
+    by_im = reselect(runs, "im")
+    assert np.allclose(by_im["target_acc"], runs["oracle_acc"])
+    table = validator_table(runs).set_index("validator")
+    assert table.loc["im", "gap_to_oracle"] == pytest.approx(0.0) and table.loc["im", "spearman"] == pytest.approx(1.0)
+    assert table.loc["entropy", "spearman"] == pytest.approx(-1.0)
+    assert table.loc["source_acc", "selected_acc"] == pytest.approx(runs["target_acc"].mean())
+    worst = [min(e["target_test"]["accuracy"] for e in r["epochs"]) * 100 for r in runs["record"]]
+    assert table.loc["entropy", "selected_acc"] == pytest.approx(np.mean(worst))
+
+
+def test_tables_selection_flag(tmp_path):
+    runs_dir = _with_scores(tmp_path)
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs", str(runs_dir),
+                          "--out", str(tmp_path / "out"), "--no-figures", "--selection", "im"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "(im)" in (tmp_path / "out" / "tables" / "ablation.md").read_text()
+    vt = (tmp_path / "out" / "tables" / "validators.md").read_text()
+    assert "| im |" in vt and "| rank |" in vt
+    # version-1 records know only source-val accuracy: another rule is refused, naming a run
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs", str(DATA / "records"),
+                          "--out", str(tmp_path / "v1"), "--no-figures", "--selection", "snd"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "validator 'snd' has no score" in res.stderr and "stage2-" in res.stderr

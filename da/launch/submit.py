@@ -27,22 +27,13 @@ import yaml
 from da import records
 from da.config import RunConfig, stage1_config
 from da.launch.sweep import Sweep
-from da.train.engine import CHECKPOINT_FILE, run_dir_for
+from da.rundir import CHECKPOINT_FILE, FAILED_FILE, SUBMITTED_FILE, run_dir_for
 from da.utils.io import atomic_write_json, atomic_write_text
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 GENERIC_KEYS = {"timeout_min", "mem_gb", "cpus_per_task", "gpus_per_node", "nodes", "tasks_per_node"}
 SLURM_KEYS = {"partition", "account", "constraint", "qos", "exclude", "setup", "array_parallelism",
               "signal_delay_s", "additional_parameters", "gres", "comment"}
-FAILED_FILE = "FAILED"
-SUBMITTED_FILE = "submitted.json"
-
-
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    data = dict(data)
-    if "mmd_kernel_scales" in data:
-        data["mmd_kernel_scales"] = tuple(data["mmd_kernel_scales"])
-    return RunConfig(**data)
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -54,7 +45,7 @@ class RunJob(submitit.helpers.Checkpointable):
         from da.train import run_experiment, train_stage
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        cfg = config_from_dict(config)
+        cfg = RunConfig.from_dict(config)
         run_dir = run_dir_for(cfg, stage)
         (run_dir / FAILED_FILE).unlink(missing_ok=True)
         try:

@@ -39,9 +39,7 @@ class Sweep:
         for values in itertools.product(*(self.grid[k] for k in keys)):
             for seed in self.seeds:
                 fields_ = {**self.base, **dict(zip(keys, values)), "seed": seed, **overrides}
-                if "mmd_kernel_scales" in fields_:
-                    fields_["mmd_kernel_scales"] = tuple(fields_["mmd_kernel_scales"])
-                out.append(RunConfig(**fields_).validate())
+                out.append(RunConfig.from_dict(fields_).validate())
         return out
 
     def stage1_configs(self, **overrides: Any) -> list[RunConfig]:

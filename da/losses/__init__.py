@@ -1,12 +1,13 @@
-"""Losses: feature alignment (CORAL, MK-MMD), classification (focal, OHEM, class weights), information maximisation."""
+"""Losses: feature alignment (CORAL, MK-MMD, adversarial), classification (focal, OHEM, class weights), information maximisation."""
 
+from da.losses.adversarial import DomainAdversarialLoss, grad_reverse
 from da.losses.class_weights import class_weights
 from da.losses.coral import CORAL
-from da.losses.factory import build_alignment_loss, build_classification_loss
+from da.losses.factory import build_classification_loss
 from da.losses.focal import FocalLoss
 from da.losses.information import InformationMaximization
 from da.losses.mmd import MMD
 from da.losses.ohem import OHEM
 
-__all__ = ["CORAL", "MMD", "FocalLoss", "OHEM", "InformationMaximization", "class_weights",
-           "build_classification_loss", "build_alignment_loss"]
+__all__ = ["CORAL", "MMD", "DomainAdversarialLoss", "grad_reverse", "FocalLoss", "OHEM", "InformationMaximization", "class_weights",
+           "build_classification_loss"]

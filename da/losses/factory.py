@@ -1,17 +1,14 @@
-"""Build the classification and alignment losses that a config names."""
+"""Build the classification loss that a config names (alignment losses are wired by da.methods)."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from da.losses.class_weights import class_weights
-from da.losses.coral import CORAL
 from da.losses.focal import FocalLoss
-from da.losses.mmd import DEFAULT_SCALES, MMD
 from da.losses.ohem import OHEM
 
 CLASSIFICATION = ("ce", "focal", "ohem")
-ALIGNMENT = ("coral", "mmd")
 
 
 def build_classification_loss(name: str, num_classes: int, class_counts=None, class_weighting: str | None = None,
@@ -46,13 +43,3 @@ def build_classification_loss(name: str, num_classes: int, class_counts=None, cl
     return OHEM(nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing, reduction="none"),
                 ratio=ohem_ratio, min_kept=ohem_min_kept)
 
-
-def build_alignment_loss(name: str, coral_convention: str = "deep_coral", mmd_estimator: str = "quadratic",
-                         mmd_kernel_scales: tuple[float, ...] = DEFAULT_SCALES) -> nn.Module:
-    """``coral`` -> :class:`CORAL` (``coral_convention``), ``mmd`` -> :class:`MMD` (``mmd_estimator``,
-    ``mmd_kernel_scales``); called as ``loss(fs (ns, d), ft (nt, d)) -> scalar``."""
-    if name == "coral":
-        return CORAL(convention=coral_convention)
-    if name == "mmd":
-        return MMD(estimator=mmd_estimator, kernel_scales=mmd_kernel_scales)
-    raise ValueError(f"alignment loss {name!r} is not valid; choose from {', '.join(ALIGNMENT)}")

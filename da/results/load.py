@@ -10,19 +10,16 @@ from pathlib import Path
 import pandas as pd
 
 from da.config import RunConfig
-from da.records import DONE_FILE, RECORD_FILE, RecordError, load_record
+from da.records import RecordError, load_record
+from da.rundir import DONE_FILE, RECORD_FILE
 
 METRIC_COLUMNS = ("target_acc", "target_f1", "source_val_acc", "oracle_acc", "oracle_f1", "oracle_epoch",
                   "selected_epoch", "wall_time_s", "images_per_s")
 
 
-def _run_config(config: dict) -> RunConfig:
-    return RunConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
-
-
 def group_hash(config: dict) -> str:
     """The config hash without the seed: runs that differ only in their seed share it."""
-    data = {k: v for k, v in _run_config(config).hashed_dict().items() if k != "seed"}
+    data = {k: v for k, v in RunConfig.from_dict(config).hashed_dict().items() if k != "seed"}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -45,7 +42,7 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2) -> pd.DataFram
             continue
         try:
             group = group_hash(rec["config"])
-            cfg = _run_config(rec["config"]).to_dict()  # fields added since the record was written: defaults
+            cfg = RunConfig.from_dict(rec["config"]).to_dict()  # fields added since the record was written: defaults
         except TypeError as err:
             raise RecordError(f"run record {path}: its config does not match this code's RunConfig ({err})") from err
         tgt, oracle = rec["target_test"] or {}, (rec["oracle"] or {})

@@ -45,3 +45,33 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------- a run's state
+def save_training(path: str | os.PathLike, run, state, config_hash: str) -> Path:
+    """Everything a resumed run needs to continue bit-identically: model, method (its own parameters and
+    buffers), optimiser, scheduler, scaler, unfreezer, the run state and every RNG state."""
+    return save(path, {
+        "model": run.model.state_dict(), "method": run.method.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        "unfreezer": run.unfreezer.state_dict() if run.unfreezer else None,
+        "state": state.to_dict(), "rng": rng_state(), "config_hash": config_hash})
+
+
+def restore_training(path: str | os.PathLike, run, config_hash: str):
+    """Load :func:`save_training`'s checkpoint into ``run``; return its :class:`~da.train.state.RunState`."""
+    from da.train.state import RunState
+
+    ckpt = load(path)
+    if ckpt["config_hash"] != config_hash:
+        raise RuntimeError(f"{path} belongs to config {ckpt['config_hash']}, not {config_hash}; "
+                           f"remove {Path(path).parent} to start over")
+    run.model.load_state_dict(ckpt["model"])
+    run.method.load_state_dict(ckpt["method"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    if run.unfreezer is not None:
+        run.unfreezer.load_state_dict(ckpt["unfreezer"])
+    set_rng_state(ckpt["rng"])
+    return RunState.from_dict(ckpt["state"])

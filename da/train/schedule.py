@@ -1,8 +1,6 @@
-"""Learning-rate schedules (torch's own schedulers, stepped once per optimisation step) and the lambda ramp."""
+"""Learning-rate schedules: torch's own schedulers, stepped once per optimisation step."""
 
 from __future__ import annotations
-
-import math
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, LinearLR,
@@ -27,7 +25,3 @@ def build_scheduler(optimizer: Optimizer, name: str, total_steps: int, steps_per
     ramp = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
     return SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
-
-def ramp_weight(progress: float) -> float:
-    """The DANN/DAN ramp 2 / (1 + exp(-10 p)) - 1, from 0 at p = 0 to ~1 at p = 1."""
-    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from da import records
 from da.config import RunConfig, stage1_config
-from da.train.engine import BEST_FILE, run_dir_for, train_stage
+from da.rundir import BEST_FILE, run_dir_for
+from da.train.engine import train_stage
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,9 @@
 # DA_SLURM_PKGS (space-separated) replaces the package list; the tests use it to exercise the not-installed path.
 set -Eeuo pipefail
 # No silent exits: under set -e any failing command ends the script, so name the line and the command.
-trap 'rc=$?; echo "[slurm-local] ERROR: ${BASH_SOURCE[0]}:$LINENO: \`$BASH_COMMAND\` exited with status $rc" >&2; exit $rc' ERR
+# Only in the script's own shell: a subshell ($(...), <(...)) keeps its plain status, which the caller handles.
+trap 'rc=$?; if [[ $BASHPID == "$$" ]]; then
+    echo "[slurm-local] ERROR: ${BASH_SOURCE[0]}:$LINENO: \`$BASH_COMMAND\` exited with status $rc" >&2; exit $rc; fi' ERR
 
 CHECK_ONLY=0
 case "${1:-}" in
@@ -118,7 +120,7 @@ foreign() {
         stat=${stat##*) }                                      # fields after "(comm) ": state ppid ...
         stat=${stat#* }
         [[ ${dir#/proc/} == "$mine" || ${stat%% *} == "$mine" ]] || echo "${dir#/proc/}"
-    done < <(find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/exe' -printf '%h %l\n' 2>/dev/null)
+    done < <(find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/exe' -printf '%h %l\n' 2>/dev/null || true)
     return 0
 }
 # wait_for SECONDS DESCRIPTION LOG CMD...: poll CMD every 0.2 s

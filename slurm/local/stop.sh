@@ -4,7 +4,9 @@
 # Safe to run again: a daemon that is not running (or a PID now used by another program) is skipped.
 set -Eeuo pipefail
 # No silent exits: under set -e any failing command ends the script, so name the line and the command.
-trap 'rc=$?; echo "[slurm-local] ERROR: ${BASH_SOURCE[0]}:$LINENO: \`$BASH_COMMAND\` exited with status $rc" >&2; exit $rc' ERR
+# Only in the script's own shell: a subshell ($(...), <(...)) keeps its plain status, which the caller handles.
+trap 'rc=$?; if [[ $BASHPID == "$$" ]]; then
+    echo "[slurm-local] ERROR: ${BASH_SOURCE[0]}:$LINENO: \`$BASH_COMMAND\` exited with status $rc" >&2; exit $rc; fi' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${DA_SLURM_STATE:-$HERE/state}

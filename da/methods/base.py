@@ -1,0 +1,109 @@
+"""What an adaptation method is, and the registry that holds every method by name.
+
+A method is an ``nn.Module`` that turns one training step's outputs into named loss terms.  It says
+whether it needs a target batch (``needs_target``), owns its parameters (a domain discriminator: they
+join the optimizer in a parameter group of their own and the checkpoint), and may look at the model's
+predictions on the whole unlabelled target training split at the start of each epoch
+(``on_epoch_start``, when ``uses_target_pass``).  Methods wire the pure losses of ``da.losses`` into the
+step; ``a+b`` composes registered methods.  Registering a class (``@register``) in a module of this
+package is all it takes for ``--method``, the CLI help and sweep validation to know its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from da.losses.adversarial import grl_coefficient
+
+REGISTRY: dict[str, type["Method"]] = {}
+
+
+@dataclass
+class StepOutputs:
+    """One step's outputs: source/target logits (N, C) and bottleneck features z (N, d), source labels,
+    and the training progress in [0, 1] (global step / total steps).  Target entries are None for methods
+    that need no target batch."""
+
+    logits_s: torch.Tensor
+    z_s: torch.Tensor
+    y_s: torch.Tensor
+    logits_t: torch.Tensor | None
+    z_t: torch.Tensor | None
+    progress: float
+
+
+@dataclass
+class TargetPass:
+    """The model's outputs on the unlabelled target training split (evaluation mode, split order): logits
+    (N, C) and bottleneck features (N, d), float32 on the CPU.  It has no labels, by construction."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+class Method(nn.Module):
+    name: ClassVar[str]
+    needs_target: ClassVar[bool] = True
+    uses_target_pass: ClassVar[bool] = False
+
+    def __init__(self, cfg, num_classes: int, feature_dim: int):
+        super().__init__()
+        self.cfg, self.num_classes, self.feature_dim = cfg, num_classes, feature_dim
+
+    def forward(self, out: StepOutputs) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int, target: TargetPass) -> None:
+        """Called before epoch ``epoch`` (0-based) when ``uses_target_pass``; pseudo-labellers relabel here."""
+
+    def align_weight(self, progress: float) -> float:
+        """lambda of the config: ``align_weight``, ramped by 2 / (1 + exp(-10 p)) - 1 with ``align_schedule: ramp``."""
+        cfg = self.cfg
+        return cfg.align_weight * (grl_coefficient(progress) if cfg.align_schedule == "ramp" else 1.0)
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The method's own trainable parameters at the head's learning rate (no decay on biases and norms)."""
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"name": "method_decay", "params": decay, "lr": lr, "weight_decay": weight_decay,
+                   "lars_exclude": False},
+                  {"name": "method_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0,
+                   "lars_exclude": True}]
+        return [g for g in groups if g["params"]]
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if "+" in cls.name or cls.name in REGISTRY:
+        raise ValueError(f"method name {cls.name!r} is taken or contains '+'")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class Composite(Method):
+    """``a+b+...``: the terms of each part, in the order named; needs a target batch if any part does."""
+
+    name = "+"
+
+    def __init__(self, parts: list[Method]):
+        nn.Module.__init__(self)
+        self.parts = nn.ModuleList(parts)
+        self.needs_target = any(p.needs_target for p in parts)
+        self.uses_target_pass = any(p.uses_target_pass for p in parts)
+
+    def forward(self, out: StepOutputs) -> dict[str, torch.Tensor]:
+        terms: dict[str, torch.Tensor] = {}
+        for part in self.parts:
+            terms.update(part(out))
+        return terms
+
+    def on_epoch_start(self, epoch: int, target: TargetPass) -> None:
+        for part in self.parts:
+            if part.uses_target_pass:
+                part.on_epoch_start(epoch, target)
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        return Method.param_groups(self, lr, weight_decay)

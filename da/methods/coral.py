@@ -1,0 +1,18 @@
+"""Deep CORAL (Sun & Saenko, ECCV-W 2016): lambda * CORAL(z_s, z_t) on the bottleneck features."""
+
+from __future__ import annotations
+
+from da.losses.coral import CORAL
+from da.methods.base import Method, StepOutputs, register
+
+
+@register
+class CoralMethod(Method):
+    name = "coral"
+
+    def __init__(self, cfg, num_classes: int, feature_dim: int):
+        super().__init__(cfg, num_classes, feature_dim)
+        self.loss = CORAL(convention=cfg.coral_convention)
+
+    def forward(self, out: StepOutputs) -> dict:
+        return {"coral": self.align_weight(out.progress) * self.loss(out.z_s, out.z_t)}

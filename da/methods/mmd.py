@@ -1,0 +1,18 @@
+"""DAN (Long et al., ICML 2015): lambda * MK-MMD(z_s, z_t) on the bottleneck features."""
+
+from __future__ import annotations
+
+from da.losses.mmd import MMD
+from da.methods.base import Method, StepOutputs, register
+
+
+@register
+class MMDMethod(Method):
+    name = "mmd"
+
+    def __init__(self, cfg, num_classes: int, feature_dim: int):
+        super().__init__(cfg, num_classes, feature_dim)
+        self.loss = MMD(estimator=cfg.mmd_estimator, kernel_scales=tuple(cfg.mmd_kernel_scales))
+
+    def forward(self, out: StepOutputs) -> dict:
+        return {"mmd": self.align_weight(out.progress) * self.loss(out.z_s, out.z_t)}

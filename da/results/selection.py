@@ -1,0 +1,98 @@
+"""Model selection after the fact: re-select each run's epoch under another label-free rule, and compare
+the rules (``validator_table``) on the target accuracy of the epochs they pick.
+
+Each record keeps every validator's score per epoch (schema 2), so any rule of ``da.selection`` can be
+applied later without retraining; version-1 records only know ``source_acc``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from da.config import RunConfig
+from da.records import RecordError
+from da.selection import RANK, best_epoch, validator_names
+
+
+def epoch_scores(record: dict) -> list[dict[str, float]]:
+    """Per-epoch validator scores of a record (version 1: source-val accuracy only)."""
+    return [e.get("scores") or {"source_acc": e["source_val"]["accuracy"]} for e in record["epochs"]]
+
+
+def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``runs`` with ``selected_epoch``, ``target_acc`` and ``target_f1`` (percent) taken at the epoch rule
+    ``name`` picks in each run (``rank``: each run's own ``rank_validators``).  Per-class and confusion
+    numbers are only recorded for the epoch selected during training, so tables built on them keep that one."""
+    if name not in validator_names():
+        raise ValueError(f"--selection {name!r} is not valid; choose from {', '.join(validator_names())}")
+    runs = runs.copy()
+    picked, acc, f1 = [], [], []
+    for _, r in runs.iterrows():
+        rec = r["record"]
+        try:
+            epoch = best_epoch(epoch_scores(rec), name, RunConfig.from_dict(rec["config"]).rank_validators)
+        except KeyError as err:
+            raise RecordError(f"run {r['run_dir']}: {err.args[0]}; its record predates that validator "
+                              f"(schema {rec['schema_version']}): rerun it or select with source_acc") from None
+        tgt = rec["epochs"][epoch - 1]["target_test"]
+        picked.append(epoch)
+        acc.append(100 * tgt["accuracy"])
+        f1.append(100 * tgt["macro_f1"])
+    return runs.assign(selected_epoch=picked, target_acc=acc, target_f1=f1)
+
+
+def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per rule: over the runs, the mean target accuracy (%) of the epochs it selects, its mean
+    gap to the oracle epoch (points; >= 0), how often it picks the oracle epoch, and the Spearman rank
+    correlation of its score with target accuracy over all epochs of all runs (pooled; ``rank`` is
+    relative within a run, so it has none)."""
+    rows = []
+    for name in validator_names():
+        chosen = reselect(runs, name)
+        oracle = runs["oracle_acc"].to_numpy(dtype=float)
+        row = {"validator": name, "runs": len(runs), "selected_acc": float(chosen["target_acc"].mean()),
+               "selected_acc_std": float(chosen["target_acc"].std(ddof=1)) if len(runs) > 1 else float("nan"),
+               "gap_to_oracle": float(np.mean(oracle - chosen["target_acc"].to_numpy(dtype=float))),
+               "picks_oracle_epoch": float(np.mean(chosen["selected_epoch"].to_numpy() == runs["oracle_epoch"].to_numpy()))}
+        if name != RANK:
+            scores, accs = [], []
+            for rec in runs["record"]:
+                for s, e in zip(epoch_scores(rec), rec["epochs"]):
+                    scores.append(s[name])
+                    accs.append(e["target_test"]["accuracy"])
+            row["spearman"] = float(spearmanr(scores, accs).statistic) if len(set(scores)) > 1 else float("nan")
+        else:
+            row["spearman"] = float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render_validator_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
+    """Markdown or LaTeX; the best value of each column in bold."""
+    cols = {"selected_acc": "target acc at selected epoch (%)", "gap_to_oracle": "gap to oracle (points)",
+            "picks_oracle_epoch": "picks the oracle epoch (%)", "spearman": "Spearman vs target acc (all epochs)"}
+    best = {"selected_acc": table["selected_acc"].max(), "gap_to_oracle": table["gap_to_oracle"].min(),
+            "picks_oracle_epoch": table["picks_oracle_epoch"].max(), "spearman": table["spearman"].max()}
+    bold = (lambda t: f"**{t}**") if fmt == "markdown" else (lambda t: rf"\textbf{{{t}}}")
+    pm = "±" if fmt == "markdown" else r"$\pm$"
+    rows = []
+    for _, r in table.iterrows():
+        cells = [r["validator"] if fmt == "markdown" else r["validator"].replace("_", r"\_")]
+        for c in cols:
+            v = r[c]
+            if np.isnan(v):
+                cells.append("–")
+                continue
+            text = {"selected_acc": f"{v:.1f} {pm} {r['selected_acc_std']:.1f}", "gap_to_oracle": f"{v:.2f}",
+                    "picks_oracle_epoch": f"{100 * v:.0f}", "spearman": f"{v:+.3f}"}[c]
+            cells.append(bold(text) if np.isclose(v, best[c]) else text)
+        cells.append(str(int(r["runs"])))
+        rows.append(cells)
+    header = ["validator", *cols.values(), "runs"]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    frame = pd.DataFrame(rows, columns=[h.replace("%", r"\%") for h in header])
+    return frame.style.hide(axis="index").to_latex(hrules=True, column_format="l" + "r" * (len(header) - 1))

@@ -1,0 +1,36 @@
+"""Label-free model selection: validators (one file each, registered by name) scored after every stage-2
+epoch, and the rule that turns per-epoch scores into a selected epoch (``select.py``).
+
+None of them reads a target label: the target split reaches them as a ``TargetPass`` (logits and
+features only).  ``source_acc`` (source-validation accuracy) is the default rule.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from da.selection.base import REGISTRY, EpochOutputs, SourcePredictions, Validator, register
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "select"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+from da.selection.select import RANK, best_epoch, score_epoch, selection_scores  # noqa: E402
+
+DEFAULT = "source_acc"
+
+
+def validator_names() -> list[str]:
+    """The scored validators (default first), then ``rank``, the rank-average of a set of them."""
+    return sorted(REGISTRY, key=lambda n: (n != DEFAULT, n)) + [RANK]
+
+
+def check_validator_name(name: str, option: str = "--selection", allow_rank: bool = True) -> None:
+    valid = validator_names() if allow_rank else validator_names()[:-1]
+    if name not in valid:
+        raise ValueError(f"{option} {name!r} is not valid; choose from {', '.join(valid)}")
+
+
+__all__ = ["EpochOutputs", "SourcePredictions", "Validator", "register", "validator_names",
+           "check_validator_name", "score_epoch", "best_epoch", "selection_scores", "RANK", "DEFAULT"]

@@ -1,0 +1,52 @@
+"""Label-free validators: what each scores, and the registry that holds them by name.
+
+A validator scores one epoch's model from :class:`EpochOutputs`: the labelled source-validation split
+and the *unlabelled* target training split (a :class:`~da.methods.TargetPass`, which has no labels).
+Scores follow one convention: higher is better.  Registering a class (``@register``) in a module of this
+package is all it takes for ``--selection`` and the tables to know its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from da.methods.base import TargetPass
+
+REGISTRY: dict[str, type["Validator"]] = {}
+
+
+@dataclass
+class SourcePredictions:
+    """Logits (N, C), bottleneck features (N, d) and labels (N,) of the source validation split."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class EpochOutputs:
+    source_val: SourcePredictions
+    target_train: TargetPass
+
+
+class Validator:
+    name: ClassVar[str]
+
+    def score(self, out: EpochOutputs) -> float:
+        raise NotImplementedError
+
+
+def register(cls: type[Validator]) -> type[Validator]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"validator name {cls.name!r} is taken")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of each row of probabilities (N, C) -> (N,), with 0 log 0 = 0."""
+    return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)

@@ -1,0 +1,49 @@
+"""From per-epoch validator scores to a selected epoch, online (the engine) and after the fact (tables)."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from da.selection.base import REGISTRY, EpochOutputs
+
+RANK = "rank"  # the rank-average of a set of validators (config: rank_validators)
+
+
+def score_epoch(out: EpochOutputs) -> tuple[dict[str, float], dict[str, float]]:
+    """Every registered validator's score of one epoch, and the seconds each took."""
+    scores, seconds = {}, {}
+    for name, cls in REGISTRY.items():
+        t = time.perf_counter()
+        scores[name] = cls().score(out)
+        seconds[name] = time.perf_counter() - t
+    return scores, seconds
+
+
+def selection_scores(history: Sequence[dict[str, float]], name: str, rank_set: Sequence[str] = ()) -> list[float]:
+    """The score of each epoch under rule ``name`` (higher is better).
+
+    For a validator, its own per-epoch scores.  For ``rank``: each validator of ``rank_set`` ranks the
+    epochs (1 = worst, ties averaged), and an epoch's score is its mean rank; it is relative, so an
+    epoch's score can change as later epochs arrive.
+    """
+    if name != RANK:
+        missing = [i + 1 for i, s in enumerate(history) if name not in s]
+        if missing:
+            raise KeyError(f"validator {name!r} has no score for epoch(s) {missing}")
+        return [float(s[name]) for s in history]
+    if not rank_set:
+        raise ValueError("selection 'rank' needs a non-empty set of validators (rank_validators)")
+    ranks = np.mean([rankdata(selection_scores(history, v)) for v in rank_set], axis=0)
+    return [float(r) for r in ranks]
+
+
+def best_epoch(history: Sequence[dict[str, float]], name: str, rank_set: Sequence[str] = ()) -> int:
+    """The 1-based epoch with the highest score under rule ``name``; the earliest among equals.  A NaN
+    score never wins."""
+    values = np.array(selection_scores(history, name, rank_set), dtype=float)
+    values = np.where(np.isnan(values), -np.inf, values)
+    return int(np.argmax(values)) + 1

@@ -1,0 +1,191 @@
+"""Building a run: its splits, model, method, batch sources, losses and optimiser, in one typed object."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from da.config import RunConfig
+from da.data import adaptation_splits, default_data_root, eval_transform, supervised_splits, train_transform
+from da.data.domains import Splits
+from da.data.transforms import batch_mixer
+from da.losses import build_classification_loss
+from da.methods import Method, build_method
+from da.models import (GradualUnfreezer, apply_strategy, build_model, build_optimizer, frozen_prefix_length,
+                       param_groups)
+from da.train.batches import CachedBatches, ImageBatches
+from da.train.cache import prefix_outputs, weights_digest
+from da.train.schedule import build_scheduler
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Data:
+    """What one stage trains and evaluates on, as batch sources for the model input at ``start``."""
+
+    splits: Splits
+    start: int  # index of the first stage the batches enter (0: images; k: cached prefix output)
+    source: Any
+    source_eval: Any
+    target: Any | None = None  # shuffled, augmented: the method's target batches
+    target_pass: Any | None = None  # the target training split in order, evaluation transform: validators
+    target_eval: Any | None = None
+    target_labeled: Any | None = None
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def source_train_name(self) -> str:
+        return "train" if "train" in self.splits.parts else "source_train"
+
+
+def load_splits(cfg: RunConfig, stage: int) -> Splits:
+    root = cfg.data_root or str(default_data_root())
+    if cfg.download:
+        from da.data.download import download
+        from da.data.registry import get_spec
+        for name in ([cfg.source] if stage == 1 else [cfg.source, cfg.target]):
+            spec = get_spec(name, root)
+            if not spec.folder(root).is_dir():
+                download(spec, root)
+    if stage == 1:
+        return supervised_splits(cfg.source, root, cfg.val_fraction, cfg.split_seed)
+    return adaptation_splits(cfg.source, cfg.target, root, cfg.val_fraction, cfg.target_test_fraction,
+                             cfg.split_seed, cfg.target_labeled_fraction, cfg.class_map or None)
+
+
+def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: int, device: torch.device,
+               target_batches: bool) -> Data:
+    train_tf = train_transform(cfg.img_size, model.mean, model.std)
+    eval_tf = eval_transform(cfg.img_size, model.mean, model.std)
+    names = ("train", "val") if stage == 1 else ("source_train", "source_val")
+    use_cache = prefix_len > 0 and cfg.cache_views > 0
+    hits: dict[str, bool] = {}
+    digest = weights_digest(list(model.stages[:prefix_len])) if use_cache else None
+
+    def make(name: str, train: bool, stream: str):
+        split = splits[name]
+        balanced = stream == "source" and cfg.source_sampling == "class_balanced"
+        if use_cache:
+            feats, hit = prefix_outputs(model, prefix_len, split, train_tf if train else eval_tf,
+                                        cfg.cache_views if train else 1, view_seed=cfg.split_seed,
+                                        cache_dir=Path(cfg.out) / "cache", device=device,
+                                        batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                                        prefix_digest=digest)
+            hits[name if train or name != "target_train" else "target_train_eval"] = hit
+            labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
+            return CachedBatches(feats, labels, cfg.seed, cfg.batch_size if train else cfg.eval_batch_size,
+                                 shuffle=train, drop_last=train, stream=stream, class_balanced=balanced)
+        return ImageBatches(split, train_tf if train else eval_tf, cfg.seed,
+                            cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, drop_last=train,
+                            num_workers=cfg.num_workers, stream=stream, class_balanced=balanced)
+
+    data = Data(splits=splits, start=prefix_len if use_cache else 0,
+                source=make(names[0], True, "source"), source_eval=make(names[1], False, "source_eval"))
+    if stage == 2:
+        data.target_eval = make("target_test", False, "target_eval")
+        if target_batches:
+            data.target = make("target_train", True, "target")
+        data.target_pass = make("target_train", False, "target_pass")
+        if "target_labeled" in splits.parts:
+            data.target_labeled = make("target_labeled", True, "target_labeled")
+    for name, batches in (("source", data.source), ("target", data.target), ("target_labeled", data.target_labeled)):
+        if batches is not None and len(batches) == 0:
+            raise ValueError(f"the {name} training split is smaller than one batch ({cfg.batch_size}); "
+                             f"lower --batch-size")
+    data.cache_hits = hits
+    return data
+
+
+@dataclass
+class Run:
+    """Everything one stage trains with; built by :func:`build_run`."""
+
+    cfg: RunConfig
+    stage: int
+    device: torch.device
+    classes: list[str]
+    model: torch.nn.Module
+    method: Method
+    data: Data
+    cls_loss: torch.nn.Module
+    labeled_loss: torch.nn.Module
+    mixer: Callable | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    unfreezer: GradualUnfreezer | None
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    steps_per_epoch: int
+    data_seconds: float = 0.0
+    last_target_pass: Any = None  # the newest TargetPass, computed after the previous epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in (self.model, self.method) for p in m.parameters() if p.requires_grad]
+
+
+def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | None) -> Run:
+    import time
+
+    device = resolve_device(cfg.device)
+    classes = splits.classes
+    model = build_model(cfg.backbone, len(classes), weights=init_weights or cfg.weights,
+                        bottleneck_dim=cfg.bottleneck_dim or None, dropout=cfg.dropout, drop_path=cfg.drop_path,
+                        grad_checkpointing=cfg.grad_checkpointing)
+    apply_strategy(model, cfg.strategy, freeze_bn=cfg.freeze_bn)
+    # the method's parameters are drawn right after the model's, before anything whose random draws depend
+    # on the state of the disk (a cache computed or read)
+    method = build_method(cfg if stage == 2 else cfg.replace(method="source_only"), len(classes), model.z_dim)
+    model.to(device)
+    method.to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    prefix_len = frozen_prefix_length(model, cfg.strategy)
+    t_data = time.perf_counter()
+    data = build_data(cfg, stage, splits, model, prefix_len, device, target_batches=method.needs_target)
+    t_data = time.perf_counter() - t_data
+
+    counts = np.bincount([lab for _, lab in splits[data.source_train_name].samples], minlength=len(classes))
+    cls_loss = build_classification_loss(cfg.cls_loss, len(classes), class_counts=counts,
+                                         class_weighting=cfg.class_weighting or None,
+                                         label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
+                                         ohem_ratio=cfg.ohem_ratio).to(device)
+    steps_per_epoch = len(data.source)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the source training split ({len(splits[data.source_train_name])} images) is smaller "
+                         f"than one batch ({cfg.batch_size}); lower --batch-size")
+    groups = param_groups(model, cfg.lr, cfg.backbone_lr_factor, cfg.weight_decay)
+    groups += method.param_groups(cfg.lr, cfg.weight_decay)  # after the model's: their order is unchanged
+    optimizer = build_optimizer(cfg.optimizer, groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                momentum=cfg.momentum)
+    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch * cfg.epochs, steps_per_epoch,
+                                cfg.warmup_epochs, cfg.restart_t0, cfg.restart_t_mult)
+    amp = cfg.amp if cfg.amp != "auto" else ("fp16" if device.type == "cuda" else "off")
+    return Run(cfg=cfg, stage=stage, device=device, classes=classes, model=model, method=method, data=data,
+               cls_loss=cls_loss, labeled_loss=torch.nn.CrossEntropyLoss(),
+               mixer=batch_mixer(len(classes), cfg.mixup_alpha, cfg.cutmix_alpha), optimizer=optimizer,
+               scheduler=scheduler,
+               scaler=torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda")),
+               unfreezer=GradualUnfreezer(model, every_epochs=cfg.gradual_every) if cfg.strategy == "gradual" else None,
+               amp_dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp), channels_last=channels_last,
+               steps_per_epoch=steps_per_epoch, data_seconds=t_data)

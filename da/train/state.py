@@ -1,0 +1,41 @@
+"""What a run carries from epoch to epoch: a typed state, saved in every checkpoint as plain types."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs finished
+    history: list[dict] = field(default_factory=list)  # per-epoch summaries: the record's "epochs"
+    metrics: list[dict] = field(default_factory=list)  # per-epoch full metrics {"source_val", "target_test"}
+    selected_epoch: int | None = None  # 1-based, under the config's selection rule
+    oracle_epoch: int | None = None  # 1-based best target-test epoch: uses target labels, never selects
+    bad_epochs: int = 0  # epochs since the selected one (early stopping)
+    stopped_early: bool = False
+    images: int = 0
+    train_time: float = 0.0
+    wall_time: float = 0.0  # summed over resumed segments
+    resumed: int = 0
+    started_at: float = field(default_factory=time.time)
+    git_commit: str = "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunState":
+        return cls(**data)
+
+    def selected(self) -> dict:
+        """Full metrics of the selected epoch."""
+        return self.metrics[self.selected_epoch - 1]
+
+    def oracle(self) -> dict | None:
+        if self.oracle_epoch is None:
+            return None
+        return {"epoch": self.oracle_epoch, "target_test": self.metrics[self.oracle_epoch - 1]["target_test"]}

@@ -1,0 +1,214 @@
+"""The method registry and the adversarial methods (DANN, CDAN): the maths against numpy and autograd,
+their parameters in the optimizer and checkpoint, and exact resume."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from da.config import RunConfig
+from da.losses.adversarial import (DomainAdversarialLoss, RandomizedMultilinearMap, entropy_weights, grad_reverse,
+                                   grl_coefficient, multilinear_map)
+from da.methods import REGISTRY, Composite, StepOutputs, build_method, check_method_name, method_names
+from da.rundir import CHECKPOINT_FILE, run_dir_for
+from da.train import checkpoint, train_stage
+from test_engine import Kill, _metrics, load, tiny_cfg
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+def test_registry_is_the_only_list_of_names():
+    assert method_names()[0] == "source_only"
+    assert {"coral", "mmd", "im", "ent", "dann", "cdan"} <= set(method_names())
+    for name in method_names():
+        RunConfig(method=name).validate()
+    RunConfig(method="dann+im").validate()
+    for bad in ("nope", "coral+coral", "source_only+coral", "coral+"):
+        with pytest.raises(ValueError, match="is not valid; choose from source_only, cdan"):
+            RunConfig(method=bad).validate()
+
+
+def test_a_registered_method_is_known_everywhere(monkeypatch, tmp_path):
+    """Registering one class is all a new method needs: config, sweep validation and the build see it."""
+    from da.launch import load_sweep
+    from da.methods.base import Method
+
+    class Twice(Method):
+        name = "twice_cls_test"
+        needs_target = False
+
+        def forward(self, out):
+            return {"twice": torch.nn.functional.cross_entropy(out.logits_s, out.y_s)}
+
+    monkeypatch.setitem(REGISTRY, Twice.name, Twice)
+    RunConfig(method="twice_cls_test+coral").validate()
+    (tmp_path / "s.yaml").write_text("grid: {method: [twice_cls_test]}\nseeds: [0]\n")
+    assert load_sweep(tmp_path / "s.yaml").configs()[0].method == "twice_cls_test"
+    m = build_method(RunConfig(method="twice_cls_test+coral"), 3, 4)
+    assert isinstance(m, Composite) and m.needs_target and [p.name for p in m.parts] == ["twice_cls_test", "coral"]
+
+
+def test_cli_help_lists_the_registry():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "run.py"), "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    flat = " ".join(out.split())
+    assert "adaptation method: " + ", ".join(method_names()) in flat
+
+
+def test_method_settings_hash_only_in_runs_that_use_them():
+    base = RunConfig()
+    assert base.replace(dann_hidden=64).config_hash() == base.config_hash()  # coral run: dann's width is moot
+    dann = base.replace(method="dann")
+    assert dann.replace(dann_hidden=64).config_hash() != dann.config_hash()
+    cdan = base.replace(method="cdan")
+    assert cdan.replace(cdan_entropy=False).config_hash() != cdan.config_hash()
+    assert "cdan_entropy" not in dann.hashed_dict() and "cdan_entropy" in cdan.hashed_dict()
+
+
+# ---------------------------------------------------------------------------------------------- the maths
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    x = torch.randn(5, 3, dtype=torch.double, requires_grad=True)
+    w = torch.randn(5, 3, dtype=torch.double)
+    (grad_reverse(x, 0.7) * w).sum().backward()
+    assert torch.allclose(x.grad, -0.7 * w)
+    y = torch.randn(4, dtype=torch.double, requires_grad=True)
+    assert torch.equal(grad_reverse(y, 2.0), y)  # identity forward
+    # through a non-linear function: autograd's gradient is -1.5 times the finite-difference one
+    f = lambda t: (t ** 3).sum()
+    g, = torch.autograd.grad(f(grad_reverse(y, 1.5)), y)
+    eps = 1e-6
+    numeric = torch.stack([(f(y.detach() + eps * e) - f(y.detach() - eps * e)) / (2 * eps)
+                           for e in torch.eye(4, dtype=torch.double)])
+    assert torch.allclose(g, -1.5 * numeric, atol=1e-6)
+
+
+def test_grl_coefficient_schedule():
+    assert grl_coefficient(0.0) == 0.0
+    assert grl_coefficient(0.5) == pytest.approx(2 / (1 + np.exp(-5)) - 1)
+    assert 0.999 < grl_coefficient(1.0) < 1.0
+
+
+def test_domain_adversarial_loss_against_numpy():
+    rng = np.random.default_rng(0)
+    ds, dt = rng.normal(size=6), rng.normal(size=4)
+    ws, wt = rng.uniform(0.5, 2, 6), rng.uniform(0.5, 2, 4)
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    plain = 0.5 * (np.mean(-np.log(sig(ds))) + np.mean(-np.log(1 - sig(dt))))
+    weighted = 0.5 * (np.sum(ws * -np.log(sig(ds))) / ws.sum() + np.sum(wt * -np.log(1 - sig(dt))) / wt.sum())
+    loss = DomainAdversarialLoss()
+    t = lambda a: torch.tensor(a)
+    assert float(loss(t(ds), t(dt))) == pytest.approx(plain, rel=1e-6)
+    assert float(loss(t(ds)[:, None], t(dt)[:, None], t(ws), t(wt))) == pytest.approx(weighted, rel=1e-6)
+    assert float(loss(torch.zeros(3), torch.zeros(2))) == pytest.approx(np.log(2))
+
+
+def test_multilinear_map_against_numpy():
+    rng = np.random.default_rng(1)
+    f, g = rng.normal(size=(3, 4)), rng.dirichlet(np.ones(5), size=3)
+    expected = np.stack([np.outer(f[i], g[i]).ravel() for i in range(3)])
+    assert np.allclose(multilinear_map(torch.tensor(f), torch.tensor(g)).numpy(), expected)
+
+
+def test_randomized_map_formula_and_inner_products():
+    d, c, k = 6, 4, 20000
+    m = RandomizedMultilinearMap(d, c, k, seed=3)
+    rng = np.random.default_rng(2)
+    f, g = rng.normal(size=(2, d)), rng.dirichlet(np.ones(c), size=2)
+    out = m(torch.tensor(f, dtype=torch.float32), torch.tensor(g, dtype=torch.float32)).double().numpy()
+    rf, rg = m.r_f.double().numpy(), m.r_g.double().numpy()
+    assert np.allclose(out, (f @ rf) * (g @ rg) / np.sqrt(k), rtol=1e-4, atol=1e-5)
+    # unbiased for the inner products of the full map: <T(a), T(b)> ~ <f_a (x) g_a, f_b (x) g_b>
+    exact = np.dot(np.outer(f[0], g[0]).ravel(), np.outer(f[1], g[1]).ravel())
+    scale = np.linalg.norm(np.outer(f[0], g[0])) * np.linalg.norm(np.outer(f[1], g[1]))
+    assert abs(out[0] @ out[1] - exact) < 0.1 * scale
+    # the same seed draws the same matrices; the global stream is untouched
+    state = torch.get_rng_state()
+    assert torch.equal(RandomizedMultilinearMap(d, c, 8, seed=3).r_f, RandomizedMultilinearMap(d, c, 8, seed=3).r_f)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_entropy_weights_against_numpy():
+    p = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1]])
+    h = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), axis=1)
+    w = 1 + np.exp(-h)
+    assert np.allclose(entropy_weights(torch.tensor(p)).numpy(), w / w.mean())
+    assert w[0] == pytest.approx(2.0)  # a one-hot prediction weighs 1 + e^0
+
+
+def _outputs(n=6, c=3, d=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return StepOutputs(torch.randn(n, c, generator=gen), torch.randn(n, d, generator=gen, requires_grad=True),
+                       torch.randint(c, (n,), generator=gen), torch.randn(n, c, generator=gen),
+                       torch.randn(n, d, generator=gen, requires_grad=True), 0.3)
+
+
+def test_dann_term_trains_the_discriminator_and_reverses_into_the_features():
+    torch.manual_seed(0)
+    out = _outputs()
+    m = build_method(RunConfig(method="dann", dann_hidden=16, align_weight=2.0), 3, 8)
+    term = m(out)["dann"]
+    term.backward()
+    assert all(p.grad is not None for p in m.discriminator.parameters())
+    # the features get minus coeff times the gradient they would get without the reversal
+    zs_grad = out.z_s.grad.clone()
+    out2 = StepOutputs(out.logits_s, out.z_s.detach().requires_grad_(), out.y_s, out.logits_t,
+                       out.z_t.detach().requires_grad_(), out.progress)
+    m.zero_grad()
+    d = m.discriminator(torch.cat([out2.z_s, out2.z_t]))
+    (2.0 * m.loss(d[:6], d[6:])).backward()
+    assert torch.allclose(zs_grad, -grl_coefficient(0.3) * out2.z_s.grad, atol=1e-6)
+
+
+def test_cdan_uses_the_multilinear_map_or_its_randomised_version():
+    small = build_method(RunConfig(method="cdan", cdan_hidden=8), 3, 8)
+    assert not small.randomized and small.discriminator[0].in_features == 24
+    big = build_method(RunConfig(method="cdan", cdan_hidden=8, cdan_randomized_dim=32), 7, 1024)
+    assert big.randomized and big.discriminator[0].in_features == 32
+    assert {"map.r_f", "map.r_g"} <= set(big.state_dict())  # the random matrices travel in the checkpoint
+    out = _outputs()
+    terms = small(out)
+    assert set(terms) == {"cdan"} and torch.isfinite(terms["cdan"])
+    # entropy conditioning changes the loss; without it the loss is the plain mean
+    plain = build_method(RunConfig(method="cdan", cdan_hidden=8, cdan_entropy=False), 3, 8)
+    plain.load_state_dict(small.state_dict())
+    assert float(plain(out)["cdan"].detach()) != pytest.approx(float(small(out)["cdan"].detach()))
+
+
+# ---------------------------------------------------------------------------------------------- in a run
+@pytest.mark.parametrize("method", ["dann", "cdan"])
+def test_adversarial_run_discriminator_in_optimizer_and_checkpoint_and_exact_resume(tiny_root, tmp_path, method):
+    kw = dict(method=method, stages=1, dann_hidden=32, cdan_hidden=32, epochs=2)
+    ref_cfg = tiny_cfg(tiny_root, tmp_path / "ref", **kw)
+    disc_by_epoch = {}
+
+    def remember(epoch):
+        disc_by_epoch[epoch] = checkpoint.load(run_dir_for(ref_cfg, 2) / CHECKPOINT_FILE)["method"]
+
+    ref = load(train_stage(ref_cfg, stage=2, on_epoch_end=remember))
+    assert method in ref["epochs"][0]["loss"]
+    # the discriminator trained: its weights moved between the two epochs
+    assert any(not torch.equal(disc_by_epoch[1][k], disc_by_epoch[2][k]) for k in disc_by_epoch[1]
+               if k.endswith(".weight"))
+    cfg = tiny_cfg(tiny_root, tmp_path / "cut", **kw)
+
+    def kill_after_first(epoch):
+        ckpt = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)
+        disc = {k: v for k, v in ckpt["method"].items() if k.startswith("discriminator.")}
+        assert disc, "the discriminator is in the checkpoint"
+        names = [g["name"] for g in ckpt["optimizer"]["param_groups"]]
+        assert names[-2:] == ["method_decay", "method_no_decay"]
+        n_params = sum(1 for k in disc if k.endswith((".weight", ".bias")))
+        assert sum(len(g["params"]) for g in ckpt["optimizer"]["param_groups"][-2:]) == n_params
+        if epoch == 1:
+            raise Kill()
+
+    with pytest.raises(Kill):
+        train_stage(cfg, stage=2, on_epoch_end=kill_after_first)
+    rec = load(train_stage(cfg, stage=2))
+    assert rec["resumed"] == 1 and _metrics(rec) == _metrics(ref)
+    a = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)["method"]
+    b = disc_by_epoch[2]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
