@@ -212,3 +212,37 @@ def test_adversarial_run_discriminator_in_optimizer_and_checkpoint_and_exact_res
     a = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)["method"]
     b = disc_by_epoch[2]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_epoch_start_hook_sees_the_unlabelled_target_split(tiny_root, tmp_path, monkeypatch):
+    from da.methods.base import Method
+
+    seen = []
+
+    class Spy(Method):
+        name = "spy_hook_test"
+        uses_target_pass = True
+
+        def forward(self, out):
+            return {}
+
+        def on_epoch_start(self, epoch, target):
+            seen.append((epoch, target))
+
+    monkeypatch.setitem(REGISTRY, Spy.name, Spy)
+    cfg = tiny_cfg(tiny_root, tmp_path, method="spy_hook_test", stages=1, epochs=3)
+
+    def stop_after_second(epoch):
+        if epoch == 2:
+            raise Kill()
+
+    with pytest.raises(Kill):
+        train_stage(cfg, stage=2, on_epoch_end=stop_after_second)
+    rec = load(train_stage(cfg, stage=2))  # resumed: the hook gets a pass recomputed from the checkpoint
+    assert [e for e, _ in seen] == [0, 1, 2]
+    n = rec["split_sizes"]["target_train"]
+    for _, t in seen:
+        assert not hasattr(t, "labels")
+        assert t.logits.shape == (n, 7) and t.features.shape[0] == n
+    # before epoch 1 it saw the model after epoch 0, hence other predictions than before epoch 0
+    assert not torch.equal(seen[0][1].logits, seen[1][1].logits)

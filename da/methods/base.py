@@ -104,6 +104,3 @@ class Composite(Method):
         for part in self.parts:
             if part.uses_target_pass:
                 part.on_epoch_start(epoch, target)
-
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        return Method.param_groups(self, lr, weight_decay)

@@ -36,12 +36,12 @@ def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     grid = sns.catplot(data=data, kind="bar", x="method", y="target_acc", hue="setting", col="cls_loss",
                        col_order=cols, order=order, errorbar="sd", capsize=0.15, height=3.6, aspect=1.0,
                        palette="colorblind")
-    grid.set_axis_labels("alignment method", "RSSCN7 test accuracy (%)")
+    grid.set_axis_labels("adaptation method", "RSSCN7 test accuracy (%)")
     grid.set_titles("classification loss: {col_name}")
     lo = max(0.0, data["target_acc"].min() - 10)
     grid.set(ylim=(lo, min(100.0, data["target_acc"].max() + 5)))
     grid.legend.set_title("")
-    grid.figure.suptitle("Target accuracy at the source-selected epoch (mean, error bars: s.d. over seeds)", y=1.04)
+    grid.figure.suptitle("Target accuracy at the epoch selected without target labels (mean, error bars: s.d. over seeds)", y=1.04)
     return _save(grid.figure, out_dir, "accuracy_by_method")
 
 

@@ -127,7 +127,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
 
         src, tgt, scores, cost = evaluate_epoch(run)
         src_m, tgt_m = src.metrics(run.classes), (tgt.metrics(run.classes) if tgt is not None else None)
-        entry = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[-1 - _method_groups(run)]["lr"],
+        entry = {"epoch": epoch + 1, "lr": _head_lr(run.optimizer),
                  "train_s": round(result.seconds, 3), "loss": result.loss,
                  "source_val": _summary(src_m), "target_test": _summary(tgt_m), "scores": scores}
         if cost:
@@ -158,9 +158,9 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
     return _write_record(run, state, run_dir, init_weights, splits, t_mark)
 
 
-def _method_groups(run: Run) -> int:
-    """How many optimiser groups the method added after the model's (the head's lr is reported)."""
-    return sum(1 for g in run.optimizer.param_groups if g.get("name", "").startswith("method_"))
+def _head_lr(optimizer) -> float:
+    """The head's current learning rate (its last group; a method's own groups come after it)."""
+    return next(g["lr"] for g in reversed(optimizer.param_groups) if g["name"].startswith("head"))
 
 
 def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | None, splits,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,8 +143,6 @@ class Run:
 
 
 def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | None) -> Run:
-    import time
-
     device = resolve_device(cfg.device)
     classes = splits.classes
     model = build_model(cfg.backbone, len(classes), weights=init_weights or cfg.weights,
