@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from da.config import ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, OPTIMIZERS, PRESETS, SCHEDULES, RunConfig
+from da.config import ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, OPTIMIZERS, PRESETS, SCHEDULES, ConfigError, RunConfig
 from da.methods import method_names
 from da.selection import validator_names
 
@@ -123,12 +123,21 @@ def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
     parser = build_parser(description)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
+    source: dict[str, str] = {}  # field -> where its value came from, for the error message
     if args.preset:
         values.update(PRESETS[args.preset])
+        source.update({k: f"--preset {args.preset}" for k in PRESETS[args.preset]})
     if args.config:
-        values.update(load_config_file(args.config))
-    values.update({f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None})
+        data = load_config_file(args.config)
+        values.update(data)
+        source.update({k: f"--config {args.config}, key {k}" for k in data})
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+    values.update(flags)
+    source.update({k: "flag" for k in flags})
     try:
         return RunConfig.from_dict(values).validate()
+    except ConfigError as err:
+        where = source.get(err.field, "flag")
+        parser.error(str(err) if where == "flag" else f"{where}: {err}")
     except (ValueError, TypeError) as err:
         parser.error(str(err))

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import functools
+import math
 import re
 import typing
 from dataclasses import dataclass, field, fields
@@ -158,20 +159,48 @@ class RunConfig:
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 
+    def check_types(self) -> "RunConfig":
+        """Every field holds a value of its declared type (a bool is no int, a string no number) and every
+        float is finite; a :class:`ConfigError` names the field otherwise."""
+        hints = _hints()
+        for f in fields(self):
+            value, kind = getattr(self, f.name), hints[f.name]
+            if typing.get_origin(kind) is tuple:
+                elem = typing.get_args(kind)[0]
+                if not isinstance(value, tuple) or not value or not all(_is(v, elem) for v in value):
+                    raise ConfigError(f.name, f"{_flag(f.name)} expects a non-empty list of {_kind_name(elem)}s, "
+                                              f"got {value!r}")
+                continue
+            if not _is(value, kind):
+                hint = ""
+                if kind in (int, float) and isinstance(value, str):
+                    hint = (" (a string: YAML 1.1 reads a number like 1e-3 without a dot as text; write 1.0e-3)"
+                            if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()) else " (a string)")
+                raise ConfigError(f.name, f"{_flag(f.name)} expects {_kind_name(kind)}, got {value!r}{hint}")
+            if kind is float and not math.isfinite(value):
+                raise ConfigError(f.name, f"{_flag(f.name)} must be a finite number, got {value!r}")
+        return self
+
     def validate(self) -> "RunConfig":
-        """Fail at once, listing the valid values, on a config that cannot run."""
+        """Fail at once, naming the field and the valid values, on a config that cannot run."""
+        self.check_types()
+
         def one_of(name: str, valid) -> None:
             if getattr(self, name) not in valid:
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not valid; choose from "
+                raise ConfigError(name, f"--{name.replace('_', '-')} {getattr(self, name)!r} is not valid; choose from "
                                  f"{', '.join(repr(v) for v in valid)}")
 
         from da.methods import check_method_name  # the registry holds the only list of names
         from da.selection import check_validator_name
 
-        check_method_name(self.method)
-        check_validator_name(self.selection, "--selection")
-        for name in self.rank_validators:
-            check_validator_name(name, "--rank-validators", allow_rank=False)
+        for name, check in (("method", lambda: check_method_name(self.method)),
+                            ("selection", lambda: check_validator_name(self.selection, "--selection")),
+                            ("rank_validators", lambda: [check_validator_name(v, "--rank-validators", allow_rank=False)
+                                                         for v in self.rank_validators])):
+            try:
+                check()
+            except ValueError as err:
+                raise ConfigError(name, str(err)) from None
         one_of("cls_loss", CLS_LOSSES)
         one_of("stages", (1, 2))
         one_of("schedule", SCHEDULES)
@@ -190,32 +219,73 @@ class RunConfig:
                 try:
                     get_spec(name)
                 except ValueError as err:
-                    raise ValueError(f"--{flag}: {err}") from None
+                    raise ConfigError(flag, f"--{flag}: {err}") from None
         if not re.fullmatch(r"full|linear|gradual|partial:[1-9]\d*", self.strategy):
-            raise ValueError(f"--strategy {self.strategy!r} is not valid; choose from full, linear, gradual, "
+            raise ConfigError("strategy", f"--strategy {self.strategy!r} is not valid; choose from full, linear, gradual, "
                              f"partial:K (K >= 1 trainable stages)")
         for name in ("epochs", "batch_size", "img_size", "gradual_every", "restart_t0", "restart_t_mult"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.stages == 2 and self.stage1_epochs < 1:
-            raise ValueError("--stage1-epochs must be >= 1 with --stages 2")
-        if not 0 < self.val_fraction < 1 or not 0 < self.target_test_fraction < 1:
-            raise ValueError("--val-fraction and --target-test-fraction must lie strictly between 0 and 1")
+            raise ConfigError("stage1_epochs", "--stage1-epochs must be >= 1 with --stages 2")
+        for name in ("val_fraction", "target_test_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(name, f"{_flag(name)} must lie strictly between 0 and 1, got {getattr(self, name)}")
         if not 0 <= self.target_labeled_fraction < 1:
-            raise ValueError("--target-labeled-fraction must lie in [0, 1)")
+            raise ConfigError("target_labeled_fraction", "--target-labeled-fraction must lie in [0, 1)")
         if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+            raise ConfigError("lr", f"--lr must be > 0, got {self.lr}")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.cls_loss != "ce":
-            raise ValueError("MixUp/CutMix give soft labels: use them with --cls-loss ce")
+            raise ConfigError("cls_loss", "MixUp/CutMix give soft labels: use them with --cls-loss ce")
         frozen_prefix = self.strategy == "linear" or self.strategy.startswith("partial")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and frozen_prefix and self.cache_views > 0:
-            raise ValueError("MixUp/CutMix mix images: set --cache-views 0 to use them with a frozen prefix")
+            raise ConfigError("cache_views", "MixUp/CutMix mix images: set --cache-views 0 to use them with a frozen prefix")
         for name in ("dann_hidden", "cdan_hidden", "cdan_randomized_dim"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ohem_ratio <= 1:
-            raise ValueError("--ohem-ratio must lie in [0, 1]")
+            raise ConfigError("ohem_ratio", "--ohem-ratio must lie in [0, 1]")
+        for name, low in (("max_steps_per_epoch", 0), ("patience", 0), ("num_workers", 0), ("eval_batch_size", 1),
+                          ("cache_views", 0), ("bottleneck_dim", 0), ("stage1_epochs", 0), ("seed", 0),
+                          ("split_seed", 0), ("stage1_seed", 0), ("img_size", 32), ("clip_grad_norm", 0),
+                          ("weight_decay", 0), ("warmup_epochs", 0), ("focal_gamma", 0), ("align_weight", 0),
+                          ("im_weight", 0), ("target_weight", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
+                          ("cutmix_alpha", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(name, f"{_flag(name)} must be >= {low}, got {getattr(self, name)}")
+        for name in ("momentum", "label_smoothing", "dropout", "drop_path"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(name, f"{_flag(name)} must lie in [0, 1), got {getattr(self, name)}")
+        if any(s <= 0 for s in self.mmd_kernel_scales):
+            raise ConfigError("mmd_kernel_scales", f"--mmd-kernel-scales must all be > 0, got {self.mmd_kernel_scales}")
         return self
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; ``field`` names the config field, so callers can say where the value
+    came from (a flag, a key of a --config file, a sweep file)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, kind.__name__)
 
 
 @functools.cache

@@ -29,3 +29,57 @@ def test_mixup_is_refused_only_with_a_cached_prefix(strategy, cache_views, ok):
 def test_method_widths_must_be_positive():
     with pytest.raises(ValueError, match="--dann-hidden must be >= 1"):
         RunConfig(method="dann", dann_hidden=0).validate()
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"freeze_bn": "false"}, "--freeze-bn expects true or false, got 'false'"),
+    ({"epochs": 2.5}, "--epochs expects an integer, got 2.5"),
+    ({"lr": "1e-3"}, "--lr expects a number, got '1e-3' (a string: YAML 1.1"),
+    ({"batch_size": 8.5}, "--batch-size expects an integer, got 8.5"),
+    ({"method": None}, "--method expects text, got None"),
+    ({"max_steps_per_epoch": -1}, "--max-steps-per-epoch must be >= 0, got -1"),
+    ({"patience": -1}, "--patience must be >= 0, got -1"),
+    ({"clip_grad_norm": float("nan")}, "--clip-grad-norm must be a finite number, got nan"),
+    ({"img_size": 1}, "--img-size must be >= 32, got 1"),
+    ({"lr": float("inf")}, "--lr must be a finite number, got inf"),
+    ({"warmup_epochs": float("nan")}, "--warmup-epochs must be a finite number"),
+    ({"eval_batch_size": 0}, "--eval-batch-size must be >= 1, got 0"),
+    ({"seed": True}, "--seed expects an integer, got True"),
+    ({"mmd_kernel_scales": (1.0, -2.0)}, "--mmd-kernel-scales must all be > 0"),
+    ({"rank_validators": ()}, "--rank-validators expects a non-empty list of texts"),
+])
+def test_every_field_is_checked_for_type_and_range(fields, message):
+    from da.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**fields).validate()
+    assert message in str(info.value) and info.value.field == next(iter(fields))
+
+
+def test_errors_name_the_file_and_key_or_the_flag(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 2.5\n")
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(REPO / "experiments" / "run.py"), *args, "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+
+    res = run("--config", str(cfg))
+    assert res.returncode == 2 and f"--config {cfg}, key epochs: --epochs expects an integer, got 2.5" in res.stderr
+    res = run("--config", str(cfg), "--epochs", "3", "--lr", "inf")
+    assert res.returncode == 2 and "error: --lr must be a finite number, got inf" in res.stderr
+    assert not any(tmp_path.glob("stage*"))  # nothing was created
+
+
+def test_sweep_errors_name_the_file_and_key(tmp_path):
+    from da.launch import load_sweep
+
+    bad = tmp_path / "s.yaml"
+    bad.write_text("base: {freeze_bn: 'no'}\ngrid: {method: [coral]}\n")
+    with pytest.raises(ValueError, match=r"s.yaml: base.freeze_bn: --freeze-bn expects true or false, got 'no'"):
+        load_sweep(bad)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from da.config import RunConfig, stage1_config
+from da.config import ConfigError, RunConfig, stage1_config
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
 
@@ -77,5 +77,11 @@ def load_sweep(name: str | os.PathLike) -> Sweep:
     if "seed" in grid or "seed" in base:
         raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
     sweep = Sweep(name=path.stem, base=base, grid=grid, seeds=[int(s) for s in seeds])
-    sweep.configs()  # validate every run now, before anything is submitted
+    try:
+        sweep.configs()  # validate every run now, before anything is submitted
+    except ConfigError as err:
+        where = "grid" if err.field in grid else "base" if err.field in base else "a run"
+        raise ValueError(f"sweep {path}: {where}.{err.field}: {err}") from None
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"sweep {path}: {err}") from None
     return sweep
