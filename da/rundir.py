@@ -14,6 +14,7 @@ archiver, the results loader and the tests.
     DONE             the done marker, written after the record
     submitted.json   the Slurm job that runs it (da.launch)
     FAILED           the last failure's message and log path (da.launch)
+    LOCK             held by the one process that trains the run (an advisory lock; says who holds it)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ RECORD_FILE = "record.json"
 DONE_FILE = "DONE"
 SUBMITTED_FILE = "submitted.json"
 FAILED_FILE = "FAILED"
+LOCK_FILE = "LOCK"
 # what archive_runs.py copies into results/ (checkpoints and caches stay behind)
 ARCHIVED_FILES = (RECORD_FILE, DONE_FILE, CONFIG_FILE)
 

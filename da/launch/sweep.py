@@ -7,7 +7,8 @@ A sweep is a YAML file in ``experiments/sweeps/`` (or any path)::
     seeds: [0, 1, 2]
 
 Runs are the product grid x seeds, in a fixed order; each is a ``RunConfig`` whose hash names its run
-directory, so expanding the same sweep twice gives the same directories.
+directory, so expanding the same sweep twice gives the same directories.  Entries that give the same
+config (a grid value or seed listed twice) are one run.
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ class Sweep:
     def configs(self, **overrides: Any) -> list[RunConfig]:
         """Every run of the sweep; ``overrides`` (out, data_root, ...) apply to all of them."""
         keys = list(self.grid)
-        out = []
+        out, seen = [], set()
         for values in itertools.product(*(self.grid[k] for k in keys)):
             for seed in self.seeds:
                 fields_ = {**self.base, **dict(zip(keys, values)), "seed": seed, **overrides}
-                out.append(RunConfig.from_dict(fields_).validate())
+                cfg = RunConfig.from_dict(fields_).validate()
+                if cfg.config_hash() in seen:  # a repeated grid value or seed: one run directory, one run
+                    continue
+                seen.add(cfg.config_hash())
+                out.append(cfg)
         return out
 
     def stage1_configs(self, **overrides: Any) -> list[RunConfig]:

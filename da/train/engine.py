@@ -23,7 +23,7 @@ import torch
 from da import records
 from da.config import RunConfig
 from da.data.splits import manifest_hash
-from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, MANIFEST_FILE,
+from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, MANIFEST_FILE,
                        TENSORBOARD_DIR, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
 from da.train import checkpoint
@@ -32,7 +32,7 @@ from da.train.evaluate import Predictions, export_features, predict
 from da.train.seeding import seed_everything
 from da.train.setup import Run, build_run, load_splits
 from da.train.state import RunState
-from da.utils.io import atomic_write_json, atomic_write_text
+from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,26 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
     if records.is_done(run_dir):
         log.info("stage %d: reusing the finished run %s", stage, run_dir)
         return run_dir / records.RECORD_FILE
-    run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    seed_everything(cfg.seed)
+    splits = load_splits(cfg, stage)  # the inputs are checked before anything is written
+
+    def waiting(holder: str) -> None:
+        log.warning("stage %d: %s is being trained by %s; waiting for it to finish", stage, run_dir, holder)
+
+    # one writer per run directory: a twin launch waits here, then finds the run done and reuses it
+    with exclusive_lock(run_dir / LOCK_FILE, on_wait=waiting):
+        if records.is_done(run_dir):
+            log.info("stage %d: reusing %s, finished while this process waited", stage, run_dir)
+            return run_dir / records.RECORD_FILE
+        return _train(cfg, stage, run_dir, splits, init_weights, on_epoch_end, t_start)
+
+
+def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str | None,
+           on_epoch_end: Callable[[int], None] | None, t_start: float) -> Path:
     config_hash = cfg.config_hash()
     atomic_write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), "config_hash": config_hash,
                                               "stage": stage, "init_weights": init_weights})
-    seed_everything(cfg.seed)
-    splits = load_splits(cfg, stage)
     atomic_write_text(run_dir / MANIFEST_FILE, splits.manifest())
     run = build_run(cfg, stage, splits, init_weights)
     keep_epoch_models = stage == 2 and cfg.selection == RANK  # a relative rule may go back to an earlier epoch
