@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, WeightsError, OfflineWeightsError) as err:  # bad input: the message says what to do
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only --out, a full disk: the message names the file
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(record)
     return 0
 

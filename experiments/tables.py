@@ -68,16 +68,20 @@ def main(argv=None) -> int:
     write_table(tables, "oracle", table, factors,
                 "ORACLE, not a result: target test accuracy at the best target-test epoch, which looks at target "
                 "labels. An upper bound on what model selection could reach, mean ± s.d. over seeds.")
-    if runs["record"].map(lambda r: r.get("proxy_a_distance") is not None).all():
+    # the distance and the confusion matrices exist for the epoch selected in training only
+    kept_epoch_only = args.selection is None or (runs["selected_epoch"] == runs["record"].map(
+        lambda r: r["selected_epoch"])).all()
+    if kept_epoch_only and runs["record"].map(lambda r: r.get("proxy_a_distance") is not None).all():
         pad_runs = runs.assign(pad=runs["record"].map(lambda r: r["proxy_a_distance"]))
         table, factors = summarise(pad_runs, {"pad": "proxy A-distance"}, args.expected_seeds)
         write_table(tables, "adistance", table, factors,
                     "Proxy A-distance 2(1 - 2 err) between source-validation and target-test bottleneck features "
                     "of the selected model (lower: domains harder to tell apart), mean ± s.d. over seeds.")
     table, factors, source = prediction_shares(runs, args.expected_seeds)
-    write_table(tables, "predicted_shares", table, factors,
-                "Share (%) of the target test images predicted as each class (no target label is read), mean ± s.d. "
-                "over seeds. Source class shares: " + ", ".join(f"{c} {v:.1f}" for c, v in source.items()) + ".")
+    if kept_epoch_only:
+        write_table(tables, "predicted_shares", table, factors,
+                    "Share (%) of the target test images predicted as each class (no target label is read), mean ± "
+                    "s.d. over seeds. Source class shares: " + ", ".join(f"{c} {v:.1f}" for c, v in source.items()) + ".")
     if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
         try:
             vt = validator_table(runs)
@@ -95,8 +99,11 @@ def main(argv=None) -> int:
         fig_dir = Path(args.out) / "figures"
         classes = runs["record"].iloc[0]["classes"]
         figures.accuracy_by_method(runs, fig_dir)
-        figures.per_class_heatmap(runs, fig_dir, classes)
         figures.training_curves(runs, fig_dir)
+        if not kept_epoch_only:  # per-class numbers and features exist for the epoch kept in training only
+            print(f"figures written to {fig_dir} (no per-class heatmap or t-SNE under --selection)")
+            return 0
+        figures.per_class_heatmap(runs, fig_dir, classes)
         feats = {}
         top = runs[(runs["stages"] == runs["stages"].max()) & (runs["cls_loss"] == "ce")]
         top = top[top["seed"] == top["seed"].min()]

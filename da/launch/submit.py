@@ -138,7 +138,10 @@ class PlannedRun:
 
 def _state(run_dir: Path, queued: set[str]) -> tuple[str, str | None, str | None]:
     sub = run_dir / SUBMITTED_FILE
-    info = json.loads(sub.read_text()) if sub.exists() else {}
+    try:
+        info = json.loads(sub.read_text()) if sub.exists() else {}
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{sub} is unreadable ({err}); delete it and submit again") from None
     job_id, log = info.get("job_id"), info.get("stderr")
     if records.is_done(run_dir):
         return "done", job_id, log

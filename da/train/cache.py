@@ -13,10 +13,10 @@ path, so the slice equals a fresh computation (bit for bit on the AID stage-1/st
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from da.data.domains import Split
 from da.train import checkpoint
 from da.train.batches import SeededImages
-from da.utils.io import atomic_write_json
+from da.utils.io import atomic_write_json, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,15 @@ def cache_key(split: Split, prefix_digest: str, transform_desc: str, views: int,
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def _safe_name(dataset: str) -> str:
+    """A dataset name as one plain file-name component (``folder:../x`` must not leave the cache folder)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", dataset).lstrip(".") or "dataset"
+
+
 def _from_superset(cache_dir: Path, payload: dict) -> tuple[torch.Tensor, Path] | None:
     """The rows of ``payload['images']`` from a cache that holds them all under the same key otherwise."""
     same = {k: v for k, v in payload.items() if k != "images"}
-    for index_path in sorted(cache_dir.glob(f"{payload['dataset']}-*.json")):
+    for index_path in sorted(cache_dir.glob(f"{_safe_name(payload['dataset'])}-*.json")):
         try:
             other = json.loads(index_path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -61,7 +66,9 @@ def _from_superset(cache_dir: Path, payload: dict) -> tuple[torch.Tensor, Path] 
             continue
         row = {rel: i for i, rel in enumerate(other["images"])}
         if all(rel in row for rel in payload["images"]) and index_path.with_suffix(".pt").exists():
-            feats = checkpoint.load(index_path.with_suffix(".pt"))["feats"]
+            feats = _read(index_path.with_suffix(".pt"))
+            if feats is None:  # damaged: compute instead of slicing
+                continue
             return feats[torch.tensor([row[rel] for rel in payload["images"]], dtype=torch.long)], index_path
     return None
 
@@ -74,15 +81,18 @@ def prefix_outputs(model, prefix_len: int, split: Split, transform, views: int, 
     digest = prefix_digest or weights_digest(list(model.stages[:prefix_len]))
     payload = _payload(split, digest, repr(transform), views, view_seed)
     key = cache_key(split, digest, repr(transform), views, view_seed)
-    path = Path(cache_dir) / f"{split.dataset}-{key}.pt"
-    if path.exists():
-        return checkpoint.load(path)["feats"], True
+    path = Path(cache_dir) / f"{_safe_name(split.dataset)}-{key}.pt"
+    feats = _read(path)
+    if feats is not None:
+        return feats, True
     path.parent.mkdir(parents=True, exist_ok=True)
     # Array tasks that start together need the same cache: one computes it, the others wait and read it.
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            return checkpoint.load(path)["feats"], True
+    with exclusive_lock(path.with_suffix(".lock")):
+        feats = _read(path, repair=True)
+        if feats is not None:
+            return feats, True
+        for stale in path.parent.glob(f".{path.stem}.*.tmp"):  # a killed writer's leftovers (we hold the lock)
+            stale.unlink(missing_ok=True)
         sliced = _from_superset(path.parent, payload)
         if sliced is not None:
             feats, source = sliced
@@ -94,6 +104,22 @@ def prefix_outputs(model, prefix_len: int, split: Split, transform, views: int, 
         log.info("cached prefix outputs of %d %s images x %d views at %s (%.0f MB)", feats.shape[0], split.dataset,
                  views, path, feats.numel() * 2 / 1e6)
         return feats, False
+
+
+def _read(path: Path, repair: bool = False) -> torch.Tensor | None:
+    """The cached tensor, or None when there is none; a damaged file (truncated, not a checkpoint) is
+    removed when ``repair`` (the caller holds the lock), so that it is rebuilt."""
+    if not path.exists():
+        return None
+    try:
+        return checkpoint.load(path)["feats"]
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        if not repair:
+            return None
+        log.warning("the cache file %s is damaged (%s: %s); rebuilding it", path, type(err).__name__, err)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        return None
 
 
 def _store(path: Path, feats: torch.Tensor, key: str, payload: dict) -> None:

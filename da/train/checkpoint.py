@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class DamagedCheckpoint(RuntimeError):
+    pass
+
+
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    return atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+    """Write atomically; a full disk is reported with the path and the space left, not torch's internals."""
+    try:
+        return atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+    except (OSError, RuntimeError) as err:
+        free = shutil.disk_usage(Path(path).parent).free
+        need = sum(t.numel() * t.element_size() for t in _tensors(payload))
+        if getattr(err, "errno", None) != errno.ENOSPC and free > need + 16 * 2**20:
+            raise  # not a full disk
+        raise OSError(errno.ENOSPC, f"could not write {path}: {free / 2**20:.0f} MiB free on its file system, "
+                                    f"about {need / 2**20:.0f} MiB needed ({type(err).__name__}: {err})") from err
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -58,14 +84,22 @@ def save_training(path: str | os.PathLike, run, state, config_hash: str) -> Path
         "state": state.to_dict(), "rng": rng_state(), "config_hash": config_hash})
 
 
-def restore_training(path: str | os.PathLike, run, config_hash: str):
-    """Load :func:`save_training`'s checkpoint into ``run``; return its :class:`~da.train.state.RunState`."""
-    from da.train.state import RunState
-
-    ckpt = load(path)
+def read_training(path: str | os.PathLike, config_hash: str) -> dict[str, Any]:
+    """:func:`save_training`'s checkpoint as a dict; :class:`DamagedCheckpoint` when it cannot be read."""
+    try:
+        ckpt = load(path)
+    except Exception as err:  # truncated or not a checkpoint: torch raises several types
+        raise DamagedCheckpoint(f"{path} is damaged ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
     if ckpt["config_hash"] != config_hash:
         raise RuntimeError(f"{path} belongs to config {ckpt['config_hash']}, not {config_hash}; "
                            f"remove {Path(path).parent} to start over")
+    return ckpt
+
+
+def restore_training(ckpt: dict[str, Any], run):
+    """Load a :func:`read_training` checkpoint into ``run``; return its :class:`~da.train.state.RunState`."""
+    from da.train.state import RunState
+
     run.model.load_state_dict(ckpt["model"])
     run.method.load_state_dict(ckpt["method"])
     run.optimizer.load_state_dict(ckpt["optimizer"])

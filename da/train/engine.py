@@ -114,16 +114,25 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
 def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str | None,
            on_epoch_end: Callable[[int], None] | None, t_start: float) -> Path:
     config_hash = cfg.config_hash()
+    for stale in run_dir.rglob(".*.tmp"):  # left by a writer killed mid-write; this process is the only writer
+        stale.unlink(missing_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), "config_hash": config_hash,
                                               "stage": stage, "init_weights": init_weights})
     atomic_write_text(run_dir / MANIFEST_FILE, splits.manifest())
+    ckpt_path = run_dir / CHECKPOINT_FILE
+    ckpt = None
+    if ckpt_path.exists():
+        try:
+            ckpt = checkpoint.read_training(ckpt_path, config_hash)
+        except checkpoint.DamagedCheckpoint as err:  # start over, keeping the damaged file for a look
+            log.warning("stage %d: %s; starting %s from epoch 1", stage, err, run_dir)
+            print(f"stage {stage}: {err}; starting over from epoch 1 (kept as checkpoint.damaged)", flush=True)
+            ckpt_path.replace(ckpt_path.with_suffix(".damaged"))
     run = build_run(cfg, stage, splits, init_weights)
     keep_epoch_models = stage == 2 and cfg.selection == RANK  # a relative rule may go back to an earlier epoch
-
-    ckpt_path = run_dir / CHECKPOINT_FILE
     state = RunState(git_commit=records.git_commit())
-    if ckpt_path.exists():
-        state = checkpoint.restore_training(ckpt_path, run, config_hash)
+    if ckpt is not None:
+        state = checkpoint.restore_training(ckpt, run)
         state.resumed += 1
         log.info("stage %d: resuming %s after epoch %d", stage, run_dir, state.epoch)
 

@@ -25,6 +25,9 @@ def run_experiment(cfg: RunConfig) -> Path:
     if cfg.stages == 2:
         s1 = stage1_config(cfg)
         s1_dir = run_dir_for(s1, 1)
+        if records.is_done(s1_dir) and not (s1_dir / BEST_FILE).exists():
+            raise FileNotFoundError(f"stage 1 {s1_dir} is marked done but its {BEST_FILE} is gone; delete that "
+                                    f"directory (rm -r {s1_dir}) to retrain stage 1")
         if records.is_done(s1_dir):
             log.info("stage 1: reused %s (trained before with the same stage-1 config)", s1_dir)
             print(f"stage 1: reused {s1_dir}", flush=True)
