@@ -44,6 +44,7 @@ def test_two_stage_run_record_contract_and_stage1_reuse(tiny_root, tmp_path, cap
     tgt = [e["target_test"]["accuracy"] for e in rec["epochs"]]
     assert rec["oracle"]["target_test"]["accuracy"] == max(tgt)
     assert "coral" in rec["epochs"][0]["loss"] and rec["images_per_s"] > 0
+    assert rec["torch_threads"] == torch.get_num_threads()
     assert rec["init_weights"].endswith(BEST_FILE) and rec["prefix_stages_cached"] > 0
     s1_dir = run_dir_for(stage1_config(cfg), 1)
     assert records.is_done(s1_dir) and str(s1_dir) in rec["init_weights"]

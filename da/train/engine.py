@@ -229,6 +229,7 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "proxy_a_distance": pad,  # source-val vs target-test bottleneck features of the selected model
         "launch": records.launch_info(),
         "device": str(run.device),
+        "torch_threads": torch.get_num_threads(),  # the summation order, hence the last digits, depend on it
         "torch": torch.__version__,
     }
     return records.write_record(run_dir, record)
