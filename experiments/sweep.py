@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None,
                     help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH)")
     ap.add_argument("--profile", help="slurm/profiles/NAME.yaml: partition, gpus, cpus, memory, time, account, ...")
-    ap.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch header; submit nothing")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and the whole sbatch script; submit nothing")
     ap.add_argument("--wait", action="store_true", help="wait until every run has finished")
     ap.add_argument("--out", default="runs", help="folder of run directories (on a shared file system)")
     ap.add_argument("--data-root", default="", help="folder holding the datasets ($DA_DATA_ROOT, ./data)")

@@ -44,9 +44,11 @@ def main(argv=None) -> int:
     ap.add_argument("--selection", default=None, choices=validator_names(),
                     help="re-select every run's epoch with this label-free rule (default: each run's own)")
     ap.add_argument("--no-figures", action="store_true", help="tables only")
+    ap.add_argument("--strict", action="store_true",
+                    help="refuse bad records (naming them) instead of leaving them out with a warning")
     args = ap.parse_args(argv)
     try:
-        runs = load_runs(args.runs)
+        runs = load_runs(args.runs, strict=args.strict)
         if args.sweep:
             wanted = {cfg.config_hash() for name in args.sweep for cfg in load_sweep(name).configs()}
             runs = runs[runs["config_hash"].isin(wanted)].reset_index(drop=True)

@@ -6,7 +6,7 @@ import pytest
 
 from da import records
 from da.launch import load_sweep, plan, submit_sweep
-from da.launch.submit import load_profile, sbatch_header, executor_parameters
+from da.launch.submit import load_profile, sbatch_script, executor_parameters
 
 from conftest import REPO
 
@@ -36,13 +36,30 @@ def test_profiles_and_sbatch_header(tmp_path):
     gpu = load_profile("gpu")
     params = executor_parameters(gpu, "slurm")
     assert params["slurm_partition"] == gpu["partition"] and params["gpus_per_node"] == gpu["gpus_per_node"]
-    header = sbatch_header(params, tmp_path / "%j", n_tasks=50)
+    header = sbatch_script(params, tmp_path / "%j", n_tasks=50)
     assert f"#SBATCH --partition={gpu['partition']}" in header
     assert f"#SBATCH --gpus-per-node={gpu['gpus_per_node']}" in header
     assert f"#SBATCH --time={gpu['timeout_min']}" in header
     assert f"#SBATCH --array=0-49%{gpu['array_parallelism']}" in header
     with pytest.raises(FileNotFoundError, match="known profiles: .*gpu"):
         load_profile("nope")
+    # --dry-run shows the whole script: the setup lines too, as the job will run them
+    local = load_profile("local")
+    script = sbatch_script(executor_parameters(local, "slurm"), tmp_path / "%j", n_tasks=2)
+    assert all(line in script for line in local["setup"]) and "submitit.core._submit" in script
+
+
+@pytest.mark.parametrize("text,message", [
+    ("partition: \"debug\\nrm -rf /tmp/x\"\n", "partition holds a control character"),
+    ("setup:\n  - \"echo a\\necho b\"\n", "setup holds a control character"),
+    ("setup: \"echo a\"\n", "setup must be a list of shell lines"),
+    ("additional_parameters: {comment: \"a\\nb\"}\n", "additional_parameters holds a control character"),
+])
+def test_profiles_refuse_control_characters(tmp_path, text, message):
+    path = tmp_path / "evil.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"profile {path}: {message}"):
+        load_profile(str(path))
 
 
 TINY_BASE = dict(weights="none", img_size=32, batch_size=8, epochs=1, stage1_epochs=1, max_steps_per_epoch=2,

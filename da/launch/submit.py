@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,11 +77,27 @@ def load_profile(name: str | None) -> dict[str, Any]:
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"--profile {name}: {path} not found; known profiles: {', '.join(known)}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"profile {path}: not readable YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {path}: expected a mapping of Slurm settings")
     unknown = sorted(set(data) - GENERIC_KEYS - SLURM_KEYS)
     if unknown:
         raise ValueError(f"profile {path}: unknown key(s) {', '.join(unknown)}; valid: "
                          f"{', '.join(sorted(GENERIC_KEYS | SLURM_KEYS))}")
+    # every value lands in the sbatch script: a newline would start a shell line of its own there
+    for key, value in data.items():
+        values = value if key == "setup" and isinstance(value, list) else [value]
+        if key == "setup" and not isinstance(value, list):
+            raise ValueError(f"profile {path}: setup must be a list of shell lines, one line each")
+        for v in values:
+            if isinstance(v, dict):
+                v = " ".join(f"{k}={x}" for k, x in v.items())
+            if re.search(r"[\x00-\x1f\x7f]", str(v)):
+                raise ValueError(f"profile {path}: {key} holds a control character (newline, tab, ...) in {v!r}; "
+                                 f"each value is one plain line, and shell commands belong in setup, one line each")
     return data
 
 
@@ -191,8 +208,9 @@ def _record_submission(run: PlannedRun, job: submitit.Job) -> None:
         "config_hash": run.cfg.config_hash(), "stage": run.stage})
 
 
-def sbatch_header(params: dict[str, Any], folder: Path, n_tasks: int, name: str = "da") -> str:
-    """The #SBATCH lines an array of ``n_tasks`` would be submitted with (for --dry-run)."""
+def sbatch_script(params: dict[str, Any], folder: Path, n_tasks: int, name: str = "da") -> str:
+    """The whole sbatch script an array of ``n_tasks`` would be submitted with (for --dry-run): its #SBATCH
+    lines, the profile's setup lines and the command."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     slurm = {k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")}
@@ -203,7 +221,7 @@ def sbatch_header(params: dict[str, Any], folder: Path, n_tasks: int, name: str 
             slurm[eq[k]] = f"{v}GB" if k == "mem_gb" else v
     text = _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=folder,
                                job_name=name, map_count=n_tasks, **slurm)
-    return "\n".join(l for l in text.splitlines() if l.startswith("#SBATCH"))
+    return text
 
 
 def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None = None, dry_run: bool = False,
@@ -232,7 +250,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
               f"{summary['arrays_stage1']} + {summary['arrays_stage2']} array job(s) on cluster {cluster}"
               + (" (stage 2 after stage 1: --dependency=afterok)" if stage1 or waiting_s1 else ""))
         if cluster == "slurm" and (stage1 or stage2):
-            print(sbatch_header(params, folder, max(len(stage1), len(stage2)), name=f"da-{sweep.name}"))
+            print(sbatch_script(params, folder, max(len(stage1), len(stage2)), name=f"da-{sweep.name}"))
         return summary
 
     executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)

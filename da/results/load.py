@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -23,28 +24,59 @@ def group_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2) -> pd.DataFrame:
+def _check_metrics(rec: dict) -> None:
+    """Accuracies and F1 of the reported, oracle and per-epoch numbers are finite fractions in [0, 1]."""
+    def check(where: str, m: dict | None) -> None:
+        for key in ("accuracy", "macro_f1"):
+            if m is not None and not (isinstance(m.get(key), (int, float)) and 0 <= m[key] <= 1):
+                raise RecordError(f"{where} {key} = {m.get(key)!r} is not a fraction in [0, 1]")
+
+    check("target_test", rec["target_test"])
+    check("source_val", rec["source_val"])
+    check("oracle target_test", (rec["oracle"] or {}).get("target_test"))
+    for e in rec["epochs"]:
+        check(f"epoch {e.get('epoch')} target_test", e.get("target_test"))
+        check(f"epoch {e.get('epoch')} source_val", e.get("source_val"))
+
+
+def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2, strict: bool = False) -> pd.DataFrame:
     """Every finished run under ``runs_dir`` (a ``record.json`` with a ``DONE`` marker beside it).
 
     Config fields become columns (tuples as text), next to ``target_acc``, ``target_f1``, ... in percent,
     ``config_hash``, ``group`` (hash without seed), ``run_dir`` and ``record`` (the parsed record).
-    A record that is incomplete or of another schema raises, naming the file.
+    A bad record (unreadable, incomplete, another schema, a config this code cannot read, a metric that is
+    not a fraction in [0, 1]) is left out with a warning that names it; with ``strict`` it raises instead,
+    naming every bad record.  The same run found twice (same config hash and seed: a copied run directory)
+    counts once, with a warning.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"runs folder {runs_dir} does not exist")
-    rows = []
+    rows, bad, seen = [], [], {}
     for path in sorted(runs_dir.rglob(RECORD_FILE)):
         if not (path.parent / DONE_FILE).exists():
             continue  # still running, or interrupted: not a result yet
-        rec = load_record(path)
-        if stage is not None and rec["stage"] != stage:
-            continue
         try:
-            group = group_hash(rec["config"])
-            cfg = RunConfig.from_dict(rec["config"]).to_dict()  # fields added since the record was written: defaults
-        except TypeError as err:
-            raise RecordError(f"run record {path}: its config does not match this code's RunConfig ({err})") from err
+            rec = load_record(path)
+            if stage is not None and rec["stage"] != stage:
+                continue
+            try:
+                group = group_hash(rec["config"])
+                cfg = RunConfig.from_dict(rec["config"]).to_dict()  # fields added since the record: defaults
+            except TypeError as err:
+                raise RecordError(f"run record {path}: its config does not match this code's RunConfig ({err})") from err
+            try:
+                _check_metrics(rec)
+            except RecordError as err:
+                raise RecordError(f"run record {path}: {err}") from None
+        except RecordError as err:
+            bad.append(str(err))
+            continue
+        key = (rec["config_hash"], rec["seed"])
+        if key in seen:
+            warnings.warn(f"{path.parent} repeats the run {seen[key]} (config {key[0]}, seed {key[1]}); counted once")
+            continue
+        seen[key] = path.parent
         tgt, oracle = rec["target_test"] or {}, (rec["oracle"] or {})
         row = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()}
         row.update({
@@ -63,6 +95,11 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2) -> pd.DataFram
             "record": rec,
         })
         rows.append(row)
+    if bad:
+        if strict:
+            raise RecordError(f"{len(bad)} bad run record(s):\n" + "\n".join(bad))
+        for message in bad:
+            warnings.warn(f"left out: {message}")
     if not rows:
         raise FileNotFoundError(f"no finished run records (record.json + DONE) under {runs_dir}")
     return pd.DataFrame(rows).sort_values(["group", "seed"], kind="stable").reset_index(drop=True)

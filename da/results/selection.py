@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 
 from da.config import RunConfig
 from da.records import RecordError
+from da.results.tables import latex_escape
 from da.selection import RANK, best_epoch, validator_names
 
 
@@ -79,7 +80,7 @@ def render_validator_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
     pm = "±" if fmt == "markdown" else r"$\pm$"
     rows = []
     for _, r in table.iterrows():
-        cells = [r["validator"] if fmt == "markdown" else r["validator"].replace("_", r"\_")]
+        cells = [r["validator"] if fmt == "markdown" else latex_escape(r["validator"])]
         for c in cols:
             v = r[c]
             if np.isnan(v):
@@ -94,5 +95,5 @@ def render_validator_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
-    frame = pd.DataFrame(rows, columns=[h.replace("%", r"\%") for h in header])
+    frame = pd.DataFrame(rows, columns=[latex_escape(h) for h in header])
     return frame.style.hide(axis="index").to_latex(hrules=True, column_format="l" + "r" * (len(header) - 1))

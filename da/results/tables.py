@@ -107,7 +107,8 @@ def prediction_shares(runs: pd.DataFrame, expected_seeds: int | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------- rendering
-def _cells(table: pd.DataFrame, factors: list[str], bold: str, pm: str, fmt_gain) -> tuple[list[str], list[list[str]]]:
+def _cells(table: pd.DataFrame, factors: list[str], bold, pm: str, fmt_gain, esc=lambda t: t
+           ) -> tuple[list[str], list[list[str]]]:
     metric_cols = [c[:-5] for c in table.columns if c.endswith("_mean")]
     names = {"target_acc": "target acc (%)", "target_f1": "target macro-F1 (%)", "oracle_acc": "oracle acc (%)",
              "oracle_f1": "oracle macro-F1 (%)", "pad": "proxy A-distance"}
@@ -115,14 +116,14 @@ def _cells(table: pd.DataFrame, factors: list[str], bold: str, pm: str, fmt_gain
     no_best = {c for c in metric_cols if c.startswith("share_")}  # a share is neither better nor worse
     lower_better = {"pad"}  # a smaller domain distance is the better value
     digits = {"pad": 2}
-    header = [LABELS.get(f, f) for f in factors] + [names.get(c, c) for c in metric_cols]
+    header = [esc(LABELS.get(f, f)) for f in factors] + [esc(names.get(c, c)) for c in metric_cols]
     gain_cols = [c for c in table.columns if c.endswith("_gain")]
     header += ["gain vs source-only (points)" for _ in gain_cols] + ["seeds"]
     best = {c: (table[f"{c}_mean"].min() if c in lower_better else table[f"{c}_mean"].max()) for c in metric_cols}
     best.update({c: table[c].max() for c in gain_cols})
     rows = []
     for _, r in table.iterrows():
-        cells = [str(r[f]) for f in factors]
+        cells = [esc(str(r[f])) for f in factors]
         for c in metric_cols:
             d = digits.get(c, 1)
             std = "n/a" if math.isnan(r[f"{c}_std"]) else f"{r[f'{c}_std']:.{d}f}"
@@ -148,15 +149,20 @@ def render_markdown(table: pd.DataFrame, factors: list[str], caption: str = "") 
     return "\n".join(lines) + "\n"
 
 
-def render_latex(table: pd.DataFrame, factors: list[str], caption: str = "", label: str = "") -> str:
-    def escape(text: str) -> str:
-        return text.replace("_", r"\_").replace("%", r"\%")
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
+
+def latex_escape(text: str) -> str:
+    """Text as LaTeX typesets it literally (class names may hold &, $, braces, ...)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def render_latex(table: pd.DataFrame, factors: list[str], caption: str = "", label: str = "") -> str:
     header, rows = _cells(table, factors, bold=lambda t: rf"\textbf{{{t}}}", pm=r"$\pm$",
-                          fmt_gain=lambda g: f"${g:+.1f}$")
-    frame = pd.DataFrame([[escape(c) if "\\" not in c else c.replace("_", r"\_") for c in r] for r in rows],
-                         columns=[escape(h) for h in header])
+                          fmt_gain=lambda g: f"${g:+.1f}$", esc=latex_escape)
+    frame = pd.DataFrame(rows, columns=header)
     styler = frame.style.hide(axis="index")
-    return styler.to_latex(hrules=True, caption=escape(caption) or None, label=label or None,
+    return styler.to_latex(hrules=True, caption=latex_escape(caption) or None, label=label or None,
                            column_format="l" * len(factors) + "r" * (len(header) - len(factors)),
                            position_float="centering" if caption else None)
