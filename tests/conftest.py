@@ -8,6 +8,19 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_verification_memo(tmp_path_factory):
+    """Remembered image verifications go to a folder of this test session, not to ~/.cache (subprocesses
+    inherit it through the environment)."""
+    old = os.environ.get("DA_CACHE_DIR")
+    os.environ["DA_CACHE_DIR"] = str(tmp_path_factory.mktemp("da-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DA_CACHE_DIR", None)
+    else:
+        os.environ["DA_CACHE_DIR"] = old
+
+
 def real_data_root() -> Path:
     """Where the real AID and RSSCN7 copies live: DA_DATA_ROOT, else ../shared/data beside the repo."""
     return Path(os.environ.get("DA_DATA_ROOT", REPO.parent / "shared" / "data"))

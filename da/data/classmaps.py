@@ -59,13 +59,38 @@ def builtin_maps() -> dict[tuple[str, str], Path]:
     return out
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple]) -> dict:
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+    if dup:
+        raise _DuplicateKey(f"key(s) {', '.join(map(str, dup))} given more than once (a later one would silently "
+                            f"replace the earlier)")
+    return dict(pairs)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a mapping that repeats a key is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)
+        return _no_duplicates([(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
+                               for k, v in node.value])
+
+
 def _read(path: Path) -> dict:
     try:
         text = path.read_text()
-    except OSError as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise FileNotFoundError(f"class map {path}: cannot read it ({err})") from err
     try:
-        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+        data = (yaml.load(text, Loader=_StrictLoader) if path.suffix.lower() in (".yaml", ".yml")
+                else json.loads(text, object_pairs_hook=_no_duplicates))
+    except _DuplicateKey as err:
+        raise ValueError(f"class map {path}: {err}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ValueError(f"class map {path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("classes"), dict):
@@ -104,7 +129,10 @@ def resolve_class_map(source: DatasetSpec, target: DatasetSpec, path: str | os.P
         if t not in mapping:
             continue
         group = mapping[t]
-        group = [group] if isinstance(group, str) else list(group)
+        group = [group] if isinstance(group, str) else list(group or [])
+        if not group:  # silently dropping the class would change the label space without a word
+            raise ValueError(f"class map {where}: target class {t} has no source class; list its source classes "
+                             f"or leave {t} out of the map")
         unknown_s = [s for s in group if s not in source.classes]
         if unknown_s:
             raise ValueError(f"class map {where}: {unknown_s} (for {t}) not classes of source {source.name}; "
@@ -113,8 +141,7 @@ def resolve_class_map(source: DatasetSpec, target: DatasetSpec, path: str | os.P
             if s in seen:
                 raise ValueError(f"class map {where}: source class {s} maps to both {seen[s]} and {t}")
             seen[s] = t
-        if group:
-            groups.append((t, tuple(group)))
+        groups.append((t, tuple(group)))
     if not groups:
         raise ValueError(f"class map {where}: source {source.name} and target {target.name} share no class")
     return ClassMap(source.name, target.name, tuple(groups))

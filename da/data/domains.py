@@ -9,6 +9,7 @@ optional ``target_labeled`` part of ``target_train`` for semi-supervised fine-tu
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,16 @@ class Splits:
 
     def manifest_hash(self) -> str:
         return manifest_hash(self.manifest())
+
+    def fingerprint(self) -> str:
+        """sha256 of every (split, image, class, size, modification time): changes when the class map
+        relabels an image, or an image is added, removed or replaced."""
+        h = hashlib.sha256()
+        for name, s in sorted(self.parts.items()):
+            for rel, label in s.samples:
+                st = (s.folder / rel).stat()
+                h.update(f"{name},{s.dataset}/{rel},{s.classes[label]},{st.st_size},{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
 
 
 def _labelled(samples, label_of: dict[str, int]) -> list[tuple[str, int]]:

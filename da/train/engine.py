@@ -12,6 +12,7 @@ continue bit-identically.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -32,7 +33,7 @@ from da.train.evaluate import Predictions, export_features, predict
 from da.train.seeding import seed_everything
 from da.train.setup import Run, build_run, load_splits
 from da.train.state import RunState
-from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock
+from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,12 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
     if stage == 1 and cfg.selection != "source_acc":
         cfg = cfg.replace(selection="source_acc")  # stage 1 has no target to score
     run_dir = run_dir_for(cfg, stage)
-    if records.is_done(run_dir):
-        log.info("stage %d: reusing the finished run %s", stage, run_dir)
-        return run_dir / records.RECORD_FILE
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
     splits = load_splits(cfg, stage)  # the inputs are checked before anything is written
+    inputs = run_inputs(cfg, splits, init_weights)
+    if records.is_done(run_dir):
+        return _reuse(run_dir, stage, inputs)
 
     def waiting(holder: str) -> None:
         log.warning("stage %d: %s is being trained by %s; waiting for it to finish", stage, run_dir, holder)
@@ -106,18 +107,54 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
     # one writer per run directory: a twin launch waits here, then finds the run done and reuses it
     with exclusive_lock(run_dir / LOCK_FILE, on_wait=waiting):
         if records.is_done(run_dir):
-            log.info("stage %d: reusing %s, finished while this process waited", stage, run_dir)
-            return run_dir / records.RECORD_FILE
-        return _train(cfg, stage, run_dir, splits, init_weights, on_epoch_end, t_start)
+            log.info("stage %d: %s finished while this process waited", stage, run_dir)
+            return _reuse(run_dir, stage, inputs)
+        return _train(cfg, stage, run_dir, splits, init_weights, on_epoch_end, t_start, inputs)
+
+
+class StaleRunError(ValueError):
+    """A run directory made from other inputs than the ones given now (same config hash)."""
+
+
+def run_inputs(cfg: RunConfig, splits, init_weights: str | None) -> dict[str, str]:
+    """What a run saw besides its config: the images, their labels under the class map and their file
+    fingerprints, and the weights files it started from (by content)."""
+    inputs = {"data": splits.fingerprint()}
+    for name, path in (("weights", cfg.weights), ("init_weights", init_weights)):
+        if path and Path(path).is_file():
+            inputs[name] = file_digest(path)
+    return inputs
+
+
+def _check_inputs(run_dir: Path, saved: dict | None, inputs: dict[str, str]) -> None:
+    if saved is None:  # written before runs recorded their inputs: nothing to compare
+        log.warning("%s does not record its inputs; it cannot be checked against the current data", run_dir)
+        return
+    changed = sorted(k for k in set(saved) | set(inputs) if saved.get(k) != inputs.get(k))
+    if changed:
+        what = {"data": "the images, their labels (class map) or their files", "weights": "the weights file",
+                "init_weights": "the stage-1 model it starts from"}
+        raise StaleRunError(f"{run_dir} was made from other inputs than now ({'; '.join(what.get(k, k) for k in changed)} "
+                            f"changed); its numbers do not describe the current ones. Delete it to run it again: "
+                            f"rm -r {run_dir}")
+
+
+def _reuse(run_dir: Path, stage: int, inputs: dict[str, str]) -> Path:
+    record = json.loads((run_dir / records.RECORD_FILE).read_text())
+    _check_inputs(run_dir, record.get("inputs"), inputs)
+    log.info("stage %d: reusing the finished run %s", stage, run_dir)
+    return run_dir / records.RECORD_FILE
 
 
 def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str | None,
-           on_epoch_end: Callable[[int], None] | None, t_start: float) -> Path:
+           on_epoch_end: Callable[[int], None] | None, t_start: float, inputs: dict[str, str]) -> Path:
     config_hash = cfg.config_hash()
+    if (run_dir / CONFIG_FILE).exists() and (run_dir / CHECKPOINT_FILE).exists():  # resuming: same inputs?
+        _check_inputs(run_dir, json.loads((run_dir / CONFIG_FILE).read_text()).get("inputs"), inputs)
     for stale in run_dir.rglob(".*.tmp"):  # left by a writer killed mid-write; this process is the only writer
         stale.unlink(missing_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), "config_hash": config_hash,
-                                              "stage": stage, "init_weights": init_weights})
+                                              "stage": stage, "init_weights": init_weights, "inputs": inputs})
     atomic_write_text(run_dir / MANIFEST_FILE, splits.manifest())
     ckpt_path = run_dir / CHECKPOINT_FILE
     ckpt = None
@@ -177,7 +214,7 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
     if keep_epoch_models:
         shutil.copyfile(run_dir / epoch_model_file(state.selected_epoch), run_dir / BEST_FILE)
         shutil.rmtree(run_dir / EPOCHS_DIR)
-    return _write_record(run, state, run_dir, init_weights, splits, t_mark)
+    return _write_record(run, state, run_dir, init_weights, splits, t_mark, inputs)
 
 
 def _head_lr(optimizer) -> float:
@@ -186,7 +223,7 @@ def _head_lr(optimizer) -> float:
 
 
 def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | None, splits,
-                  t_mark: float) -> Path:
+                  t_mark: float, inputs: dict[str, str]) -> Path:
     cfg, data = run.cfg, run.data
     pad = None
     if data.target_eval is not None:
@@ -220,6 +257,7 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "validation_time_s": round(sum(validation_s), 3),
         "images_per_s": round(state.images / max(state.train_time, 1e-9), 2),
         "manifest_sha256": manifest_hash(splits.manifest()),
+        "inputs": inputs,  # checked before the run is reused
         "split_sizes": {k: len(v) for k, v in splits.parts.items()},
         "skipped_files": {k: len(v) for k, v in splits.skipped.items()},
         "cache_hits": data.cache_hits,
