@@ -30,3 +30,32 @@ def test_sweep_collapses_repeated_entries(tmp_path):
     configs = load_sweep(sweep).configs()
     assert [(c.method, c.seed) for c in configs] == [("coral", 0), ("coral", 1), ("mmd", 0), ("mmd", 1)]
     assert len({c.config_hash() for c in configs}) == 4
+
+
+def test_stage2_runs_sharing_a_stage1_start_from_its_final_model(tiny_root, tmp_path):
+    """Two stage-2 runs launched together share one stage 1: one trains it, the other waits for it to be
+    done, and both start from its final best model (not from an earlier epoch's)."""
+    from da.config import RunConfig, stage1_config
+    from da.rundir import BEST_FILE, run_dir_for
+    from da.utils.io import file_digest
+
+    common = ["--data-root", str(tiny_root), "--out", str(tmp_path), "--weights", "none", "--img-size", "32",
+              "--batch-size", "8", "--epochs", "1", "--stage1-epochs", "3", "--max-steps-per-epoch", "2",
+              "--num-workers", "0", "--progress", "false", "--val-fraction", "0.25"]
+    procs = [subprocess.Popen([sys.executable, str(REPO / "experiments" / "run.py"), *common, "--method", m],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in ("coral", "mmd")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    cfg = RunConfig(data_root=str(tiny_root), out=str(tmp_path), weights="none", img_size=32, batch_size=8,
+                    stage1_epochs=3, max_steps_per_epoch=2, val_fraction=0.25)
+    best = file_digest(run_dir_for(stage1_config(cfg), 1) / BEST_FILE)
+    for out, _ in outs:
+        rec = json.loads(open(out.strip().splitlines()[-1]).read())
+        assert rec["inputs"]["init_weights"] == best
+
+
+def test_missing_data_root_creates_nothing(tmp_path):
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "run.py"), "--data-root", str(tmp_path / "none"),
+                          "--out", str(tmp_path / "runs"), "--stages", "1"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "error: dataset AID: folder" in res.stderr and str(tmp_path / "none") in res.stderr
+    assert not (tmp_path / "runs").exists()
