@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         f"# kill drill ({platform.node()}, {platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads)",
         f"# command: python experiments/kill_drill.py --kills {args.kills} --seed {args.seed}",
-        f"# run: {' '.join(command(Path('OUT'), 'DATA')[1:])}",
+        f"# run: python experiments/run.py {' '.join(command(Path('OUT'), 'DATA')[2:])}",
         f"uninterrupted run            {duration:.1f} s",
         f"starts / SIGKILLs            {starts + 1} / {kills}",
         f"temporaries left by kills    {leftovers} (removed by the next start; {left_after} after the final run)",
