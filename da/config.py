@@ -41,6 +41,13 @@ def _added(default: Any) -> Any:
     return field(default=default, metadata={"hash": "unless_default"})
 
 
+def _revised(default: Any, legacy: Any) -> Any:
+    """A field whose behaviour existed before the field: records and run directories made before it hold
+    ``legacy``.  Hashed unless it holds ``legacy`` (earlier run directories keep their names), and read as
+    ``legacy`` from a record that lacks it (:meth:`RunConfig.from_record`)."""
+    return field(default=default, metadata={"hash": "unless_legacy", "legacy": legacy})
+
+
 def _method_setting(method: str, default: Any) -> Any:
     """A setting of one adaptation method: part of the hash only of runs that use ``method``."""
     return field(default=default, metadata={"hash": "method", "method": method})
@@ -74,6 +81,13 @@ class RunConfig:
     drop_path: float = 0.0
     grad_checkpointing: bool = False
     cache_views: int = 2  # augmented views per image cached for a frozen prefix; 0: no cache
+    # Speed levers that move float rounding (last-bit differences, no change of the maths), so they are
+    # part of the hash: the activations' memory format (auto: channels_last on CUDA only, the behaviour
+    # before this field), and the frozen prefix compiled by torch.compile (inductor, weights frozen:
+    # BatchNorm folded into the convolutions) when its outputs are cached.  Measured in
+    # results/benchmarks/ and, on the main comparison, in results/speed/.
+    memory_format: str = _revised("channels_last", legacy="auto")  # channels_last | contiguous | auto
+    compile_prefix: bool = _revised(True, legacy=False)
     # --- optimisation
     epochs: int = 4
     stage1_epochs: int = 3
@@ -134,6 +148,14 @@ class RunConfig:
         tuples = {f.name for f in fields(cls) if typing.get_origin(_hints()[f.name]) is tuple}
         return cls(**{k: (tuple(v) if k in tuples and isinstance(v, list) else v) for k, v in data.items()})
 
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> "RunConfig":
+        """The config of a run record: like :meth:`from_dict`, but a revised field the record lacks holds
+        the behaviour the run had, its legacy value, not today's default."""
+        legacy = {f.name: f.metadata["legacy"] for f in fields(cls)
+                  if f.metadata.get("hash") == "unless_legacy" and f.name not in data}
+        return cls.from_dict({**legacy, **data})
+
     @property
     def method_parts(self) -> list[str]:
         return [] if self.method == "source_only" else self.method.split("+")
@@ -142,7 +164,8 @@ class RunConfig:
         out = {}
         for f in fields(self):
             mode, value = f.metadata.get("hash", True), getattr(self, f.name)
-            if mode is False or (mode == "unless_default" and value == f.default):
+            if (mode is False or (mode == "unless_default" and value == f.default)
+                    or (mode == "unless_legacy" and value == f.metadata["legacy"])):
                 continue
             if mode == "method" and f.metadata["method"] not in self.method_parts:
                 continue
@@ -211,6 +234,7 @@ class RunConfig:
         one_of("source_sampling", SOURCE_SAMPLINGS)
         one_of("coral_convention", ("deep_coral", "domainbed"))
         one_of("mmd_estimator", ("quadratic", "linear", "biased"))
+        one_of("memory_format", ("channels_last", "contiguous", "auto"))
         from da.data.registry import get_spec  # registry names fail here, before anything runs
 
         for flag, name in (("stage1", self.stage1 if self.stages == 2 else ""), ("source", self.source),
@@ -315,6 +339,7 @@ def stage1_config(cfg: RunConfig) -> RunConfig:
     base = RunConfig()
     keep = ("stage1", "val_fraction", "split_seed", "img_size", "backbone", "weights", "strategy", "gradual_every",
             "freeze_bn", "bottleneck_dim", "dropout", "drop_path", "grad_checkpointing", "cache_views",
+            "memory_format", "compile_prefix",
             "batch_size", "optimizer", "lr", "backbone_lr_factor", "weight_decay", "momentum", "schedule",
             "warmup_epochs", "restart_t0", "restart_t_mult", "clip_grad_norm", "amp", "max_steps_per_epoch",
             "data_root", "out", "device", "num_workers", "eval_batch_size", "download", "progress")

@@ -20,7 +20,7 @@ METRIC_COLUMNS = ("target_acc", "target_f1", "source_val_acc", "oracle_acc", "or
 
 def group_hash(config: dict) -> str:
     """The config hash without the seed: runs that differ only in their seed share it."""
-    data = {k: v for k, v in RunConfig.from_dict(config).hashed_dict().items() if k != "seed"}
+    data = {k: v for k, v in RunConfig.from_record(config).hashed_dict().items() if k != "seed"}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -62,7 +62,7 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2, strict: bool =
                 continue
             try:
                 group = group_hash(rec["config"])
-                cfg = RunConfig.from_dict(rec["config"]).to_dict()  # fields added since the record: defaults
+                cfg = RunConfig.from_record(rec["config"]).to_dict()  # fields added since the record: defaults
             except TypeError as err:
                 raise RecordError(f"run record {path}: its config does not match this code's RunConfig ({err})") from err
             try:

@@ -33,7 +33,7 @@ def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     for _, r in runs.iterrows():
         rec = r["record"]
         try:
-            epoch = best_epoch(epoch_scores(rec), name, RunConfig.from_dict(rec["config"]).rank_validators)
+            epoch = best_epoch(epoch_scores(rec), name, RunConfig.from_record(rec["config"]).rank_validators)
         except KeyError as err:
             raise RecordError(f"run {r['run_dir']}: {err.args[0]}; its record predates that validator "
                               f"(schema {rec['schema_version']}): rerun it or select with source_acc") from None

@@ -74,8 +74,10 @@ class CachedBatches:
     """Batches of cached prefix outputs (N, V, ...) in float16; each epoch draws one view per image."""
 
     def __init__(self, feats: torch.Tensor, labels: torch.Tensor, seed: int, batch_size: int, shuffle: bool,
-                 drop_last: bool, stream: str = "cached", class_balanced: bool = False):
+                 drop_last: bool, stream: str = "cached", class_balanced: bool = False, channels_last: bool = False):
         self.feats, self.labels, self.class_balanced = feats, labels, class_balanced
+        # float32 and the model's memory format in one copy, not two
+        self.memory_format = torch.channels_last if channels_last and feats.dim() == 5 else torch.contiguous_format
         self.seed, self.batch_size, self.shuffle, self.drop_last, self.stream = seed, batch_size, shuffle, drop_last, stream
 
     def __len__(self) -> int:
@@ -89,7 +91,7 @@ class CachedBatches:
         view = torch.randint(views, (n,), generator=gen) if self.shuffle else torch.zeros(n, dtype=torch.long)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.feats[idx, view[idx]].float(), self.labels[idx]
+            yield self.feats[idx, view[idx]].to(torch.float32, memory_format=self.memory_format), self.labels[idx]
 
 
 def cycle_batches(batches, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

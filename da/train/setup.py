@@ -20,7 +20,7 @@ from da.methods import Method, build_method
 from da.models import (GradualUnfreezer, apply_strategy, build_model, build_optimizer, frozen_prefix_length,
                        param_groups)
 from da.train.batches import CachedBatches, ImageBatches
-from da.train.cache import prefix_outputs, weights_digest
+from da.train.cache import PrefixRuntime, prefix_outputs, weights_digest
 from da.train.schedule import build_scheduler
 
 
@@ -65,7 +65,7 @@ def load_splits(cfg: RunConfig, stage: int) -> Splits:
 
 
 def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: int, device: torch.device,
-               target_batches: bool) -> Data:
+               target_batches: bool, channels_last: bool = False) -> Data:
     train_tf = train_transform(cfg.img_size, model.mean, model.std)
     eval_tf = eval_transform(cfg.img_size, model.mean, model.std)
     names = ("train", "val") if stage == 1 else ("source_train", "source_val")
@@ -81,11 +81,14 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
                                         cfg.cache_views if train else 1, view_seed=cfg.split_seed,
                                         cache_dir=Path(cfg.out) / "cache", device=device,
                                         batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-                                        prefix_digest=digest)
+                                        prefix_digest=digest, runtime=PrefixRuntime(
+                                            channels_last, cfg.compile_prefix,
+                                            legacy=cfg.memory_format == "auto" and not cfg.compile_prefix))
             hits[name if train or name != "target_train" else "target_train_eval"] = hit
             labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
             return CachedBatches(feats, labels, cfg.seed, cfg.batch_size if train else cfg.eval_batch_size,
-                                 shuffle=train, drop_last=train, stream=stream, class_balanced=balanced)
+                                 shuffle=train, drop_last=train, stream=stream, class_balanced=balanced,
+                                 channels_last=channels_last)
         return ImageBatches(split, train_tf if train else eval_tf, cfg.seed,
                             cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, drop_last=train,
                             num_workers=cfg.num_workers, stream=stream, class_balanced=balanced)
@@ -154,12 +157,13 @@ def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | No
     method = build_method(cfg if stage == 2 else cfg.replace(method="source_only"), len(classes), model.z_dim)
     model.to(device)
     method.to(device)
-    channels_last = device.type == "cuda"
+    channels_last = cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and device.type == "cuda")
     if channels_last:
         model.to(memory_format=torch.channels_last)
     prefix_len = frozen_prefix_length(model, cfg.strategy)
     t_data = time.perf_counter()
-    data = build_data(cfg, stage, splits, model, prefix_len, device, target_batches=method.needs_target)
+    data = build_data(cfg, stage, splits, model, prefix_len, device, target_batches=method.needs_target,
+                      channels_last=channels_last)
     t_data = time.perf_counter() - t_data
 
     counts = np.bincount([lab for _, lab in splits[data.source_train_name].samples], minlength=len(classes))
