@@ -7,7 +7,8 @@ import torch
 from da.data.domains import Split, supervised_splits
 from da.data.transforms import train_transform
 from da.models import build_model
-from da.train.cache import prefix_outputs
+from da.train import cache
+from da.train.cache import PrefixRuntime, _payload, cache_key, prefix_outputs
 
 
 def _setup(tiny_root):
@@ -47,3 +48,53 @@ def test_no_slice_across_different_keys(tiny_root, tmp_path):
     val = supervised_splits("AID", tiny_root, 0.25, 0)["val"]
     wider = Split(full.dataset, full.folder, sub.samples + val.samples[:1], full.classes)  # one image not cached
     assert not prefix_outputs(model, 3, wider, tf, views=2, view_seed=0, **kw)[1]
+
+
+FAST = PrefixRuntime(channels_last=True, compile=True, legacy=False)
+
+
+def test_compiled_prefix_matches_eager_fp32_to_rounding(tiny_root, tmp_path):
+    """The default runtime (channels_last, inductor with frozen weights, padded last batch) computes what the
+    eager fp32 prefix computes: float rounding apart, on every image, the padded ones of the last batch too."""
+    model, full, _, tf = _setup(tiny_root)
+    kw = dict(views=1, view_seed=0, device=torch.device("cpu"), batch_size=16)  # 16 does not divide the split
+    assert len(full) % 16
+    eager, _ = prefix_outputs(model, 3, full, tf, cache_dir=tmp_path, **kw)
+    fast, hit = prefix_outputs(model, 3, full, tf, cache_dir=tmp_path, runtime=FAST, **kw)
+    assert not hit, "the runtime is part of the key: the eager cache must not be read for it"
+    assert fast.shape == eager.shape and fast.is_contiguous()
+    assert (fast.float() - eager.float()).abs().max() <= 2e-3 * eager.float().abs().max()
+    assert (fast != eager).float().mean() < 0.05  # a last-bit difference on a few float16 entries, no more
+    assert len(list(tmp_path.glob("AID-*.pt"))) == 2
+
+
+def test_legacy_runtime_keeps_the_earlier_cache_key(tiny_root):
+    _, full, _, _ = _setup(tiny_root)
+    legacy = _payload(full, "d", "t", 2, 0)
+    assert "runtime" not in legacy and legacy["format"] == 1  # caches written before issue 15 are still found
+    keys = {cache_key(full, "d", "t", 2, 0, r) for r in
+            (PrefixRuntime(), FAST, PrefixRuntime(channels_last=True, legacy=False), PrefixRuntime(legacy=False))}
+    assert len(keys) == 4
+
+
+def test_prefix_falls_back_to_eager_where_inductor_cannot_compile(tiny_root, tmp_path, monkeypatch, caplog):
+    model, full, _, tf = _setup(tiny_root)
+    monkeypatch.setattr(cache, "inductor_works", lambda device_type: False)
+    kw = dict(views=1, view_seed=0, device=torch.device("cpu"), batch_size=16)
+    feats, _ = prefix_outputs(model, 3, full, tf, cache_dir=tmp_path, runtime=FAST, **kw)
+    eager_cl, hit = prefix_outputs(model, 3, full, tf, cache_dir=tmp_path,
+                                   runtime=PrefixRuntime(channels_last=True, legacy=False), **kw)
+    assert hit and torch.equal(feats, eager_cl)  # stored under the runtime that computed it
+
+
+def test_inductor_probe_reports_a_failing_compiler(monkeypatch, caplog):
+    cache.inductor_works.cache_clear()
+
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger="da.train.cache"):
+        assert cache.inductor_works("cpu") is False
+    assert "no C++ compiler found" in caplog.text and "runs eagerly" in caplog.text
+    cache.inductor_works.cache_clear()

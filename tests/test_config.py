@@ -83,3 +83,20 @@ def test_sweep_errors_name_the_file_and_key(tmp_path):
     bad.write_text("base: {freeze_bn: 'no'}\ngrid: {method: [coral]}\n")
     with pytest.raises(ValueError, match=r"s.yaml: base.freeze_bn: --freeze-bn expects true or false, got 'no'"):
         load_sweep(bad)
+
+
+def test_revised_fields_keep_earlier_runs_where_they_were():
+    """memory_format and compile_prefix (issue 15) change float rounding, so they are hashed, except at the
+    behaviour that came before them: earlier run directories keep their names, and an earlier record reads
+    back with the behaviour it ran with, not today's defaults."""
+    today = RunConfig()
+    assert (today.memory_format, today.compile_prefix) == ("channels_last", True)
+    assert {"memory_format", "compile_prefix"} <= set(today.hashed_dict())
+    legacy = today.replace(memory_format="auto", compile_prefix=False)
+    assert not {"memory_format", "compile_prefix"} & set(legacy.hashed_dict())
+    old_record = {k: v for k, v in legacy.to_dict().items() if k not in ("memory_format", "compile_prefix")}
+    assert RunConfig.from_record(old_record).config_hash() == legacy.config_hash()
+    assert RunConfig.from_dict(old_record).config_hash() == today.config_hash() != legacy.config_hash()
+    assert RunConfig.from_record(today.to_dict()) == today  # a record that has them keeps them
+    with pytest.raises(ValueError, match="--memory-format 'nhwc' is not valid; choose from 'channels_last'"):
+        RunConfig(memory_format="nhwc").validate()

@@ -138,3 +138,21 @@ def test_labeled_target_fraction_and_losses(tiny_root, tmp_path):
     assert rec["config"]["source_sampling"] == "class_balanced"
     assert rec["split_sizes"]["target_labeled"] > 0
     assert all(math.isfinite(v) for e in rec["epochs"] for v in e["loss"].values())
+
+
+@pytest.mark.parametrize("memory_format, compile_prefix, expect_cl", [("channels_last", True, True),
+                                                                    ("auto", False, False)])
+def test_memory_format_reaches_the_model_and_every_cached_batch(tiny_root, tmp_path, memory_format, compile_prefix,
+                                                                expect_cl):
+    from da.train.setup import build_run, load_splits
+
+    cfg = tiny_cfg(tiny_root, tmp_path, method="coral", stages=1, memory_format=memory_format,
+                   compile_prefix=compile_prefix)
+    run = build_run(cfg, 2, load_splits(cfg, 2), None)
+    conv = next(m for m in run.model.stages.modules()  # a weight whose two layouts differ
+                if isinstance(m, torch.nn.Conv2d) and m.in_channels // m.groups > 1 and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == expect_cl
+    assert run.data.start > 0  # a cached prefix
+    for batches in (run.data.source, run.data.target, run.data.source_eval, run.data.target_eval):
+        x, _ = next(iter(batches.epoch(0)))
+        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last) == expect_cl
