@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
 from da.config import RunConfig
-from da.utils.io import atomic_write_text
+from da.utils.bench import header, write_table
 from da.train import train_stage
 
 
@@ -32,9 +28,7 @@ def main() -> None:
     ap.add_argument("--cache-from", default="runs", help="reuse the feature cache of this runs folder (its cache/)")
     ap.add_argument("--out", default="results/benchmarks/cache.txt")
     args = ap.parse_args()
-    lines = [f"# frozen-prefix cache benchmark, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-             f"# python experiments/bench_cache.py --steps {args.steps} --method {args.method}"]
+    lines = header("frozen-prefix cache vs the prefix every step (experiments/bench_cache.py)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         shared = Path(args.cache_from, "cache").resolve()
@@ -55,9 +49,7 @@ def main() -> None:
         lines.append(f"{name:<28}{ips:>10.1f}{step_s:>10.3f}{epoch_s:>10.1f}{setup:>10.1f}")
     lines.append(f"speed-up per epoch (cache vs no cache): {rows[1][4] / rows[0][4]:.1f}x; the cache is built once "
                  f"per (images, prefix weights, size, transform, view) and shared by every method and seed")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    atomic_write_text(args.out, text)
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

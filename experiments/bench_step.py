@@ -19,7 +19,6 @@ the caches are built (or read) once, before anything is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

@@ -5,7 +5,6 @@ the healing cases in test_heal.py, the record cases in test_tables.py)."""
 import json
 import os
 import shutil
-import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from da.data.registry import DATASETS, RSSCN7
 from da.rundir import run_dir_for
 from da.train import train_stage
 from da.train.engine import StaleRunError
-from test_engine import load, tiny_cfg
+from test_engine import tiny_cfg
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -1,7 +1,6 @@
 """Heal instead of crash: damaged checkpoints and caches, leftovers of killed writes, a stage 1 that lost its
 model, a full disk, unwritable outputs, a damaged submission file, dataset names that try to leave --out."""
 
-import json
 import subprocess
 import sys
 
@@ -9,7 +8,6 @@ import pytest
 import torch
 
 from conftest import REPO
-from da import records
 from da.rundir import BEST_FILE, CHECKPOINT_FILE, SUBMITTED_FILE, run_dir_for
 from da.train import checkpoint, run_experiment, train_stage
 from test_engine import Kill, _metrics, load, tiny_cfg

@@ -11,7 +11,7 @@ import torch
 from da.config import RunConfig
 from da.losses.adversarial import (DomainAdversarialLoss, RandomizedMultilinearMap, entropy_weights, grad_reverse,
                                    grl_coefficient, multilinear_map)
-from da.methods import REGISTRY, Composite, StepOutputs, build_method, check_method_name, method_names
+from da.methods import REGISTRY, Composite, StepOutputs, build_method, method_names
 from da.rundir import CHECKPOINT_FILE, run_dir_for
 from da.train import checkpoint, train_stage
 from test_engine import Kill, _metrics, load, tiny_cfg

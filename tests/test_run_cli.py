@@ -1,7 +1,6 @@
 """experiments/run.py as a user runs it: flags, errors, the printed record path, SIGTERM and resume."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -41,7 +40,6 @@ def test_help_documents_every_flag():
     (["--source", "ImageNet", "--data-root", "/nonexistent"], "unknown dataset 'ImageNet'; known datasets: AID"),
 ])
 def test_bad_values_fail_at_once_with_valid_choices(args, message, tmp_path):
-    t0 = time.time()
     res = run(args + ["--out", str(tmp_path)])
     assert res.returncode != 0 and message in res.stderr
     assert not list(tmp_path.glob("stage*/checkpoint.pt"))  # nothing trained

@@ -1,9 +1,6 @@
 """Label-free validators against independent numpy computations, the selection rules, and the proof that
 no validator reads a target label."""
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

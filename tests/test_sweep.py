@@ -4,11 +4,8 @@ import json
 
 import pytest
 
-from da import records
 from da.launch import load_sweep, plan, submit_sweep
 from da.launch.submit import load_profile, sbatch_script, executor_parameters
-
-from conftest import REPO
 
 
 def test_shipped_sweeps_expand_to_hashed_runs():

@@ -14,7 +14,7 @@ from da import records
 from da.launch import load_sweep, plan, submit_sweep
 from da.config import RunConfig
 from da.results import load_runs
-from da.train import run_dir_for, train_stage
+from da.train import train_stage
 
 from test_slurm_local import _sinfo_problem
 

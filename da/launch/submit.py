@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import submitit
 import yaml
 
 from da import records
-from da.config import RunConfig, stage1_config
+from da.config import RunConfig
 from da.launch.sweep import Sweep
 from da.rundir import CHECKPOINT_FILE, FAILED_FILE, SUBMITTED_FILE, run_dir_for
 from da.utils.io import atomic_write_json, atomic_write_text
