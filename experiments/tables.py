@@ -24,7 +24,7 @@ from da.launch import load_sweep
 from da.results import ablation_table, load_runs, oracle_table, render_latex, render_markdown
 from da.records import RecordError
 from da.results.selection import render_validator_table, reselect, validator_table
-from da.results.tables import prediction_shares, summarise
+from da.results.tables import baseline_comparison, prediction_shares, render_baseline_comparison, summarise
 from da.selection import DEFAULT, validator_names
 from da.utils.io import atomic_write_text
 
@@ -43,6 +43,9 @@ def main(argv=None) -> int:
                     help="only the runs of this sweep (experiments/sweeps/NAME.yaml or a path); repeat for several")
     ap.add_argument("--selection", default=None, choices=validator_names(),
                     help="re-select every run's epoch with this label-free rule (default: each run's own)")
+    ap.add_argument("--baseline", default=None, help="a runs folder to compare with, group by group "
+                    "(tables/vs_baseline.md): did a change of protocol move the results?")
+    ap.add_argument("--baseline-sweep", action="append", default=[], help="only these sweeps' runs of --baseline")
     ap.add_argument("--no-figures", action="store_true", help="tables only")
     ap.add_argument("--strict", action="store_true",
                     help="refuse bad records (naming them) instead of leaving them out with a warning")
@@ -56,6 +59,16 @@ def main(argv=None) -> int:
                 raise FileNotFoundError(f"no finished run of sweep(s) {', '.join(args.sweep)} under {args.runs}")
         if args.selection:
             runs = reselect(runs, args.selection)
+        baseline = None
+        if args.baseline:
+            baseline = load_runs(args.baseline, strict=args.strict)
+            if args.baseline_sweep:
+                wanted = {cfg.config_hash() for name in args.baseline_sweep for cfg in load_sweep(name).configs()}
+                baseline = baseline[baseline["config_hash"].isin(wanted)].reset_index(drop=True)
+            if baseline.empty:
+                raise FileNotFoundError(f"no finished run of the baseline under {args.baseline}")
+            if args.selection:
+                baseline = reselect(baseline, args.selection)
     except (FileNotFoundError, ValueError, RecordError) as err:
         ap.error(str(err))
     tables = Path(args.out) / "tables"
@@ -66,6 +79,12 @@ def main(argv=None) -> int:
                 f"Target (RSSCN7) test accuracy and macro F1 (%) at the epoch selected "
                 f"{'on source validation accuracy' if rule == DEFAULT else f'without target labels ({rule})'}, "
                 f"mean ± s.d. over seeds; gain: accuracy points over the matching source-only row.")
+    if baseline is not None:
+        table, factors = baseline_comparison(runs, baseline)
+        atomic_write_text(tables / "vs_baseline.md", render_baseline_comparison(
+            table, factors, f"Target (RSSCN7) test accuracy (%), these runs ({args.runs}) against the baseline "
+                            f"({args.baseline}{', sweep ' + ', '.join(args.baseline_sweep) if args.baseline_sweep else ''}"
+                            f"), mean ± s.d. over seeds, the same selection rule on both."))
     table, factors = oracle_table(runs, args.expected_seeds)
     write_table(tables, "oracle", table, factors,
                 "ORACLE, not a result: target test accuracy at the best target-test epoch, which looks at target "

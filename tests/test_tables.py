@@ -239,3 +239,25 @@ def test_tables_selection_flag(tmp_path):
                           "--out", str(tmp_path / "v1"), "--no-figures", "--selection", "snd"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "validator 'snd' has no score" in res.stderr and "stage2-" in res.stderr
+
+
+def test_baseline_comparison_matches_groups_on_every_factor():
+    from da.results.tables import baseline_comparison
+
+    runs = load_runs(DATA / "records")
+    shifted = runs.assign(target_acc=runs["target_acc"] - 1.0)  # the same runs, one point lower
+    table, factors = baseline_comparison(runs, shifted)
+    assert factors == ["stages", "method"] or set(factors) >= {"stages", "method"}
+    assert len(table) == runs.groupby(["stages", "method", "cls_loss"]).ngroups
+    for _, row in table.iterrows():
+        same = (runs["stages"] == row["stages"]) & (runs["method"] == row["method"])
+        if "cls_loss" in row:
+            same &= runs["cls_loss"] == row["cls_loss"]
+        values = runs[same]["target_acc"].to_numpy()
+        assert row["diff"] == pytest.approx(1.0)
+        assert row["mean"] == pytest.approx(values.mean()) and row["base_mean"] == pytest.approx(values.mean() - 1)
+        assert row["std"] == pytest.approx(np.std(values, ddof=1))
+        assert row["within_1sd"] == (1.0 <= np.std(values, ddof=1))
+    only_stage2 = baseline_comparison(runs[runs["stages"] == 2], shifted)[0]
+    assert set(only_stage2["method"]) == set(runs[runs["stages"] == 2]["method"])  # not matched to stage-1 rows
+    assert np.allclose(only_stage2["diff"], 1.0)

@@ -87,6 +87,47 @@ def oracle_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple
     return table, factors
 
 
+def baseline_comparison(runs: pd.DataFrame, baseline: pd.DataFrame, col: str = "target_acc") -> tuple[pd.DataFrame, list[str]]:
+    """Each group of ``runs`` against the ``baseline`` runs with the same ablation factors (stages, method,
+    cls_loss), the question being whether a change of protocol moved the results: both means ± s.d., the
+    difference, and whether it lies within one baseline seed s.d."""
+    keys = [f for f in FACTOR_ORDER if f in runs.columns and f in baseline.columns]
+
+    def by_key(frame: pd.DataFrame) -> dict[tuple, np.ndarray]:
+        return {k if isinstance(k, tuple) else (k,): g[col].to_numpy(dtype=float) for k, g in frame.groupby(keys)}
+
+    ours, theirs = by_key(runs), by_key(baseline)
+    factors = [f for f in keys if runs[f].astype(str).nunique() > 1] or ["method"]
+    rows = []
+    for key, values in ours.items():
+        if key not in theirs:
+            continue
+        base = theirs[key]
+        sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+        diff = float(values.mean() - base.mean())
+        row = dict(zip(keys, key))
+        rows.append({**{f: row[f] for f in factors}, "base_n": len(base), "base_mean": float(base.mean()),
+                     "base_std": sd(base), "n": len(values), "mean": float(values.mean()), "std": sd(values),
+                     "diff": diff, "within_1sd": bool(abs(diff) <= sd(base))})
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        order = {f: sorted(table[f].unique(), key=_factor_key(f)) for f in factors}
+        table = table.sort_values(factors, key=lambda c: c.map(lambda v: order[c.name].index(v)), kind="stable")
+    return table.reset_index(drop=True), factors
+
+
+def render_baseline_comparison(table: pd.DataFrame, factors: list[str], caption: str) -> str:
+    head = [LABELS.get(f, f) for f in factors] + ["baseline (%)", "this (%)", "difference (points)",
+                                                  "within one baseline s.d."]
+    lines = [caption, "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for _, r in table.iterrows():
+        cells = [str(r[f]) for f in factors] + [f"{r['base_mean']:.1f} ± {r['base_std']:.1f} (n={r['base_n']})",
+                                                f"{r['mean']:.1f} ± {r['std']:.1f} (n={r['n']})", ("0.0" if abs(r["diff"]) < 0.05 else f"{r['diff']:+.1f}"),
+                                                "yes" if r["within_1sd"] else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _class_shares(confusion, axis: int) -> np.ndarray:
     counts = np.asarray(confusion, dtype=float).sum(axis=axis)
     return 100 * counts / counts.sum()
