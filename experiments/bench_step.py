@@ -9,7 +9,9 @@ the caches are built (or read) once, before anything is timed.
 - runner vs hand loop: ``train_epoch`` (source-only) against a loop written here that does the same
   forward, cross-entropy, backward, gradient clipping, AdamW and scheduler step on the same model and the
   same batches: the runner's bookkeeping (loss terms, finiteness check, progress, scaler) is the difference.
-- method overhead: each method's step (its loss, and its discriminator where it has one) over source-only.
+- method overhead: each method's step (its loss, and its discriminator where it has one) over a source-only
+  step on the same batches (32 source + 32 target images through the network, the loss on the source
+  half only), so the ratio is the cost of the method, not of the target images it needs.
 - validators: the target pass and every validator's score after an epoch, against one epoch of training.
 - peak memory: peak RSS of a whole default run with these steps, per method, each in its own process.
 
@@ -30,7 +32,7 @@ from pathlib import Path
 import torch
 
 from da.config import RunConfig
-from da.methods import method_names
+from da.methods import Method, method_names
 from da.train.engine import evaluate_epoch
 from da.train.epoch import train_epoch
 from da.train.setup import build_run, load_splits
@@ -44,8 +46,22 @@ def config(args, method: str) -> RunConfig:
                      out=args.cache_root, progress=False, seed=0).validate()
 
 
+class SameBatches(Method):
+    """Source-only on a method's batches: the target half goes through the network, no loss is added."""
+
+    name = "source_only_same_batches"
+    needs_target = True
+
+    def forward(self, out):
+        return {}
+
+
 def runner_seconds(args, method: str, splits) -> tuple[float, object]:
-    run = build_run(config(args, method), 2, splits, None)
+    if method == SameBatches.name:
+        run = build_run(config(args, "coral"), 2, splits, None)  # coral: target batches, no parameters
+        run.method = SameBatches(run.cfg, len(run.classes), run.model.z_dim)
+    else:
+        run = build_run(config(args, method), 2, splits, None)
     train_epoch(run, 0, "")  # warm-up: first-touch allocations, oneDNN primitive creation
     times = []
     for epoch in range(1, args.repeats + 1):
@@ -78,12 +94,12 @@ def hand_loop_seconds(args, splits) -> float:
     return statistics.median(epoch(e) for e in range(1, args.repeats + 1))
 
 
-def peak_rss_mb(args, method: str) -> float:
+def peak_rss_mb(args, method: str, extra: tuple[str, ...] = ()) -> float:
     """Peak RSS of one whole default stage-2 run of ``method`` (caches read, ``--steps`` steps), in its own process."""
     with tempfile.TemporaryDirectory() as out:
         Path(out, "cache").symlink_to(Path(args.cache_root, "cache").resolve())
         cmd = [sys.executable, str(Path(__file__).parent / "run.py"), "--method", method, "--stages", "1",
-               "--epochs", "1", "--max-steps-per-epoch", str(args.steps), "--out", out, "--progress", "false"]
+               "--epochs", "1", "--max-steps-per-epoch", str(args.steps), "--out", out, "--progress", "false", *extra]
         if args.data_root:
             cmd += ["--data-root", args.data_root]
         with open(Path(out, "stderr.txt"), "w+") as err:
@@ -111,7 +127,7 @@ def main() -> None:
 
     hand = hand_loop_seconds(args, splits)
     per_method, run = {}, None
-    for method in dict.fromkeys(["source_only", *args.methods]):
+    for method in dict.fromkeys(["source_only", SameBatches.name, *args.methods]):
         per_method[method], r = runner_seconds(args, method, splits)
         if method == "source_only":
             run = r
@@ -128,10 +144,11 @@ def main() -> None:
               f"{'hand-written loop (source-only)':<34}{hand:>8.3f}{1.0:>7.2f}x",
               f"{'runner (source-only)':<34}{per_method['source_only']:>8.3f}"
               f"{hand / per_method['source_only']:>7.2f}x   <- runner throughput / hand loop's (goal >= 0.95)",
-              "# method step over a source-only step of the runner (goal <= 1.05 for the losses)"]
+              "# a method's step over a source-only step on the same 32 + 32 images (goal <= 1.05 for the losses)",
+              f"{'source-only, same batches':<34}{per_method[SameBatches.name]:>8.3f}{1.0:>7.2f}x"]
     for method, secs in per_method.items():
-        if method != "source_only":
-            lines.append(f"{method:<34}{secs:>8.3f}{secs / per_method['source_only']:>7.2f}x")
+        if method not in ("source_only", SameBatches.name):
+            lines.append(f"{method:<34}{secs:>8.3f}{secs / per_method[SameBatches.name]:>7.2f}x")
     validators = {k: v for k, v in cost.items() if k != "target_pass"}
     lines += [f"# after each stage-2 epoch (source-only model): target pass over {len(run.data.splits['target_train'])} "
               f"target images + every validator, against one full training epoch ({len(run.data.source)} steps, "
@@ -144,6 +161,8 @@ def main() -> None:
         lines.append(f"# peak RSS of a whole run (stage 2 on read caches, {args.steps} steps), one process each")
         for method in dict.fromkeys(["source_only", *args.methods]):
             lines.append(f"{method:<34}{peak_rss_mb(args, method):>8.0f} MB")
+        lines.append(f"{'source_only, no cache (prefix every step)':<34}"
+                     f"{peak_rss_mb(args, 'source_only', ('--cache-views', '0')):>8.0f} MB")
     write_table(args.out, lines)
 
 
