@@ -35,7 +35,7 @@ from da.utils.bench import header, timed, write_table
 def images(root: str, n: int, size: int, mean, std) -> torch.Tensor:
     split = supervised_splits("AID", root, 0.2, 0)["train"]
     tf = eval_transform(size, mean, std)
-    return torch.stack([tf(load_rgb(path)) for path, _ in split.samples[:n]])
+    return torch.stack([tf(load_rgb(split.folder / rel)) for rel, _ in split.samples[:n]])
 
 
 def fresh_model(strategy: str):

@@ -121,14 +121,17 @@ def test_latex_escapes_what_class_names_may_hold():
         r"R\&D \$5 \{x\}\_1 \#2 \textasciitilde{}\textasciicircum{} 50\% a\textbackslash{}b")
 
 
-@pytest.mark.parametrize("runs,sweep,out", [("runs", "ablation", ""), ("methods/runs", "methods", "methods/")])
-def test_committed_tables_regenerate_from_committed_records(tmp_path, runs, sweep, out):
+@pytest.mark.parametrize("runs,sweep,out,extra", [
+    ("runs", "ablation", "", []), ("methods/runs", "methods", "methods/", []),
+    ("fast_path/runs", "fast_path", "fast_path/", ["--baseline", "results/methods/runs", "--baseline-sweep", "methods"])])
+def test_committed_tables_regenerate_from_committed_records(tmp_path, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict)."""
     res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs",
-                          str(REPO / "results" / runs), "--sweep", sweep, "--out", str(tmp_path), "--no-figures",
-                          "--expected-seeds", "3", "--strict"], capture_output=True, text=True, timeout=300)
+                          f"results/{runs}", "--sweep", sweep, "--out", str(tmp_path), "--no-figures",
+                          "--expected-seeds", "3", "--strict", *extra], capture_output=True, text=True, timeout=300,
+                         cwd=REPO)
     assert res.returncode == 0, res.stderr
-    for name in ("ablation.md", "oracle.md", "predicted_shares.md"):
+    for name in ("ablation.md", "oracle.md", "predicted_shares.md") + (("vs_baseline.md",) if extra else ()):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
 
 

@@ -38,6 +38,7 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
     bar = tqdm(data.source.epoch(epoch), total=run.steps_per_epoch, disable=not cfg.progress, leave=False,
                desc=f"stage {run.stage} epoch {epoch + 1}/{cfg.epochs}")
     n_images = 0
+    params = run.trainable_parameters()  # fixed within an epoch (gradual unfreezing acts at its start)
     for step, (xs, ys) in enumerate(bar):
         if step >= run.steps_per_epoch:
             break
@@ -74,7 +75,7 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
         run.scaler.scale(loss).backward()
         if cfg.clip_grad_norm > 0:
             run.scaler.unscale_(run.optimizer)
-            torch.nn.utils.clip_grad_norm_(run.trainable_parameters(), cfg.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
