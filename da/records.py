@@ -52,6 +52,24 @@ def launch_info() -> dict[str, Any]:
     }
 
 
+def peak_memory_mb(device_type: str = "cpu") -> dict[str, float | None]:
+    """The process's peak resident memory so far (Linux VmHWM, which, unlike getrusage's maxrss, starts
+    afresh at exec and so is not the launching process's), and the peak CUDA memory allocated."""
+    rss = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                rss = round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:  # not Linux
+        pass
+    cuda = None
+    if device_type == "cuda":
+        import torch
+
+        cuda = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return {"rss": rss, "cuda_allocated": cuda}
+
+
 def is_done(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / DONE_FILE).exists() and (Path(run_dir) / RECORD_FILE).exists()
 

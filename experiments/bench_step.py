@@ -21,6 +21,7 @@ the caches are built (or read) once, before anything is timed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -56,21 +57,16 @@ class SameBatches(Method):
         return {}
 
 
-def runner_seconds(args, method: str, splits) -> tuple[float, object]:
+def build_variant(args, method: str, splits):
     if method == SameBatches.name:
         run = build_run(config(args, "coral"), 2, splits, None)  # coral: target batches, no parameters
         run.method = SameBatches(run.cfg, len(run.classes), run.model.z_dim)
-    else:
-        run = build_run(config(args, method), 2, splits, None)
-    train_epoch(run, 0, "")  # warm-up: first-touch allocations, oneDNN primitive creation
-    times = []
-    for epoch in range(1, args.repeats + 1):
-        times.append(train_epoch(run, epoch, "").seconds / args.steps)
-    return statistics.median(times), run
+        return run
+    return build_run(config(args, method), 2, splits, None)
 
 
-def hand_loop_seconds(args, splits) -> float:
-    """The same source-only steps, written out by hand."""
+def hand_loop(args, splits):
+    """The same source-only steps, written out by hand: a function of the epoch giving seconds per step."""
     run = build_run(config(args, "source_only"), 2, splits, None)
     model, opt, sched, loss_fn = run.model, run.optimizer, run.scheduler, torch.nn.CrossEntropyLoss()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -90,33 +86,31 @@ def hand_loop_seconds(args, splits) -> float:
             sched.step()
         return (time.perf_counter() - t) / args.steps
 
-    epoch(0)
-    return statistics.median(epoch(e) for e in range(1, args.repeats + 1))
+    return epoch
 
 
 def peak_rss_mb(args, method: str, extra: tuple[str, ...] = ()) -> float:
-    """Peak RSS of one whole default stage-2 run of ``method`` (caches read, ``--steps`` steps), in its own process."""
+    """Peak RSS of one whole default stage-2 run of ``method`` (caches read, ``--steps`` steps), in its own
+    process, as its record gives it (VmHWM: the run's own, not this process's, which a child inherits
+    through getrusage's maxrss until it execs)."""
     with tempfile.TemporaryDirectory() as out:
         Path(out, "cache").symlink_to(Path(args.cache_root, "cache").resolve())
         cmd = [sys.executable, str(Path(__file__).parent / "run.py"), "--method", method, "--stages", "1",
                "--epochs", "1", "--max-steps-per-epoch", str(args.steps), "--out", out, "--progress", "false", *extra]
         if args.data_root:
             cmd += ["--data-root", args.data_root]
-        with open(Path(out, "stderr.txt"), "w+") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
-            proc.returncode = status
-            if status != 0:
-                err.seek(0)
-                raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()[-2000:]}")
-    return usage.ru_maxrss / 1024  # kB on Linux
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
+        record = json.loads(Path(res.stdout.strip().splitlines()[-1]).read_text())
+    return record["peak_memory_mb"]["rss"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", ""))
     ap.add_argument("--steps", type=int, default=20, help="steps per timed epoch")
-    ap.add_argument("--repeats", type=int, default=3, help="timed epochs per variant (median)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed epochs per variant (median)")
     ap.add_argument("--cache-root", default="runs", help="runs folder whose cache/ holds (or will hold) the caches")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=method_names())
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
@@ -125,12 +119,21 @@ def main() -> None:
     splits = load_splits(config(args, "source_only"), 2)
     build_run(config(args, "cdan"), 2, splits, None)  # builds every cache the variants read, untimed
 
-    hand = hand_loop_seconds(args, splits)
-    per_method, run = {}, None
-    for method in dict.fromkeys(["source_only", SameBatches.name, *args.methods]):
-        per_method[method], r = runner_seconds(args, method, splits)
-        if method == "source_only":
-            run = r
+    # every variant built first, then timed in turn, epoch after epoch: a drift of the machine's speed
+    # touches all of them alike instead of whichever ran last
+    names = list(dict.fromkeys(["source_only", SameBatches.name, *args.methods]))
+    runs = {name: build_variant(args, name, splits) for name in names}
+    timers = {"hand": hand_loop(args, splits)} | {
+        name: (lambda e, r=r: train_epoch(r, e, "").seconds / args.steps) for name, r in runs.items()}
+    samples = {name: [] for name in timers}
+    for epoch in range(args.repeats + 1):
+        for name, timer in timers.items():
+            secs = timer(epoch)
+            if epoch > 0:  # epoch 0 warms up: first-touch allocations, oneDNN primitives
+                samples[name].append(secs)
+    hand = statistics.median(samples.pop("hand"))
+    per_method = {name: statistics.median(v) for name, v in samples.items()}
+    run = runs["source_only"]
     t = time.perf_counter()
     _, _, _, cost = evaluate_epoch(run)
     eval_wall = time.perf_counter() - t
@@ -139,7 +142,7 @@ def main() -> None:
     lines = header("training step: runner vs hand loop, method overhead, validator cost, peak memory "
                    "(experiments/bench_step.py)")
     lines += [f"# default stage-2 setting on cached AID -> RSSCN7 batches (32 + 32 images), {args.steps} steps per epoch, "
-              f"median of {args.repeats} epochs after one warm-up epoch",
+              f"median of {args.repeats} epochs after one warm-up epoch, the variants interleaved",
               f"{'variant':<34}{'s/step':>8}{'ratio':>8}",
               f"{'hand-written loop (source-only)':<34}{hand:>8.3f}{1.0:>7.2f}x",
               f"{'runner (source-only)':<34}{per_method['source_only']:>8.3f}"

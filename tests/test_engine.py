@@ -45,6 +45,7 @@ def test_two_stage_run_record_contract_and_stage1_reuse(tiny_root, tmp_path, cap
     assert rec["oracle"]["target_test"]["accuracy"] == max(tgt)
     assert "coral" in rec["epochs"][0]["loss"] and rec["images_per_s"] > 0
     assert rec["torch_threads"] == torch.get_num_threads()
+    assert rec["peak_memory_mb"]["rss"] > 100 and rec["peak_memory_mb"]["cuda_allocated"] is None
     assert rec["init_weights"].endswith(BEST_FILE) and rec["prefix_stages_cached"] > 0
     s1_dir = run_dir_for(stage1_config(cfg), 1)
     assert records.is_done(s1_dir) and str(s1_dir) in rec["init_weights"]
@@ -156,3 +157,19 @@ def test_memory_format_reaches_the_model_and_every_cached_batch(tiny_root, tmp_p
     for batches in (run.data.source, run.data.target, run.data.source_eval, run.data.target_eval):
         x, _ = next(iter(batches.epoch(0)))
         assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last) == expect_cl
+
+
+def test_peak_memory_is_the_process_own_not_its_launcher():
+    """getrusage's maxrss of a child counts its launcher's memory at fork (it survives exec); the record's
+    peak (VmHWM) does not: a small run launched by a big process reports a small peak."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, resource, subprocess, sys; big = np.ones(600 * 2**20 // 8); "
+            "out = subprocess.run([sys.executable, '-c', 'from da.records import peak_memory_mb; "
+            "import resource; print(peak_memory_mb()[\"rss\"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)'], "
+            "capture_output=True, text=True, check=True).stdout; print(out)")
+    child_peak, child_maxrss = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                         check=True).stdout.split())
+    assert child_maxrss > 600  # the launcher's 600 MB, inherited
+    assert 0 < child_peak < 300  # a bare interpreter that imported da.records

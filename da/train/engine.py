@@ -267,6 +267,8 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "proxy_a_distance": pad,  # source-val vs target-test bottleneck features of the selected model
         "launch": records.launch_info(),
         "device": str(run.device),
+        # the process's peaks when the record is written (a stage-1 run in the same process before counts)
+        "peak_memory_mb": records.peak_memory_mb(run.device.type),
         "torch_threads": torch.get_num_threads(),  # the summation order, hence the last digits, depend on it
         "torch": torch.__version__,
     }
