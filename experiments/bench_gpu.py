@@ -153,7 +153,7 @@ def main() -> None:
     peak = peak_tflops(device, args.peak_tflops)
     del model
     lines = header(f"{args.model} training throughput at {args.img_size} px (experiments/bench_gpu.py)")
-    lines.append(f"# batch {args.batch}, {args.steps} timed steps after {args.warmup}; {gflop:.1f} GFLOP per training "
+    lines.append(f"# batch {args.batch}, {args.steps} timed steps after {args.warmup}; {gflop:.3g} GFLOP per training "
                  f"image (3x forward); dense bf16 peak {f'{peak:.0f} TFLOP/s' if peak else 'unknown (--peak-tflops)'}; peak mem: "
                  f"{'max allocated per variant' if device.type == 'cuda' else 'the process high-water mark so far (RSS)'}")
     lines.append(f"{'precision':<10}{'layout':<15}{'compile':<9}{'img/s':>10}{'% of peak':>11}{'peak mem MB':>13}")
