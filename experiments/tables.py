@@ -34,6 +34,17 @@ def write_table(out: Path, name: str, table, factors, caption: str) -> None:
     atomic_write_text(out / f"{name}.tex", render_latex(table, factors, caption, label=f"tab:{name}"))
 
 
+def selected_runs(folder: str, sweeps: list[str], selection: str | None, strict: bool):
+    """The finished runs under ``folder`` (only those of ``sweeps`` when given), re-selected by ``selection``."""
+    runs = load_runs(folder, strict=strict)
+    if sweeps:
+        wanted = {cfg.config_hash() for name in sweeps for cfg in load_sweep(name).configs()}
+        runs = runs[runs["config_hash"].isin(wanted)].reset_index(drop=True)
+        if runs.empty:
+            raise FileNotFoundError(f"no finished run of sweep(s) {', '.join(sweeps)} under {folder}")
+    return reselect(runs, selection) if selection else runs
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="results/runs", help="folder of run directories with record.json + DONE")
@@ -51,24 +62,9 @@ def main(argv=None) -> int:
                     help="refuse bad records (naming them) instead of leaving them out with a warning")
     args = ap.parse_args(argv)
     try:
-        runs = load_runs(args.runs, strict=args.strict)
-        if args.sweep:
-            wanted = {cfg.config_hash() for name in args.sweep for cfg in load_sweep(name).configs()}
-            runs = runs[runs["config_hash"].isin(wanted)].reset_index(drop=True)
-            if runs.empty:
-                raise FileNotFoundError(f"no finished run of sweep(s) {', '.join(args.sweep)} under {args.runs}")
-        if args.selection:
-            runs = reselect(runs, args.selection)
-        baseline = None
-        if args.baseline:
-            baseline = load_runs(args.baseline, strict=args.strict)
-            if args.baseline_sweep:
-                wanted = {cfg.config_hash() for name in args.baseline_sweep for cfg in load_sweep(name).configs()}
-                baseline = baseline[baseline["config_hash"].isin(wanted)].reset_index(drop=True)
-            if baseline.empty:
-                raise FileNotFoundError(f"no finished run of the baseline under {args.baseline}")
-            if args.selection:
-                baseline = reselect(baseline, args.selection)
+        runs = selected_runs(args.runs, args.sweep, args.selection, args.strict)
+        baseline = (selected_runs(args.baseline, args.baseline_sweep, args.selection, args.strict)
+                    if args.baseline else None)
     except (FileNotFoundError, ValueError, RecordError) as err:
         ap.error(str(err))
     tables = Path(args.out) / "tables"
