@@ -96,7 +96,7 @@ def main() -> None:
     with torch.no_grad():
         feats = FrozenPrefix(model, k, PrefixRuntime(True, True, legacy=False), args.batch)(x).half()
     feats = feats[:64]
-    labels = torch.arange(64) % 30
+    labels = torch.arange(len(feats)) % 30
     step_rows = []
     for name, channels_last in (("contiguous (before)", False), ("channels_last (default)", True)):
         tail = fresh_model("partial:3").train()
@@ -114,8 +114,8 @@ def main() -> None:
 
         secs = timed(step, args.steps, warmup=3)
         step_rows.append((name, statistics.median(secs)))
-    lines += [f"# training step: stages[{k}:] + head, forward + backward + AdamW on 64 cached features "
-              f"(32 source + 32 target), median of {args.steps} steps",
+    lines += [f"# training step: stages[{k}:] + head, forward + backward + AdamW on {len(feats)} cached features "
+              f"({len(feats) // 2} source + {len(feats) - len(feats) // 2} target), median of {args.steps} steps",
               f"{'step variant':<42}{'s/step':>8}{'ratio':>7}"]
     for name, secs in step_rows:
         lines.append(f"{name:<42}{secs:>8.3f}{step_rows[0][1] / secs:>6.2f}x")
