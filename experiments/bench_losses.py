@@ -23,6 +23,7 @@ import torch
 import torchvision
 
 from da.losses import CORAL, MMD
+from da.utils.bench import timed
 
 # d -> backbone whose pooled features have that size; d = 256 is a bottleneck layer on the smaller backbone
 BACKBONES = {256: "tf_efficientnet_lite0", 1280: "tf_efficientnet_lite0", 2048: "resnet50"}
@@ -32,14 +33,7 @@ LOSSES = {"CORAL": CORAL(), "CORAL-domainbed": CORAL("domainbed"), "MMD-quadrati
 
 def best_time(fn, reps: int, warmup: int) -> float:
     """Fastest of ``reps`` runs: on a shared machine the other runs measure the neighbours' load."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return min(timed(fn, reps, warmup))
 
 
 def loss_time(loss, batch: int, d: int, reps: int) -> float:
