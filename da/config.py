@@ -120,6 +120,16 @@ class RunConfig:
     mmd_estimator: str = "quadratic"
     mmd_kernel_scales: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0)
     im_weight: float = 0.3
+    shot_weight: float = _method_setting("shot", 0.3)  # beta: pseudo-label cross-entropy relative to IM
+    shot_freeze_classifier: bool = _method_setting("shot", False)  # SHOT's frozen source hypothesis
+    mcc_weight: float = _method_setting("mcc", 1.0)
+    mcc_temperature: float = _method_setting("mcc", 2.5)
+    cbst_weight: float = _method_setting("cbst", 1.0)
+    # target class-prior estimation ('' off; em: EM after BCTS, bbse), re-estimated from each epoch's
+    # target pass: prior-corrected target predictions in the record, KL(pbar || q) as IM's diversity
+    # target, and class-ratio weights q / p_train on the source cross-entropy and CORAL/MMD statistics
+    prior: str = _added("")
+    # 1.0 with method source_only: the target-supervised reference (source + all target-train labels)
     target_weight: float = 1.0  # cross-entropy on labelled target images
     dann_hidden: int = _method_setting("dann", 1024)  # width of the domain discriminator's hidden layers
     cdan_hidden: int = _method_setting("cdan", 1024)
@@ -255,8 +265,15 @@ class RunConfig:
         for name in ("val_fraction", "target_test_fraction"):
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(name, f"{_flag(name)} must lie strictly between 0 and 1, got {getattr(self, name)}")
-        if not 0 <= self.target_labeled_fraction < 1:
-            raise ConfigError("target_labeled_fraction", "--target-labeled-fraction must lie in [0, 1)")
+        if not 0 <= self.target_labeled_fraction <= 1:
+            raise ConfigError("target_labeled_fraction", "--target-labeled-fraction must lie in [0, 1] (1: the "
+                                                         "target-supervised reference)")
+        from da.prior import ESTIMATORS
+
+        one_of("prior", ("",) + ESTIMATORS)
+        if self.prior and (self.cls_loss != "ce" or self.class_weighting):
+            raise ConfigError("prior", "--prior sets the source classes' weights to q-hat / p_train: use it with "
+                                       "--cls-loss ce and no --class-weighting")
         if self.lr <= 0:
             raise ConfigError("lr", f"--lr must be > 0, got {self.lr}")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.cls_loss != "ce":
@@ -267,13 +284,16 @@ class RunConfig:
         for name in ("dann_hidden", "cdan_hidden", "cdan_randomized_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.mcc_temperature > 0:
+            raise ConfigError("mcc_temperature", f"--mcc-temperature must be > 0, got {self.mcc_temperature}")
         if not 0 <= self.ohem_ratio <= 1:
             raise ConfigError("ohem_ratio", "--ohem-ratio must lie in [0, 1]")
         for name, low in (("max_steps_per_epoch", 0), ("patience", 0), ("num_workers", 0), ("eval_batch_size", 1),
                           ("cache_views", 0), ("bottleneck_dim", 0), ("stage1_epochs", 0), ("seed", 0),
                           ("split_seed", 0), ("stage1_seed", 0), ("img_size", 32), ("clip_grad_norm", 0),
                           ("weight_decay", 0), ("warmup_epochs", 0), ("focal_gamma", 0), ("align_weight", 0),
-                          ("im_weight", 0), ("target_weight", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
+                          ("im_weight", 0), ("target_weight", 0), ("shot_weight", 0), ("mcc_weight", 0),
+                          ("cbst_weight", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
                           ("cutmix_alpha", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(name, f"{_flag(name)} must be >= {low}, got {getattr(self, name)}")

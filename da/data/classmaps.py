@@ -107,10 +107,10 @@ def resolve_class_map(source: DatasetSpec, target: DatasetSpec, path: str | os.P
     if path:
         where = str(path)
         data = _read(Path(path))
-    elif source.name == target.name:
+    elif source.map_name == target.map_name:
         return identity_map(source)
     else:
-        found = builtin_maps().get((source.name, target.name))
+        found = builtin_maps().get((source.map_name, target.map_name))
         if found is None:
             pairs = ", ".join(f"{s} -> {t}" for s, t in builtin_maps())
             raise ValueError(f"no built-in class map from {source.name} to {target.name} (built in: {pairs}); "

@@ -14,10 +14,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from da.data.classmaps import ClassMap, resolve_class_map
 from da.data.folder import scan
 from da.data.registry import get_spec
-from da.data.splits import manifest_hash, manifest_text, stratified_split
+from da.data.splits import _stable_int, long_tailed_subset, manifest_hash, manifest_text, stratified_split
 
 
 @dataclass
@@ -77,6 +79,12 @@ def supervised_splits(dataset: str, root: str | os.PathLike, val_fraction: float
                   skipped={spec.name: found.skipped})
 
 
+def long_tail_order(spec, classes: list[str]) -> list[str]:
+    """The order of ``classes`` from most to least frequent in a long-tailed view ``spec`` (seeded)."""
+    rng = np.random.default_rng([spec.long_tail_seed, _stable_int(spec.name)])
+    return [classes[i] for i in rng.permutation(len(classes))]
+
+
 def adaptation_splits(source: str, target: str, root: str | os.PathLike, val_fraction: float,
                       test_fraction: float, seed: int, labeled_fraction: float = 0.0,
                       class_map: str | os.PathLike | None = None) -> Splits:
@@ -86,7 +94,11 @@ def adaptation_splits(source: str, target: str, root: str | os.PathLike, val_fra
     tgt = scan(tgt_spec, root, classes=cmap.shared_classes)
     src_parts = stratified_split(src.samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=src_spec.name)
     tgt_parts = stratified_split(tgt.samples, {"train": 1 - test_fraction, "test": test_fraction}, seed,
-                                 key=f"{tgt_spec.name}:target")
+                                 key=f"{tgt_spec.map_name}:target")
+    if tgt_spec.long_tail_imbalance:  # label shift: the same long-tailed prior in target train and test
+        order = long_tail_order(tgt_spec, cmap.shared_classes)
+        tgt_parts = {name: long_tailed_subset(part, order, tgt_spec.long_tail_imbalance, seed,
+                                              key=f"{tgt_spec.name}:{name}") for name, part in tgt_parts.items()}
     classes = cmap.shared_classes
     s_label, t_label = cmap.source_label(), cmap.target_label()
     parts = {
@@ -96,8 +108,9 @@ def adaptation_splits(source: str, target: str, root: str | os.PathLike, val_fra
         "target_test": Split(tgt_spec.name, tgt.folder, _labelled(tgt_parts["test"], t_label), classes),
     }
     if labeled_fraction > 0:
-        lab = stratified_split(tgt_parts["train"], {"labeled": labeled_fraction, "rest": 1 - labeled_fraction},
-                               seed, key=f"{tgt_spec.name}:labeled")["labeled"]
+        lab = tgt_parts["train"] if labeled_fraction >= 1 else stratified_split(  # 1: the target-supervised reference
+            tgt_parts["train"], {"labeled": labeled_fraction, "rest": 1 - labeled_fraction}, seed,
+            key=f"{tgt_spec.name}:labeled")["labeled"]
         parts["target_labeled"] = Split(tgt_spec.name, tgt.folder, _labelled(lab, t_label), classes)
     skipped = {src_spec.name: src.skipped, tgt_spec.name: tgt.skipped}
     return Splits(classes=classes, parts=parts, class_map=cmap, skipped=skipped)

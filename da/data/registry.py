@@ -7,6 +7,7 @@ folder of class folders (``<path>/<class>/<image>``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,17 @@ class DatasetSpec:
     archive_extract_dir: str = ""  # where under the root the archive is unpacked
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
     notes: str = ""
+    # A label-shifted view of another registered dataset (its images, its class maps: ``map_as``): as a
+    # target, its train and test splits keep per class a share falling geometrically from 1 to
+    # 1 / long_tail_imbalance, in a class order drawn from ``long_tail_seed``.
+    long_tail_imbalance: float = 0.0
+    long_tail_seed: int = 0
+    map_as: str = ""
+
+    @property
+    def map_name(self) -> str:
+        """The name class maps know this dataset by."""
+        return self.map_as or self.name
 
     def folder(self, root: str | os.PathLike) -> Path:
         return Path(root) / self.image_dir
@@ -132,8 +144,13 @@ WHU_RS19 = DatasetSpec(
     citation="Xia et al., Structural High-resolution Satellite Image Indexing, ISPRS TC VII Symposium 2010",
 )
 
+RSSCN7_LT = dataclasses.replace(
+    RSSCN7, name="RSSCN7-LT", long_tail_imbalance=10.0, long_tail_seed=0, map_as="RSSCN7",
+    notes="RSSCN7's images with a long-tailed class prior (10:1) in its target train and test splits, to "
+          "study label shift; nothing to download beyond RSSCN7.")
+
 DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (NWPU_RESISC45, AID, UC_MERCED, RSSCN7, EUROSAT, WHU_RS19)
+    spec.name: spec for spec in (NWPU_RESISC45, AID, UC_MERCED, RSSCN7, RSSCN7_LT, EUROSAT, WHU_RS19)
 }
 # Common spellings people type on the command line.
 _ALIASES = {"resisc45": "NWPU-RESISC45", "nwpu": "NWPU-RESISC45", "ucm": "UCMerced", "uc_merced": "UCMerced",

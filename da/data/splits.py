@@ -56,6 +56,26 @@ def stratified_split(samples: list[tuple[str, str]], fractions: dict[str, float]
     return {n: sorted(p) for n, p in parts.items()}
 
 
+def long_tailed_subset(samples: list[tuple[str, str]], class_order: list[str], imbalance: float, seed: int,
+                       key: str) -> list[tuple[str, str]]:
+    """Keep of the r-th class of ``class_order`` (r = 0 .. K-1) round(n * imbalance ** (-r / (K - 1))) of its
+    n samples (at least one), a seeded random choice per class: a long-tailed prior whose largest and
+    smallest shares differ by ``imbalance`` when every class has n samples."""
+    if imbalance < 1:
+        raise ValueError(f"imbalance must be >= 1, got {imbalance}")
+    by_class: dict[str, list[str]] = {}
+    for rel, cls in samples:
+        by_class.setdefault(cls, []).append(rel)
+    kept = []
+    last = max(len(class_order) - 1, 1)
+    for rank, cls in enumerate(class_order):
+        files = sorted(by_class.get(cls, []))
+        count = max(1, int(round(len(files) * imbalance ** (-rank / last)))) if files else 0
+        rng = np.random.default_rng([seed, _stable_int(f"{key}/{cls}")])
+        kept += [(files[i], cls) for i in sorted(rng.permutation(len(files))[:count])]
+    return sorted(kept)
+
+
 def manifest_text(rows: list[tuple[str, str, str]]) -> str:
     """CSV text of (split, relative path, class) rows, header included, in a fixed order."""
     buf = io.StringIO()

@@ -8,14 +8,18 @@ A sweep is a YAML file in ``experiments/sweeps/`` (or any path)::
 
 Runs are the product grid x seeds, in a fixed order; each is a ``RunConfig`` whose hash names its run
 directory, so expanding the same sweep twice gives the same directories.  Entries that give the same
-config (a grid value or seed listed twice) are one run.
+config (a grid value or seed listed twice) are one run.  Comparisons that are no product (a method
+with and without an option, a reference row) list ``variants``, each a set of fields over the base;
+runs are then variants x grid x seeds, in the order written::
+
+    variants: [{method: source_only}, {method: im, prior: em}]
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +36,15 @@ class Sweep:
     base: dict[str, Any]
     grid: dict[str, list[Any]]
     seeds: list[int]
+    variants: list[dict[str, Any]] = field(default_factory=lambda: [{}])
 
     def configs(self, **overrides: Any) -> list[RunConfig]:
         """Every run of the sweep; ``overrides`` (out, data_root, ...) apply to all of them."""
         keys = list(self.grid)
         out, seen = [], set()
-        for values in itertools.product(*(self.grid[k] for k in keys)):
+        for variant, values in itertools.product(self.variants, itertools.product(*(self.grid[k] for k in keys))):
             for seed in self.seeds:
-                fields_ = {**self.base, **dict(zip(keys, values)), "seed": seed, **overrides}
+                fields_ = {**self.base, **variant, **dict(zip(keys, values)), "seed": seed, **overrides}
                 cfg = RunConfig.from_dict(fields_).validate()
                 if cfg.config_hash() in seen:  # a repeated grid value or seed: one run directory, one run
                     continue
@@ -67,11 +72,18 @@ def load_sweep(name: str | os.PathLike) -> Sweep:
         raise FileNotFoundError(f"sweep {name!r}: {path} not found; known sweeps: {', '.join(known) or 'none'}")
     data = yaml.safe_load(path.read_text()) or {}
     valid = {f.name for f in fields(RunConfig)}
-    unknown_top = sorted(set(data) - {"base", "grid", "seeds", "description"})
+    unknown_top = sorted(set(data) - {"base", "grid", "variants", "seeds", "description"})
     if unknown_top:
-        raise ValueError(f"sweep {path}: unknown key(s) {unknown_top}; expected base, grid, seeds, description")
+        raise ValueError(f"sweep {path}: unknown key(s) {unknown_top}; expected base, grid, variants, seeds, "
+                         f"description")
     base, grid = data.get("base") or {}, data.get("grid") or {}
-    for where, mapping in (("base", base), ("grid", grid)):
+    variants = data.get("variants") or [{}]
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ValueError(f"sweep {path}: variants must be a list of mappings of config fields")
+    clash = sorted({k for v in variants for k in v} & set(grid))
+    if clash:
+        raise ValueError(f"sweep {path}: {', '.join(clash)} set both in grid and in variants; set each field in one")
+    for where, mapping in [("base", base), ("grid", grid)] + [(f"variants[{i}]", v) for i, v in enumerate(variants)]:
         unknown = sorted(set(mapping) - valid)
         if unknown:
             raise ValueError(f"sweep {path}: unknown config field(s) in {where}: {', '.join(unknown)}")
@@ -81,11 +93,14 @@ def load_sweep(name: str | os.PathLike) -> Sweep:
     seeds = data.get("seeds", [0])
     if "seed" in grid or "seed" in base:
         raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
-    sweep = Sweep(name=path.stem, base=base, grid=grid, seeds=[int(s) for s in seeds])
+    if "seed" in {k for v in variants for k in v}:
+        raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
+    sweep = Sweep(name=path.stem, base=base, grid=grid, seeds=[int(s) for s in seeds], variants=variants)
     try:
         sweep.configs()  # validate every run now, before anything is submitted
     except ConfigError as err:
-        where = "grid" if err.field in grid else "base" if err.field in base else "a run"
+        where = ("grid" if err.field in grid else "base" if err.field in base
+                 else "variants" if any(err.field in v for v in variants) else "a run")
         raise ValueError(f"sweep {path}: {where}.{err.field}: {err}") from None
     except (ValueError, TypeError) as err:
         raise ValueError(f"sweep {path}: {err}") from None

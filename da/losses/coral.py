@@ -13,10 +13,26 @@ def statistics_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _covariance(x: torch.Tensor) -> torch.Tensor:
-    """Unbiased covariance (centred, divided by n - 1) of the rows of x: (n, d) -> (d, d)."""
-    centred = x - x.mean(dim=0, keepdim=True)
-    return centred.T @ centred / (x.shape[0] - 1)
+def _mean(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return x.mean(dim=0) if w is None else (w[:, None] * x).sum(0) / w.sum()
+
+
+def _covariance(x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """Unbiased covariance (centred, divided by n - 1) of the rows of x: (n, d) -> (d, d).  With weights w
+    (n,): sum_i w_i (x_i - mu_w)(x_i - mu_w)^T / (V1 - V2 / V1), V1 = sum w, V2 = sum w^2 (reliability
+    weights), which is the unweighted form for equal weights."""
+    if w is None:
+        centred = x - x.mean(dim=0, keepdim=True)
+        return centred.T @ centred / (x.shape[0] - 1)
+    centred = x - _mean(x, w)
+    v1 = w.sum()
+    return (centred * w[:, None]).T @ centred / (v1 - w.pow(2).sum() / v1)
+
+
+def check_weights(name: str, w: torch.Tensor | None, n: int) -> None:
+    if w is not None and (w.shape != (n,) or bool((w < 0).any()) or not float(w.sum()) > 0):
+        raise ValueError(f"{name}: source weights must be (ns,) = ({n},), non-negative and not all zero, "
+                         f"got shape {tuple(w.shape)}")
 
 
 def check_features(name: str, fs: torch.Tensor, ft: torch.Tensor) -> None:
@@ -43,6 +59,10 @@ class CORAL(nn.Module):
 
         L = 1/d sum_k (mu_s - mu_t)_k^2 + 1/d^2 sum_{k,l} (C_s - C_t)_{kl}^2
 
+    ``source_weights`` w (ns,) weight the source examples' statistics (weighted mean and covariance, see
+    ``_covariance``), as WDAN does for MMD (Yan et al., CVPR 2017): with w = q_t(y) / p_s(y) the source
+    statistics are those of a source with the target's class prior.
+
     ns and nt may differ; each needs at least 2 samples.  The statistics are computed in float32 for
     half-precision inputs, also inside autocast (float64 inputs stay float64), so the result is float32.
     """
@@ -56,8 +76,9 @@ class CORAL(nn.Module):
     def extra_repr(self) -> str:
         return f"convention={self.convention!r}"
 
-    def forward(self, fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    def forward(self, fs: torch.Tensor, ft: torch.Tensor, source_weights: torch.Tensor | None = None) -> torch.Tensor:
         check_features("CORAL", fs, ft)
+        check_weights("CORAL", source_weights, fs.shape[0])
         if fs.shape[0] < 2 or ft.shape[0] < 2:
             raise ValueError(f"CORAL needs at least 2 samples per domain for an unbiased covariance, "
                              f"got ns={fs.shape[0]} and nt={ft.shape[0]}")
@@ -65,8 +86,9 @@ class CORAL(nn.Module):
         with torch.autocast(device_type=fs.device.type, enabled=False):
             dtype = statistics_dtype(fs)
             fs, ft = fs.to(dtype), ft.to(dtype)
+            w = None if source_weights is None else source_weights.to(dtype)
             d = fs.shape[1]
-            diff = _covariance(fs) - _covariance(ft)
+            diff = _covariance(fs, w) - _covariance(ft)
             if self.convention == "deep_coral":
                 return diff.pow(2).sum() / (4 * d * d)
-            return (fs.mean(0) - ft.mean(0)).pow(2).mean() + diff.pow(2).mean()
+            return (_mean(fs, w) - ft.mean(0)).pow(2).mean() + diff.pow(2).mean()

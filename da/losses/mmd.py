@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from da.losses.coral import check_features, statistics_dtype
+from da.losses.coral import check_features, check_weights, statistics_dtype
 
 DEFAULT_SCALES = (2.0 ** -3, 2.0 ** -2, 2.0 ** -1, 1.0, 2.0)
 ESTIMATORS = ("quadratic", "linear", "biased")
@@ -39,6 +39,13 @@ class MMD(nn.Module):
     - ``biased`` (the V-statistic, eq. 5: the three means with the diagonals included); always >= 0,
       biased upwards; for comparison with code that uses it.
 
+    ``source_weights`` alpha (ns,) give the weighted MMD of WDAN (Yan et al., "Mind the Class Weight Bias",
+    CVPR 2017), the source mean embedding taken as sum_i alpha_i phi(s_i) / sum_i alpha_i: in the
+    quadratic estimator the source-source term becomes sum_{i!=j} alpha_i alpha_j k(s_i,s_j) /
+    sum_{i!=j} alpha_i alpha_j and the cross term 2 sum_{i,j} alpha_i k(s_i,t_j) / (nt sum_i alpha_i); the
+    biased one weights its means the same way with the diagonal; equal weights give the unweighted forms.
+    The linear estimator takes no weights.
+
     The unbiased estimators can be slightly negative when the two samples match.  Returns a scalar,
     computed in float32 for half-precision inputs, also inside autocast (float64 inputs stay float64).
     """
@@ -63,9 +70,12 @@ class MMD(nn.Module):
     def _kernel(self, sq_dist: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
         return sum(torch.exp(sq_dist / (-2 * a * mean_sq)) for a in self.kernel_scales)
 
-    def forward(self, fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    def forward(self, fs: torch.Tensor, ft: torch.Tensor, source_weights: torch.Tensor | None = None) -> torch.Tensor:
         check_features("MMD", fs, ft)
         ns, nt = fs.shape[0], ft.shape[0]
+        check_weights("MMD", source_weights, ns)
+        if source_weights is not None and self.estimator == "linear":
+            raise ValueError("the linear MMD estimator takes no source weights; use quadratic or biased")
         if self.estimator == "linear" and (ns != nt or ns < 2):
             raise ValueError(f"the linear MMD estimator pairs source and target samples: it needs ns = nt >= 2, "
                              f"got ns={ns} and nt={nt}")
@@ -89,6 +99,14 @@ class MMD(nn.Module):
             sq = (sq_norm[:, None] + sq_norm[None, :] - 2 * (z @ z.T)).clamp_min(0)
             kernel = self._kernel(sq, mean_sq)
             k_ss, k_tt, k_st = kernel[:ns, :ns], kernel[ns:, ns:], kernel[:ns, ns:]
+            if source_weights is not None:
+                a = source_weights.to(dtype)
+                pair = a[:, None] * a[None, :]
+                if self.estimator == "biased":
+                    return (pair * k_ss).sum() / pair.sum() + k_tt.mean() - 2 * (a @ k_st).sum() / (a.sum() * nt)
+                off = pair.sum() - pair.diagonal().sum()
+                return ((pair * k_ss).sum() - (pair * k_ss).diagonal().sum()) / off \
+                    + (k_tt.sum() - k_tt.diagonal().sum()) / (nt * (nt - 1)) - 2 * (a @ k_st).sum() / (a.sum() * nt)
             if self.estimator == "biased":
                 return k_ss.mean() + k_tt.mean() - 2 * k_st.mean()
             return ((k_ss.sum() - k_ss.diagonal().sum()) / (ns * (ns - 1))

@@ -26,7 +26,9 @@ REGISTRY: dict[str, type["Method"]] = {}
 class StepOutputs:
     """One step's outputs: source/target logits (N, C) and bottleneck features z (N, d), source labels,
     and the training progress in [0, 1] (global step / total steps).  Target entries are None for methods
-    that need no target batch."""
+    that need no target batch.  ``idx_t`` holds each target example's index in the target training split
+    (the row of the :class:`TargetPass`; target batches carry no labels); ``w_s`` (N,) are the source
+    examples' class-ratio weights q-hat / p_train when the run estimates the target prior, else None."""
 
     logits_s: torch.Tensor
     z_s: torch.Tensor
@@ -34,15 +36,19 @@ class StepOutputs:
     logits_t: torch.Tensor | None
     z_t: torch.Tensor | None
     progress: float
+    idx_t: torch.Tensor | None = None
+    w_s: torch.Tensor | None = None
 
 
 @dataclass
 class TargetPass:
     """The model's outputs on the unlabelled target training split (evaluation mode, split order): logits
-    (N, C) and bottleneck features (N, d), float32 on the CPU.  It has no labels, by construction."""
+    (N, C) and bottleneck features (N, d), float32 on the CPU.  It has no labels, by construction.
+    ``prior`` is the label-free estimate of the target class prior (C,) when the run makes one (``--prior``)."""
 
     logits: torch.Tensor
     features: torch.Tensor
+    prior: torch.Tensor | None = None
 
 
 class Method(nn.Module):
@@ -59,6 +65,9 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: int, target: TargetPass) -> None:
         """Called before epoch ``epoch`` (0-based) when ``uses_target_pass``; pseudo-labellers relabel here."""
+
+    def configure_model(self, model: nn.Module) -> None:
+        """Called once on the model before its optimiser is built (SHOT freezes the classifier here)."""
 
     def align_weight(self, progress: float) -> float:
         """lambda of the config: ``align_weight``, ramped by 2 / (1 + exp(-10 p)) - 1 with ``align_schedule: ramp``."""
@@ -104,3 +113,7 @@ class Composite(Method):
         for part in self.parts:
             if part.uses_target_pass:
                 part.on_epoch_start(epoch, target)
+
+    def configure_model(self, model: nn.Module) -> None:
+        for part in self.parts:
+            part.configure_model(model)

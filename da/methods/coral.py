@@ -1,4 +1,5 @@
-"""Deep CORAL (Sun & Saenko, ECCV-W 2016): lambda * CORAL(z_s, z_t) on the bottleneck features."""
+"""Deep CORAL (Sun & Saenko, ECCV-W 2016): lambda * CORAL(z_s, z_t) on the bottleneck features; with
+``--prior``, weighted source statistics (class ratio q-hat / p_train per example, as WDAN weights MMD)."""
 
 from __future__ import annotations
 
@@ -15,4 +16,4 @@ class CoralMethod(Method):
         self.loss = CORAL(convention=cfg.coral_convention)
 
     def forward(self, out: StepOutputs) -> dict:
-        return {"coral": self.align_weight(out.progress) * self.loss(out.z_s, out.z_t)}
+        return {"coral": self.align_weight(out.progress) * self.loss(out.z_s, out.z_t, out.w_s)}

@@ -1,4 +1,5 @@
-"""DAN (Long et al., ICML 2015): lambda * MK-MMD(z_s, z_t) on the bottleneck features."""
+"""DAN (Long et al., ICML 2015): lambda * MK-MMD(z_s, z_t) on the bottleneck features; with ``--prior``, the
+source examples weighted by their class ratio q-hat / p_train (WDAN, Yan et al. 2017)."""
 
 from __future__ import annotations
 
@@ -15,4 +16,4 @@ class MMDMethod(Method):
         self.loss = MMD(estimator=cfg.mmd_estimator, kernel_scales=tuple(cfg.mmd_kernel_scales))
 
     def forward(self, out: StepOutputs) -> dict:
-        return {"mmd": self.align_weight(out.progress) * self.loss(out.z_s, out.z_t)}
+        return {"mmd": self.align_weight(out.progress) * self.loss(out.z_s, out.z_t, out.w_s)}

@@ -28,10 +28,11 @@ def epoch_order(labels: torch.Tensor, gen: torch.Generator, shuffle: bool, class
 
 
 class SeededImages(Dataset):
-    """The images of a split, each transformed under its own seed; yields (image tensor, label)."""
+    """The images of a split, each transformed under its own seed; yields (image tensor, label), or (image
+    tensor, index in the split) with ``yield_index`` (the unlabelled target stream)."""
 
-    def __init__(self, split: Split, transform, seed: int):
-        self.split, self.transform, self.seed = split, transform, seed
+    def __init__(self, split: Split, transform, seed: int, yield_index: bool = False):
+        self.split, self.transform, self.seed, self.yield_index = split, transform, seed, yield_index
         self.epoch_key: tuple = (0,)
 
     def __len__(self) -> int:
@@ -44,13 +45,16 @@ class SeededImages(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, *self.epoch_key, rel))
             x = self.transform(img)
-        return x, label
+        return x, (index if self.yield_index else label)
 
 
 class ImageBatches:
+    """Batches of (images, labels), or (images, indices in the split) with ``yield_index``."""
+
     def __init__(self, split: Split, transform, seed: int, batch_size: int, shuffle: bool, drop_last: bool,
-                 num_workers: int = 0, stream: str = "images", class_balanced: bool = False):
-        self.data = SeededImages(split, transform, seed)
+                 num_workers: int = 0, stream: str = "images", class_balanced: bool = False,
+                 yield_index: bool = False):
+        self.data = SeededImages(split, transform, seed, yield_index)
         self.seed, self.batch_size, self.shuffle, self.drop_last = seed, batch_size, shuffle, drop_last
         self.class_balanced = class_balanced
         self.num_workers, self.stream = num_workers, stream
@@ -71,11 +75,13 @@ class ImageBatches:
 
 
 class CachedBatches:
-    """Batches of cached prefix outputs (N, V, ...) in float16; each epoch draws one view per image."""
+    """Batches of cached prefix outputs (N, V, ...) in float16; each epoch draws one view per image.  Yields
+    (inputs, labels), or (inputs, indices in the split) with ``yield_index``."""
 
     def __init__(self, feats: torch.Tensor, labels: torch.Tensor, seed: int, batch_size: int, shuffle: bool,
-                 drop_last: bool, stream: str = "cached", class_balanced: bool = False, channels_last: bool = False):
-        self.feats, self.labels, self.class_balanced = feats, labels, class_balanced
+                 drop_last: bool, stream: str = "cached", class_balanced: bool = False, channels_last: bool = False,
+                 yield_index: bool = False):
+        self.feats, self.labels, self.class_balanced, self.yield_index = feats, labels, class_balanced, yield_index
         # float32 and the model's memory format in one copy, not two
         self.memory_format = torch.channels_last if channels_last and feats.dim() == 5 else torch.contiguous_format
         self.seed, self.batch_size, self.shuffle, self.drop_last, self.stream = seed, batch_size, shuffle, drop_last, stream
@@ -91,7 +97,8 @@ class CachedBatches:
         view = torch.randint(views, (n,), generator=gen) if self.shuffle else torch.zeros(n, dtype=torch.long)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.feats[idx, view[idx]].to(torch.float32, memory_format=self.memory_format), self.labels[idx]
+            x = self.feats[idx, view[idx]].to(torch.float32, memory_format=self.memory_format)
+            yield x, (idx if self.yield_index else self.labels[idx])
 
 
 def cycle_batches(batches, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

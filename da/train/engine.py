@@ -12,6 +12,7 @@ continue bit-identically.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -27,7 +28,7 @@ from da.data.splits import manifest_hash
 from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, MANIFEST_FILE,
                        TENSORBOARD_DIR, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
-from da.train import checkpoint
+from da.train import checkpoint, label_shift
 from da.train.epoch import NonFiniteLossError, train_epoch
 from da.train.evaluate import Predictions, export_features, predict
 from da.train.seeding import seed_everything
@@ -61,7 +62,27 @@ def evaluate_epoch(run: Run) -> tuple[Predictions, Predictions | None, dict, dic
     cost = {"target_pass": time.perf_counter() - t}
     scores, seconds = score_epoch(EpochOutputs(src.for_source(), target))
     run.last_target_pass = target  # the next epoch's start hook sees the same model
+    if run.cfg.prior:
+        t = time.perf_counter()
+        run.prior = label_shift.estimate(run.cfg, src.for_source(), target.logits)
+        cost["prior"] = time.perf_counter() - t
     return src, tgt, scores, cost | seconds
+
+
+def start_epoch(run: Run, epoch: int) -> None:
+    """Before an epoch: the target pass of the current model (kept from the last evaluation, or computed
+    after a resume), the prior estimate applied to the losses, and the method's start hook."""
+    if not run.needs_target_pass:
+        return
+    target = run.last_target_pass or target_pass(run)
+    if run.cfg.prior:
+        if run.prior is None:
+            src = predict(run.model, run.data.source_eval, run.data.start, run.device, run.autocast).for_source()
+            run.prior = label_shift.estimate(run.cfg, src, target.logits)
+        label_shift.apply(run, run.prior)
+        target = dataclasses.replace(target, prior=run.prior.target_prior.float())
+    if run.method.uses_target_pass:
+        run.method.on_epoch_start(epoch, target)
 
 
 def select_and_stop(cfg: RunConfig, state: RunState) -> bool:
@@ -178,8 +199,7 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
     run.model.train()
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch
-        if run.method.uses_target_pass:
-            run.method.on_epoch_start(epoch, run.last_target_pass or target_pass(run))
+        start_epoch(run, epoch)
         result = train_epoch(run, epoch, str(ckpt_path) if ckpt_path.exists() else "(none yet)")
         state.train_time += result.seconds
         state.images += result.images
@@ -193,6 +213,8 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
             entry["validation_s"] = {k: round(v, 4) for k, v in cost.items()}
         state.history.append(entry)
         state.metrics.append({"source_val": src_m, "target_test": tgt_m})
+        if run.prior is not None and tgt is not None:
+            entry["prior"], state.metrics[-1]["target_test_prior_corrected"] = label_shift.report(run, run.prior, tgt)
         newest_selected = select_and_stop(cfg, state)
         if keep_epoch_models:
             checkpoint.save(run_dir / epoch_model_file(epoch + 1), _model_payload(run, epoch + 1, config_hash))
@@ -247,6 +269,9 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "selection": cfg.selection,  # a validator of da.selection: no target labels
         "source_val": selected["source_val"],
         "target_test": selected["target_test"],
+        # --prior: the selected epoch's estimate of the target class prior and its corrected predictions
+        "prior": (None if not cfg.prior else state.history[state.selected_epoch - 1].get("prior")),
+        "target_test_prior_corrected": selected.get("target_test_prior_corrected"),
         "oracle": state.oracle(),  # best target-test epoch: uses target labels, never a result to report
         "stopped_early": state.stopped_early,
         "started_at": state.started_at,  # unix time of the first start (before any resume)

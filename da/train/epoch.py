@@ -46,7 +46,9 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
         xs, ys = xs.to(device), ys.to(device)
         if run.mixer is not None:
             xs, ys = run.mixer(xs, ys)
-        xt = next(target_iter)[0].to(device) if target_iter is not None else None
+        xt, idx_t = next(target_iter) if target_iter is not None else (None, None)
+        xt = xt.to(device) if xt is not None else None
+        w_s = run.class_ratio[ys] if run.class_ratio is not None and ys.dim() == 1 else None
         if run.channels_last and xs.dim() == 4:
             xs = xs.contiguous(memory_format=torch.channels_last)
             xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
@@ -54,10 +56,10 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
             if xt is not None:  # one forward over both domains: BatchNorm sees the joint batch, as in DAN
                 logits, z = model.forward_from(torch.cat([xs, xt]), data.start)
                 out = StepOutputs(logits[: len(xs)], z[: len(xs)], ys, logits[len(xs):], z[len(xs):],
-                                  global_step / run.total_steps)
+                                  global_step / run.total_steps, idx_t, w_s)
             else:
                 logits_s, z_s = model.forward_from(xs, data.start)
-                out = StepOutputs(logits_s, z_s, ys, None, None, global_step / run.total_steps)
+                out = StepOutputs(logits_s, z_s, ys, None, None, global_step / run.total_steps, None, w_s)
             terms = {"cls": run.cls_loss(out.logits_s.float(), ys)}
             terms.update(run.method(out))
             if labeled_iter is not None:

@@ -76,6 +76,7 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
     def make(name: str, train: bool, stream: str):
         split = splits[name]
         balanced = stream == "source" and cfg.source_sampling == "class_balanced"
+        unlabelled = stream == "target"  # the method's target batches carry indices, never labels
         if use_cache:
             feats, hit = prefix_outputs(model, prefix_len, split, train_tf if train else eval_tf,
                                         cfg.cache_views if train else 1, view_seed=cfg.split_seed,
@@ -88,10 +89,11 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
             labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
             return CachedBatches(feats, labels, cfg.seed, cfg.batch_size if train else cfg.eval_batch_size,
                                  shuffle=train, drop_last=train, stream=stream, class_balanced=balanced,
-                                 channels_last=channels_last)
+                                 channels_last=channels_last, yield_index=unlabelled)
         return ImageBatches(split, train_tf if train else eval_tf, cfg.seed,
                             cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, drop_last=train,
-                            num_workers=cfg.num_workers, stream=stream, class_balanced=balanced)
+                            num_workers=cfg.num_workers, stream=stream, class_balanced=balanced,
+                            yield_index=unlabelled)
 
     data = Data(splits=splits, start=prefix_len if use_cache else 0,
                 source=make(names[0], True, "source"), source_eval=make(names[1], False, "source_eval"))
@@ -133,6 +135,13 @@ class Run:
     steps_per_epoch: int
     data_seconds: float = 0.0
     last_target_pass: Any = None  # the newest TargetPass, computed after the previous epoch
+    prior: Any = None  # the newest PriorEstimate (--prior), made from the same outputs
+    class_ratio: torch.Tensor | None = None  # q-hat / p_train (C,), on the device, while --prior is on
+
+    @property
+    def needs_target_pass(self) -> bool:
+        """Whether each epoch starts from the model's pass over the unlabelled target training split."""
+        return self.method.uses_target_pass or bool(self.cfg.prior and self.stage == 2)
 
     @property
     def total_steps(self) -> int:
@@ -155,6 +164,7 @@ def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | No
     # the method's parameters are drawn right after the model's, before anything whose random draws depend
     # on the state of the disk (a cache computed or read)
     method = build_method(cfg if stage == 2 else cfg.replace(method="source_only"), len(classes), model.z_dim)
+    method.configure_model(model)
     model.to(device)
     method.to(device)
     channels_last = cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and device.type == "cuda")
