@@ -163,6 +163,40 @@ def test_adaptation_splits_and_manifest(tmp_path):
     assert again.manifest_hash() == s.manifest_hash()
 
 
+def test_target_supervised_reference_labels_all_of_target_train(tmp_path):
+    make_folder_dataset(tmp_path, "AID", AID_SHARED, 10)
+    make_folder_dataset(tmp_path, "RSSCN7", list(RSSCN7.classes), 10)
+    s = adaptation_splits("AID", "RSSCN7", tmp_path, 0.2, 0.3, 0, labeled_fraction=1.0)
+    assert s["target_labeled"].samples == s["target_train"].samples
+    assert not set(s["target_labeled"].samples) & set(s["target_test"].samples)
+
+
+def test_long_tailed_target_is_a_registered_label_shifted_view(tmp_path):
+    """RSSCN7-LT: RSSCN7's images and class map, its target train and test splits subsampled to the same
+    10:1 long-tailed prior (class order from a seeded permutation); the source side is untouched."""
+    from da.data.domains import long_tail_order
+
+    make_folder_dataset(tmp_path, "AID", AID_SHARED, 10)
+    make_folder_dataset(tmp_path, "RSSCN7", list(RSSCN7.classes), 40)
+    spec = get_spec("RSSCN7-LT")
+    assert spec.folder(tmp_path) == RSSCN7.folder(tmp_path) and spec.long_tail_imbalance == 10
+    full = adaptation_splits("AID", "RSSCN7", tmp_path, 0.2, 0.25, 0)
+    lt = adaptation_splits("AID", "RSSCN7-LT", tmp_path, 0.2, 0.25, 0)
+    assert lt["source_train"].samples == full["source_train"].samples
+    order = long_tail_order(spec, lt.classes)
+    assert sorted(order) == sorted(lt.classes) and order != lt.classes  # a permutation, not the class order
+    for name, per_class in (("target_train", 30), ("target_test", 10)):
+        counts = {c: 0 for c in lt.classes}
+        for _, lab in lt[name].samples:
+            counts[lt.classes[lab]] += 1
+        expected = [max(1, round(per_class * 10 ** (-r / 6))) for r in range(7)]
+        assert [counts[c] for c in order] == expected, name
+        assert set(lt[name].samples) <= set(full[name].samples)
+    assert counts[order[0]] / counts[order[-1]] == 10
+    again = adaptation_splits("AID", "RSSCN7-LT", tmp_path, 0.2, 0.25, 0)
+    assert again.manifest_hash() == lt.manifest_hash()
+
+
 def test_supervised_splits(tmp_path):
     make_folder_dataset(tmp_path, "mine", ["x", "y"], 10)
     s = supervised_splits("folder:mine", tmp_path, val_fraction=0.2, seed=1)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 from scipy.special import log_softmax as np_log_softmax
 
-from da.losses import (CORAL, MMD, OHEM, FocalLoss, InformationMaximization,
+from da.losses import (CORAL, MMD, OHEM, FocalLoss, InformationMaximization, MinimumClassConfusion,
                        build_classification_loss, class_weights)
 
 RTOL = 1e-6
@@ -474,3 +474,138 @@ def test_coral_and_mmd_methods_wire_their_losses():
                                  align_schedule="ramp"), 3, 5)
     ramp = 2 / (1 + np.exp(-5)) - 1
     np.testing.assert_allclose(mmd(out)["mmd"].item(), ramp * np_mmd(xs, xt, "biased", (1.0, 3.0)), rtol=RTOL)
+
+
+# ----------------------------------------------------------------------------- IM with a target prior
+
+@pytest.mark.parametrize("w", [1.0, 0.3])
+def test_information_maximization_with_prior_is_kl_to_the_prior(w):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(12, 5)) * 2
+    q = rng.dirichlet(np.ones(5))
+    p = np.exp(np_log_softmax(logits, axis=1))
+    pbar = p.mean(0)
+    expected = -np.mean(np.sum(p * np.log(p), 1)) + w * np.sum(pbar * np.log(pbar / q)) - w * math.log(5)
+    got = InformationMaximization(w)(torch.tensor(logits), torch.tensor(q))
+    np.testing.assert_allclose(got.item(), expected, rtol=1e-6)
+    # a uniform prior is the plain diversity term
+    uniform = torch.full((5,), 0.2, dtype=torch.float64)
+    np.testing.assert_allclose(InformationMaximization(w)(torch.tensor(logits), uniform).item(),
+                               np_im(logits, w), rtol=1e-6)
+    # the diversity term's minimum moves to the prior: a batch whose mean prediction is q scores lower
+    # under q than a batch spread evenly
+    skewed = torch.tensor([0.6, 0.1, 0.1, 0.1, 0.1], dtype=torch.float64)
+    at_q = torch.log(skewed).repeat(4, 1)
+    even = torch.zeros(4, 5, dtype=torch.float64)
+    im = InformationMaximization(w)
+    assert im(at_q, skewed) < im(even, skewed)
+    with pytest.raises(ValueError, match="prior has shape"):
+        im(at_q, torch.ones(3) / 3)
+
+
+# ----------------------------------------------------------------------------- MCC
+
+def np_mcc(logits, temperature, weights=None):
+    z = logits / temperature
+    y = np.exp(z - z.max(1, keepdims=True))
+    y /= y.sum(1, keepdims=True)
+    h = -np.sum(y * np.log(y), 1)
+    w = len(y) * (1 + np.exp(-h)) / np.sum(1 + np.exp(-h)) if weights is None else weights
+    k = y.shape[1]
+    c = np.zeros((k, k))
+    for i in range(len(y)):  # the sum over examples written out: sum_i W_i y_i y_i^T
+        c += w[i] * np.outer(y[i], y[i])
+    c /= c.sum(0, keepdims=True)  # the paper's column normalisation
+    return (c.sum() - np.trace(c)) / k
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("n,k", [(1, 3), (16, 7), (40, 31)])
+def test_mcc_matches_numpy(temperature, n, k):
+    logits = np.random.default_rng(n + k).normal(size=(n, k)) * 3
+    got = MinimumClassConfusion(temperature)(torch.tensor(logits))
+    np.testing.assert_allclose(got.item(), np_mcc(logits, temperature), rtol=1e-9)
+
+
+def test_mcc_limits_and_gradient():
+    k = 4
+    confident = torch.eye(k, dtype=torch.float64) * 200  # one confident example per class: no confusion
+    assert MinimumClassConfusion(1.0)(confident).item() < 1e-12
+    uniform = torch.zeros(6, k, dtype=torch.float64)  # every class confused with every other
+    np.testing.assert_allclose(MinimumClassConfusion(2.5)(uniform).item(), (k - 1) / k, rtol=1e-12)
+    # the gradient: certainty weights held constant (as in TLlib), checked by central differences
+    logits = np.random.default_rng(0).normal(size=(6, 3))
+    x = torch.tensor(logits, requires_grad=True)
+    MinimumClassConfusion(2.5)(x).backward()
+    z = logits / 2.5
+    y = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    h = -np.sum(y * np.log(y), 1)
+    w = 6 * (1 + np.exp(-h)) / np.sum(1 + np.exp(-h))
+    numeric = np.zeros_like(logits)
+    for idx in np.ndindex(*logits.shape):
+        step = np.zeros_like(logits)
+        step[idx] = 1e-6
+        numeric[idx] = (np_mcc(logits + step, 2.5, w) - np_mcc(logits - step, 2.5, w)) / 2e-6
+    np.testing.assert_allclose(x.grad.numpy(), numeric, atol=1e-8)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        MinimumClassConfusion(0.0)
+    with pytest.raises(ValueError, match="expects logits"):
+        MinimumClassConfusion()(torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------- class-weighted CORAL and MMD (WDAN)
+
+def test_weighted_coral_matches_numpy_and_equal_weights_are_unweighted():
+    xs, xt = feats(12, 9, 4, seed=5, shift=0.5)
+    w = np.random.default_rng(1).uniform(0.1, 3.0, size=12)
+    cs = np.cov(xs, rowvar=False, aweights=w, ddof=1)  # reliability weights: V1 - V2 / V1
+    ct = np.cov(xt, rowvar=False, ddof=1)
+    mu = np.average(xs, axis=0, weights=w)
+    for convention, expected in (("deep_coral", np.sum((cs - ct) ** 2) / (4 * 16)),
+                                 ("domainbed", np.mean((mu - xt.mean(0)) ** 2) + np.mean((cs - ct) ** 2))):
+        got = CORAL(convention)(*t64(xs, xt), torch.tensor(w))
+        np.testing.assert_allclose(got.item(), expected, rtol=1e-9)
+        same = CORAL(convention)(*t64(xs, xt), torch.full((12,), 2.0, dtype=torch.float64))
+        np.testing.assert_allclose(same.item(), np_coral(xs, xt, convention), rtol=1e-9)
+
+
+def np_weighted_mmd(xs, xt, a, estimator, scales=SCALES):
+    z = np.concatenate([xs, xt])
+    sq = cdist(z, z, "sqeuclidean")
+    kern = sum(np.exp(-sq / (2 * s * sq.mean())) for s in scales)
+    ns = len(xs)
+    kss, ktt, kst = kern[:ns, :ns], kern[ns:, ns:], kern[:ns, ns:]
+    pair = np.outer(a, a)
+    cross = 2 * (a[:, None] * kst).sum() / (a.sum() * len(xt))
+    if estimator == "biased":
+        return (pair * kss).sum() / pair.sum() + ktt.mean() - cross
+    off = ~np.eye(ns, dtype=bool)
+    offt = ~np.eye(len(xt), dtype=bool)
+    return (pair * kss)[off].sum() / pair[off].sum() + ktt[offt].mean() - cross
+
+
+@pytest.mark.parametrize("estimator", ["quadratic", "biased"])
+def test_weighted_mmd_matches_numpy_and_equal_weights_are_unweighted(estimator):
+    xs, xt = feats(10, 7, 3, seed=2, shift=0.7)
+    a = np.random.default_rng(4).uniform(0.2, 2.5, size=10)
+    got = MMD(estimator)(*t64(xs, xt), torch.tensor(a))
+    np.testing.assert_allclose(got.item(), np_weighted_mmd(xs, xt, a, estimator), rtol=1e-9)
+    same = MMD(estimator)(*t64(xs, xt), torch.full((10,), 0.5, dtype=torch.float64))
+    np.testing.assert_allclose(same.item(), np_mmd(xs, xt, estimator), rtol=1e-9)
+    with pytest.raises(ValueError, match="source weights must be"):
+        MMD(estimator)(*t64(xs, xt), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="linear MMD estimator takes no source weights"):
+        MMD("linear")(*t64(xs, xs), torch.ones(10, dtype=torch.float64))
+
+
+def test_class_ratio_weights_make_the_source_statistics_those_of_the_target_prior():
+    """WDAN's point: with w = q / p_s per example, the weighted source mean is the mean of a source drawn
+    with the target's prior (two classes at means 0 and 4, source 3:1, target 1:3)."""
+    xs = np.concatenate([np.zeros((30, 1)), np.full((10, 1), 4.0)])
+    w = np.concatenate([np.full(30, 0.25 / 0.75), np.full(10, 0.75 / 0.25)])
+    xt = np.concatenate([np.zeros((10, 1)), np.full((30, 1), 4.0)])
+    loss = CORAL("domainbed")
+    # the means' term vanishes (3 = 3); what is left is the unbiased covariances' different normalisation
+    unweighted, weighted = loss(*t64(xs, xt)).item(), loss(*t64(xs, xt), torch.tensor(w)).item()
+    np.testing.assert_allclose(unweighted, (3.0 - 1.0) ** 2, rtol=1e-9)
+    assert weighted < 0.01 * unweighted

@@ -246,3 +246,177 @@ def test_epoch_start_hook_sees_the_unlabelled_target_split(tiny_root, tmp_path, 
         assert t.logits.shape == (n, 7) and t.features.shape[0] == n
     # before epoch 1 it saw the model after epoch 0, hence other predictions than before epoch 0
     assert not torch.equal(seen[0][1].logits, seen[1][1].logits)
+
+
+# ---------------------------------------------------------------------------------------------- on the target's own predictions
+def test_shot_centroid_pseudo_labels_follow_the_feature_clusters():
+    """Features in three tight clusters, predictions that are right for most of each cluster but wrong
+    for some: the centroid labels (two rounds) give each cluster one label, the majority's."""
+    from da.methods.shot import centroid_pseudo_labels
+
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.eye(3, 8, dtype=torch.float64) * 5
+    cluster = torch.arange(60) % 3
+    feats = centers[cluster] + 0.3 * torch.randn(60, 8, generator=gen, dtype=torch.float64)
+    logits = torch.nn.functional.one_hot(cluster, 3).double() * 2
+    wrong = torch.arange(60) % 5 == 0  # 20 % of the predictions point at the next class
+    logits[wrong] = torch.nn.functional.one_hot((cluster[wrong] + 1) % 3, 3).double() * 2
+    assert (logits.argmax(1) != cluster).sum() == 12
+    assert torch.equal(centroid_pseudo_labels(logits, feats), cluster)
+
+
+def test_shot_pseudo_labels_skip_classes_nothing_is_predicted_as():
+    from da.methods.shot import centroid_pseudo_labels
+
+    logits = torch.tensor([[3.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 2.5, 0.0]])
+    feats = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = centroid_pseudo_labels(logits, feats)
+    assert labels.tolist() == [0, 0, 1, 1]  # class 2 has a (meaningless) centroid but no examples
+
+
+def test_cbst_thresholds_keep_the_same_portion_of_every_class():
+    """A majority class predicted often with high confidence and a minority class with lower confidence:
+    a global threshold would keep only the majority; class-balanced thresholds keep portion p of each."""
+    from da.methods.cbst import class_balanced_pseudo_labels
+
+    conf_major = torch.linspace(0.99, 0.90, 40)
+    conf_minor = torch.linspace(0.70, 0.55, 10)
+    probs = torch.cat([torch.stack([conf_major, 1 - conf_major], 1), torch.stack([1 - conf_minor, conf_minor], 1)])
+    labels, selected = class_balanced_pseudo_labels(probs.log(), portion=0.2)
+    assert selected[:40].sum() == 8 and selected[40:].sum() == 2
+    assert labels[selected].tolist() == [0] * 8 + [1] * 2
+    assert torch.equal(selected, torch.tensor([i < 8 or 40 <= i < 42 for i in range(50)]))
+    labels, selected = class_balanced_pseudo_labels(probs.log(), portion=1.0)
+    assert bool(selected.all()) and torch.equal(labels, probs.argmax(1))
+    with pytest.raises(ValueError, match="portion must lie in"):
+        class_balanced_pseudo_labels(probs.log(), portion=0.0)
+
+
+def test_cbst_portion_schedule_and_loss_over_the_selected_examples():
+    from da.methods import TargetPass
+
+    method = build_method(RunConfig(method="cbst"), 2, 4)
+    assert [method.portion(e) for e in (0, 1, 6, 20)] == [0.2, 0.25, 0.5, 0.5]
+    logits = torch.tensor([[4.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 1.0]])
+    method.on_epoch_start(0, TargetPass(logits, torch.zeros(4, 3)))
+    assert method.selected.tolist() == [True, False, True, False]
+    batch = torch.tensor([[0.0, 1.0], [0.5, 0.0], [1.0, 1.0]])
+    out = StepOutputs(torch.zeros(3, 2), torch.zeros(3, 3), torch.zeros(3, dtype=torch.long), batch,
+                      torch.zeros(3, 3), 0.0, idx_t=torch.tensor([0, 1, 2]))
+    ce = torch.nn.functional.cross_entropy(batch, torch.tensor([0, 0, 1]), reduction="none")
+    np.testing.assert_allclose(method(out)["cbst"].item(), (ce[0] + ce[2]).item() / 3, rtol=1e-6)
+
+
+def test_mcc_and_shot_methods_wire_their_losses():
+    from da.losses import InformationMaximization, MinimumClassConfusion
+    from da.methods import TargetPass
+
+    gen = torch.Generator().manual_seed(1)
+    logits_t, z_t = torch.randn(6, 3, generator=gen), torch.randn(6, 4, generator=gen)
+    out = StepOutputs(torch.randn(6, 3), torch.randn(6, 4), torch.zeros(6, dtype=torch.long), logits_t, z_t, 0.5,
+                      idx_t=torch.tensor([5, 4, 3, 2, 1, 0]))
+    mcc = build_method(RunConfig(method="mcc", mcc_weight=0.7, mcc_temperature=2.0), 3, 4)
+    np.testing.assert_allclose(mcc(out)["mcc"].item(), 0.7 * MinimumClassConfusion(2.0)(logits_t).item(), rtol=1e-6)
+    shot = build_method(RunConfig(method="shot", im_weight=0.5, shot_weight=0.3), 3, 4)
+    pass_logits, pass_feats = torch.randn(6, 3, generator=gen), torch.randn(6, 4, generator=gen)
+    shot.on_epoch_start(0, TargetPass(pass_logits, pass_feats))
+    from da.methods.shot import centroid_pseudo_labels
+
+    pseudo = centroid_pseudo_labels(pass_logits, pass_feats)[out.idx_t]
+    expected = 0.5 * (InformationMaximization()(logits_t) + 0.3 * torch.nn.functional.cross_entropy(logits_t, pseudo))
+    np.testing.assert_allclose(shot(out)["shot"].item(), expected.item(), rtol=1e-6)
+
+
+def _permute_target_train_labels(monkeypatch):
+    """Every run built after this sees the target training split's labels shuffled among its images."""
+    import da.train.setup as setup
+
+    original = setup.adaptation_splits
+
+    def shuffled(*args, **kwargs):
+        splits = original(*args, **kwargs)
+        split = splits["target_train"]
+        labels = [lab for _, lab in split.samples]
+        perm = np.random.default_rng(0).permutation(len(labels))
+        split.samples = [(rel, labels[j]) for (rel, _), j in zip(split.samples, perm)]
+        assert any(a != b for a, b in zip(labels, (lab for _, lab in split.samples)))
+        return splits
+
+    monkeypatch.setattr(setup, "adaptation_splits", shuffled)
+
+
+@pytest.mark.parametrize("method,prior", [("shot+cbst", ""), ("shot", "em"), ("mcc+coral", "bbse")])
+def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior):
+    """The same run with the target training labels permuted trains to the same numbers: pseudo-labels,
+    the prior estimate and every loss are made without them (only the prior's reported error moves)."""
+    kw = dict(method=method, prior=prior, stages=1, epochs=2)
+    ref = load(train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2))
+    _permute_target_train_labels(monkeypatch)
+    perm = load(train_stage(tiny_cfg(tiny_root, tmp_path / "perm", **kw), stage=2))
+    assert _metrics(perm) == _metrics(ref)
+    if prior:
+        assert [e["prior"]["estimate"] for e in perm["epochs"]] == [e["prior"]["estimate"] for e in ref["epochs"]]
+
+
+def test_shot_can_freeze_the_classifier(tiny_root, tmp_path):
+    from da.train.setup import build_run, load_splits
+
+    cfg = tiny_cfg(tiny_root, tmp_path, method="shot", shot_freeze_classifier=True, stages=1, epochs=2)
+    run = build_run(cfg, 2, load_splits(cfg, 2), None)
+    assert not any(p.requires_grad for p in run.model.head.classifier.parameters())
+    assert all(p.requires_grad for p in run.model.head.bottleneck.parameters())
+    models = {}
+
+    def remember(epoch):
+        models[epoch] = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)["model"]
+
+    train_stage(cfg, stage=2, on_epoch_end=remember)
+    for name in ("head.classifier.weight", "head.classifier.bias"):
+        assert torch.equal(models[1][name], models[2][name])
+    assert not torch.equal(models[1]["head.bottleneck.0.weight"], models[2]["head.bottleneck.0.weight"])
+
+
+def test_prior_estimate_in_the_record_and_exact_resume_with_pseudo_labels(tiny_root, tmp_path):
+    kw = dict(method="shot+coral", prior="em", stages=1, epochs=3)
+    ref = load(train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2))
+    for entry in ref["epochs"]:
+        prior = entry["prior"]
+        assert prior["estimator"] == "em" and abs(sum(prior["estimate"]) - 1) < 1e-4
+        np.testing.assert_allclose(prior["true"], [1 / 7] * 7, atol=1e-4)  # tiny RSSCN7: balanced
+        np.testing.assert_allclose(prior["l1_error"], np.abs(np.subtract(prior["estimate"], prior["true"])).sum(),
+                                   atol=1e-4)
+        assert 0 <= prior["target_test"]["accuracy"] <= 1
+    assert ref["prior"] == ref["epochs"][ref["selected_epoch"] - 1]["prior"]
+    corrected = ref["target_test_prior_corrected"]
+    assert corrected["accuracy"] == ref["prior"]["target_test"]["accuracy"] and len(corrected["confusion"]) == 7
+    cfg = tiny_cfg(tiny_root, tmp_path / "cut", **kw)
+
+    def kill_after_first(epoch):
+        if epoch == 1:
+            raise Kill()
+
+    with pytest.raises(Kill):
+        train_stage(cfg, stage=2, on_epoch_end=kill_after_first)
+    rec = load(train_stage(cfg, stage=2))
+    assert rec["resumed"] == 1 and _metrics(rec) == _metrics(ref)
+    assert [e["prior"] for e in rec["epochs"]] == [e["prior"] for e in ref["epochs"]]
+
+
+def test_prior_weights_reach_the_source_losses(tiny_root, tmp_path):
+    """With --prior the source cross-entropy and CORAL see class-ratio weights q-hat / p_train."""
+    from da.train.engine import start_epoch
+    from da.train.setup import build_run, load_splits
+    from da.train import label_shift
+
+    cfg = tiny_cfg(tiny_root, tmp_path, method="coral", prior="em", stages=1)
+    run = build_run(cfg, 2, load_splits(cfg, 2), None)
+    assert run.needs_target_pass and run.class_ratio is None
+    start_epoch(run, 0)
+    p_train = label_shift.train_class_prior(cfg, run.data.splits, "source_train")
+    np.testing.assert_allclose(run.class_ratio.double().numpy(), (run.prior.target_prior / p_train).numpy(), rtol=1e-6)
+    assert torch.equal(run.cls_loss.weight, run.class_ratio)
+    balanced = tiny_cfg(tiny_root, tmp_path, prior="em", source_sampling="class_balanced")
+    assert torch.equal(label_shift.train_class_prior(balanced, run.data.splits, "source_train"),
+                       torch.full((7,), 1 / 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="--prior sets the source classes' weights"):
+        RunConfig(prior="em", cls_loss="focal").validate()

@@ -29,6 +29,37 @@ def test_bad_sweep_files_name_the_problem(tmp_path):
         load_sweep("nope")
 
 
+def test_sweep_variants_expand_in_order_and_are_checked(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text("base: {selection: bnm}\n"
+                    "variants: [{method: source_only}, {method: im, prior: em}, {method: source_only, "
+                    "target_labeled_fraction: 1.0}]\n"
+                    "grid: {cls_loss: [ce]}\nseeds: [0, 1]\n")
+    cfgs = load_sweep(path).configs()
+    assert [(c.method, c.prior, c.target_labeled_fraction, c.seed) for c in cfgs] == [
+        ("source_only", "", 0.0, 0), ("source_only", "", 0.0, 1), ("im", "em", 0.0, 0), ("im", "em", 0.0, 1),
+        ("source_only", "", 1.0, 0), ("source_only", "", 1.0, 1)]
+    assert all(c.selection == "bnm" for c in cfgs)
+    for text, message in (("variants: [{method: im}]\ngrid: {method: [coral]}\n", "method set both in grid and in variants"),
+                          ("variants: [{methd: im}]\n", r"unknown config field\(s\) in variants\[0\]: methd"),
+                          ("variants: [{method: im, prior: nope}]\n", "variants.prior: --prior 'nope' is not valid"),
+                          ("variants: {method: im}\n", "variants must be a list of mappings"),
+                          ("variants: [{seed: 1}]\n", "give seeds under 'seeds'")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_sweep(path)
+
+
+def test_gap_sweeps_name_their_selection_and_reference():
+    for name in ("gap", "gap_shifted"):
+        cfgs = load_sweep(name).configs(out="/x")
+        assert {c.selection for c in cfgs} == {"bnm"} and {c.seed for c in cfgs} == {0, 1, 2}
+        reference = [c for c in cfgs if c.target_labeled_fraction == 1.0]
+        assert len(reference) == 3 and {c.method for c in reference} == {"source_only"}
+        assert {"source_only", "shot", "im", "mcc", "cbst", "coral"} <= {c.method for c in cfgs}
+    assert {c.target for c in load_sweep("gap_shifted").configs()} == {"RSSCN7-LT"}
+
+
 def test_profiles_and_sbatch_header(tmp_path):
     gpu = load_profile("gpu")
     params = executor_parameters(gpu, "slurm")

@@ -264,3 +264,60 @@ def test_baseline_comparison_matches_groups_on_every_factor():
     only_stage2 = baseline_comparison(runs[runs["stages"] == 2], shifted)[0]
     assert set(only_stage2["method"]) == set(runs[runs["stages"] == 2]["method"])  # not matched to stage-1 rows
     assert np.allclose(only_stage2["diff"], 1.0)
+
+
+def _gap_runs():
+    """Hand-made runs of the gap comparison: source-only, the reference, SHOT and SHOT with a prior
+    estimate, two seeds each, with confusion matrices of 3 classes whose cell (1, 0) is the big confusion."""
+    import pandas as pd
+
+    from da.results.load import group_hash
+
+    variants = [({"method": "source_only"}, [60.0, 62.0]),
+                ({"method": "source_only", "target_labeled_fraction": 1.0}, [90.0, 92.0]),
+                ({"method": "shot"}, [75.0, 77.0]),
+                ({"method": "shot", "prior": "em"}, [80.0, 84.0])]
+    rows = []
+    for fields, accs in variants:
+        for seed, acc in enumerate(accs):
+            cfg = RunConfig(seed=seed, **fields).to_dict()
+            confused = 40 - int(acc / 4)  # of 50 images of class 1, this many predicted as class 0
+            prior = ({"estimator": "em", "estimate": [0.5, 0.3, 0.2], "true": [0.6, 0.3, 0.1], "l1_error": 0.2 + seed / 10,
+                      "target_test": {"accuracy": (acc + 1) / 100, "macro_f1": 0.5}} if fields.get("prior") else None)
+            record = {"classes": ["a", "b", "c"], "selected_epoch": 1,
+                      "epochs": [{"prior": prior} if prior else {}],
+                      "target_test": {"confusion": [[50, 0, 0], [confused, 50 - confused, 0], [0, 5, 45]]}}
+            rows.append({**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()},
+                         "target_acc": acc, "target_f1": acc - 5, "selected_epoch": 1,
+                         "group": group_hash(cfg), "record": record})
+    return pd.DataFrame(rows)
+
+
+def test_gap_closed_prior_columns_and_confusions_recomputed_by_hand():
+    from da.results.gap import confusion_pairs, confusion_table, gap_table
+    from da.results.tables import render_markdown
+
+    table, factors = gap_table(_gap_runs(), expected_seeds=2)
+    assert factors[:3] == ["method", "prior", "target_labeled_fraction"]
+    rows = {(r["method"], r["prior"], r["target_labeled_fraction"]): r for _, r in table.iterrows()}
+    so, ref = 61.0, 91.0
+    shot, shot_em = rows[("shot", "", 0.0)], rows[("shot", "em", 0.0)]
+    assert shot["target_acc_gain"] == 76.0 - so and shot["gap_closed"] == pytest.approx(100 * (76 - so) / (ref - so))
+    assert shot_em["gap_closed"] == pytest.approx(100 * (82 - so) / (ref - so))
+    assert shot_em["target_acc_corrected_mean"] == pytest.approx(83.0)
+    assert shot_em["prior_l1_mean"] == pytest.approx(0.25) and np.isnan(shot["prior_l1_mean"])
+    for key in (("source_only", "", 0.0), ("source_only", "", 1.0)):
+        assert np.isnan(rows[key]["gap_closed"])
+    text = render_markdown(table, factors)
+    reference_line = next(line for line in text.splitlines() if "reference, uses target labels" in line)
+    assert "**" not in reference_line  # the reference is no contender for the best value
+    assert "**82.0 ± 2.8**" in text and "| 70 |" in text  # shot+em: best accuracy; gap closed 21/30
+    assert "uniform" in text
+    assert confusion_pairs(_gap_runs(), count=1) == [("b", "a")]
+    conf, _ = confusion_table(_gap_runs(), [("b", "a")], expected_seeds=2)
+    first = conf.iloc[0]  # source-only: 40 - int(60 / 4) = 25 and 40 - int(62 / 4) = 25 of 50 confused
+    assert first["conf_b_a_mean"] == pytest.approx(100 * 25 / 50)
+    assert first["recall_b_mean"] == pytest.approx(100 * (50 - 25) / 50)
+    with pytest.raises(ValueError, match="no target-supervised reference"):
+        frame = _gap_runs()
+        gap_table(frame[frame["target_labeled_fraction"] == 0])

@@ -6,8 +6,9 @@ from da.losses.coral import CORAL
 from da.losses.factory import build_classification_loss
 from da.losses.focal import FocalLoss
 from da.losses.information import InformationMaximization
+from da.losses.mcc import MinimumClassConfusion
 from da.losses.mmd import MMD
 from da.losses.ohem import OHEM
 
-__all__ = ["CORAL", "MMD", "DomainAdversarialLoss", "grad_reverse", "FocalLoss", "OHEM", "InformationMaximization", "class_weights",
+__all__ = ["CORAL", "MMD", "DomainAdversarialLoss", "grad_reverse", "FocalLoss", "OHEM", "InformationMaximization", "MinimumClassConfusion", "class_weights",
            "build_classification_loss"]

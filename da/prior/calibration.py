@@ -56,6 +56,7 @@ def fit_bcts(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) ->
 
     with torch.enable_grad():
         opt.step(closure)
+    with torch.no_grad():
         start = float(_nll(x, y, torch.zeros((), dtype=torch.float64), torch.zeros_like(bias)))
         if not float(_nll(x, y, log_t, bias)) <= start:  # a failed line search: keep the identity
             return BiasCorrectedTemperature(1.0, torch.zeros(x.shape[1], dtype=torch.float64))

@@ -19,7 +19,11 @@ from da.config import RunConfig
 # Fields that never define an ablation row: the seed is what rows average over; the rest say where a run ran.
 NON_FACTORS = {"seed"} | {f for f, meta in RunConfig.__dataclass_fields__.items() if meta.metadata.get("hash") is False}
 FACTOR_ORDER = ("stages", "method", "cls_loss")
-LABELS = {"stages": "stages", "method": "method", "cls_loss": "cls loss"}
+LABELS = {"stages": "stages", "method": "method", "cls_loss": "cls loss", "prior": "target prior",
+          "target_labeled_fraction": "target labels"}
+# how a factor's values read in a table ('' prior: uniform, none estimated; 1.0 target labels: the reference)
+VALUE_TEXT = {"prior": {"": "uniform"},
+              "target_labeled_fraction": {0.0: "none", 1.0: "all (reference, uses target labels)"}}
 
 
 def varying_factors(runs: pd.DataFrame) -> list[str]:
@@ -152,34 +156,56 @@ def _cells(table: pd.DataFrame, factors: list[str], bold, pm: str, fmt_gain, esc
            ) -> tuple[list[str], list[list[str]]]:
     metric_cols = [c[:-5] for c in table.columns if c.endswith("_mean")]
     names = {"target_acc": "target acc (%)", "target_f1": "target macro-F1 (%)", "oracle_acc": "oracle acc (%)",
-             "oracle_f1": "oracle macro-F1 (%)", "pad": "proxy A-distance"}
+             "oracle_f1": "oracle macro-F1 (%)", "pad": "proxy A-distance",
+             "target_acc_corrected": "prior-corrected acc (%)", "prior_l1": "prior L1 error"}
     names.update({c: f"{c[len('share_'):]} (%)" for c in metric_cols if c.startswith("share_")})
-    no_best = {c for c in metric_cols if c.startswith("share_")}  # a share is neither better nor worse
-    lower_better = {"pad"}  # a smaller domain distance is the better value
-    digits = {"pad": 2}
+    names.update({c: f"{c.split('_')[1]} -> {c.split('_')[2]} (%)" for c in metric_cols if c.startswith("conf_")})
+    names.update({c: f"{c[len('recall_'):]} recall (%)" for c in metric_cols if c.startswith("recall_")})
+    no_best = {c for c in metric_cols if c.startswith(("share_", "conf_", "recall_"))}  # descriptive, no best
+    lower_better = {"pad", "prior_l1"}  # a smaller distance or error is the better value
+    digits = {"pad": 2, "prior_l1": 3}
     header = [esc(LABELS.get(f, f)) for f in factors] + [esc(names.get(c, c)) for c in metric_cols]
     gain_cols = [c for c in table.columns if c.endswith("_gain")]
-    header += ["gain vs source-only (points)" for _ in gain_cols] + ["seeds"]
-    best = {c: (table[f"{c}_mean"].min() if c in lower_better else table[f"{c}_mean"].max()) for c in metric_cols}
+    header += ["gain vs source-only (points)" for _ in gain_cols]
+    if "gap_closed" in table.columns:
+        header.append(esc("gap closed (%)"))
+    header.append("seeds")
+    # the reference uses target labels: it is no contender for the best value of a column
+    contenders = table[~_uses_target_labels(table)]
+    best = {c: (contenders[f"{c}_mean"].min() if c in lower_better else contenders[f"{c}_mean"].max())
+            for c in metric_cols}
     best.update({c: table[c].max() for c in gain_cols})
     rows = []
     for _, r in table.iterrows():
-        cells = [esc(str(r[f])) for f in factors]
+        cells = [esc(str(VALUE_TEXT.get(f, {}).get(r[f], r[f]))) for f in factors]
         for c in metric_cols:
             d = digits.get(c, 1)
+            if math.isnan(r[f"{c}_mean"]):
+                cells.append("–")
+                continue
             std = "n/a" if math.isnan(r[f"{c}_std"]) else f"{r[f'{c}_std']:.{d}f}"
             text = f"{r[f'{c}_mean']:.{d}f} {pm} {std}"
-            cells.append(bold(text) if c not in no_best and np.isclose(r[f"{c}_mean"], best[c]) else text)
+            is_best = c not in no_best and np.isclose(r[f"{c}_mean"], best[c]) and not _uses_target_labels(r)
+            cells.append(bold(text) if is_best else text)
         for c in gain_cols:
             if math.isnan(r[c]):
                 cells.append("–")
             else:
                 text = fmt_gain(r[c])
                 cells.append(bold(text) if np.isclose(r[c], best[c]) else text)
+        if "gap_closed" in table.columns:
+            cells.append("–" if math.isnan(r["gap_closed"]) else f"{r['gap_closed']:.0f}")
         flag = "" if r["n"] >= r["expected"] else f" (missing {r['expected'] - r['n']})"
         cells.append(f"{r['n']}{flag}")
         rows.append(cells)
     return header, rows
+
+
+def _uses_target_labels(rows):
+    """True for the rows (a table, or one row) of runs trained with every target-train label."""
+    if "target_labeled_fraction" not in rows:
+        return False if isinstance(rows, pd.Series) else np.zeros(len(rows), bool)
+    return rows["target_labeled_fraction"] >= 1
 
 
 def render_markdown(table: pd.DataFrame, factors: list[str], caption: str = "") -> str:
