@@ -144,8 +144,8 @@ def main(argv=None) -> int:
         top = top[top["seed"] == top["seed"].min()]
         for _, r in top.sort_values("method", key=lambda s: s != "source_only", kind="stable").iterrows():
             path = Path(args.runs) / r["run_dir"] / "features.npz"
-            if path.exists():
-                feats[r["method"]] = dict(np.load(path))
+            if path.exists() and len(feats) < 8:  # a readable figure: at most 8 columns
+                feats[figures.variant(r)] = dict(np.load(path))
         if feats:
             figures.tsne(feats, classes, fig_dir)
         print(f"figures written to {fig_dir}")

@@ -20,7 +20,8 @@ AID_SHARED = ["Meadow", "Farmland", "Industrial", "River", "Pond", "Forest", "De
 
 
 def test_registry_official_class_counts():
-    expected = {"NWPU-RESISC45": 45, "AID": 30, "UCMerced": 21, "RSSCN7": 7, "EuroSAT": 10, "WHU-RS19": 19}
+    expected = {"NWPU-RESISC45": 45, "AID": 30, "UCMerced": 21, "RSSCN7": 7, "RSSCN7-LT": 7, "EuroSAT": 10,
+                "WHU-RS19": 19}
     assert {n: len(s.classes) for n, s in DATASETS.items()} == expected
     for spec in DATASETS.values():
         assert len(set(spec.classes)) == len(spec.classes)

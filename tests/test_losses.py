@@ -569,6 +569,13 @@ def test_weighted_coral_matches_numpy_and_equal_weights_are_unweighted():
         np.testing.assert_allclose(same.item(), np_coral(xs, xt, convention), rtol=1e-9)
 
 
+def test_weighted_statistics_with_one_weighted_example_are_finite():
+    xs, xt = feats(6, 6, 3, seed=9)
+    w = torch.tensor([0.0, 0.0, 2.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    for loss in (CORAL(), CORAL("domainbed"), MMD(), MMD("biased")):
+        assert torch.isfinite(loss(*t64(xs, xt), w))
+
+
 def np_weighted_mmd(xs, xt, a, estimator, scales=SCALES):
     z = np.concatenate([xs, xt])
     sq = cdist(z, z, "sqeuclidean")

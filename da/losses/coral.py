@@ -26,7 +26,8 @@ def _covariance(x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         return centred.T @ centred / (x.shape[0] - 1)
     centred = x - _mean(x, w)
     v1 = w.sum()
-    return (centred * w[:, None]).T @ centred / (v1 - w.pow(2).sum() / v1)
+    # one example holding all the weight: a zero covariance (0 / tiny), not 0 / 0
+    return (centred * w[:, None]).T @ centred / (v1 - w.pow(2).sum() / v1).clamp_min(torch.finfo(x.dtype).tiny)
 
 
 def check_weights(name: str, w: torch.Tensor | None, n: int) -> None:

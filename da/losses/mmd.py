@@ -104,7 +104,7 @@ class MMD(nn.Module):
                 pair = a[:, None] * a[None, :]
                 if self.estimator == "biased":
                     return (pair * k_ss).sum() / pair.sum() + k_tt.mean() - 2 * (a @ k_st).sum() / (a.sum() * nt)
-                off = pair.sum() - pair.diagonal().sum()
+                off = (pair.sum() - pair.diagonal().sum()).clamp_min(torch.finfo(dtype).tiny)  # one weighted example: 0
                 return ((pair * k_ss).sum() - (pair * k_ss).diagonal().sum()) / off \
                     + (k_tt.sum() - k_tt.diagonal().sum()) / (nt * (nt - 1)) - 2 * (a @ k_st).sum() / (a.sum() * nt)
             if self.estimator == "biased":

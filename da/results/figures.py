@@ -25,18 +25,43 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def variant(row) -> str:
+    """A run's method as a figure names it: the method, its prior estimator, its target labels."""
+    label = row["method"]
+    if row.get("prior", ""):
+        label += f" + prior ({row['prior']})"
+    fraction = row.get("target_labeled_fraction", 0.0)
+    if fraction >= 1:
+        label = "reference (target labels)" if row["method"] == "source_only" else label + " + target labels"
+    elif fraction > 0:
+        label += f" + {100 * fraction:.0f}% target labels"
+    return label
+
+
+def _variants(runs: pd.DataFrame) -> pd.Series:
+    return runs.apply(variant, axis=1) if len(runs) else pd.Series(dtype=str)
+
+
+def _target(runs: pd.DataFrame) -> str:
+    return "/".join(sorted(runs["target"].unique())) if "target" in runs else "target"
+
+
 def _setting(runs: pd.DataFrame) -> pd.Series:
     return runs["stages"].map({1: "one-stage", 2: "two-stage"}).fillna(runs["stages"].astype(str))
 
 
 def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
-    data = runs.assign(setting=_setting(runs))
-    order = ["source_only"] + sorted(m for m in data["method"].unique() if m != "source_only")
+    data = runs.assign(setting=_setting(runs), variant=_variants(runs))
+    order = list(dict.fromkeys(data.sort_values("method", key=lambda m: m != "source_only", kind="stable")["variant"]))
     cols = sorted(data["cls_loss"].unique())
-    grid = sns.catplot(data=data, kind="bar", x="method", y="target_acc", hue="setting", col="cls_loss",
-                       col_order=cols, order=order, errorbar="sd", capsize=0.15, height=3.6, aspect=1.0,
-                       palette="colorblind")
-    grid.set_axis_labels("adaptation method", "RSSCN7 test accuracy (%)")
+    grid = sns.catplot(data=data, kind="bar", x="variant", y="target_acc", hue="setting", col="cls_loss",
+                       col_order=cols, order=order, errorbar="sd", capsize=0.15, height=3.6,
+                       aspect=max(1.0, len(order) / 6), palette="colorblind")
+    grid.set_axis_labels("adaptation method", f"{_target(runs)} test accuracy (%)")
+    if len(order) > 6:
+        for ax in grid.axes.flat:
+            ax.tick_params(axis="x", labelrotation=60)
+            plt.setp(ax.get_xticklabels(), ha="right")
     grid.set_titles("classification loss: {col_name}")
     lo = max(0.0, data["target_acc"].min() - 10)
     grid.set(ylim=(lo, min(100.0, data["target_acc"].max() + 5)))
@@ -48,7 +73,7 @@ def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
 def per_class_heatmap(runs: pd.DataFrame, out_dir: Path, classes: list[str]) -> list[Path]:
     rows = []
     for _, r in runs.iterrows():
-        label = f"{'2' if r['stages'] == 2 else '1'}-stage {r['method']} / {r['cls_loss']}"
+        label = f"{'2' if r['stages'] == 2 else '1'}-stage {variant(r)} / {r['cls_loss']}"
         for c in classes:
             rows.append({"setting": label, "class": c, "acc": 100 * r["record"]["target_test"]["per_class"][c]})
     table = pd.DataFrame(rows).pivot_table(index="setting", columns="class", values="acc", aggfunc="mean")
@@ -69,7 +94,7 @@ def training_curves(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
             for split, name in (("source_val", "source validation"), ("target_test", "target test")):
                 if e[split] is not None:
                     rows.append({"epoch": e["epoch"], "accuracy": 100 * e[split]["accuracy"], "split": name,
-                                 "method": r["method"], "setting": f"{'two' if r['stages'] == 2 else 'one'}-stage",
+                                 "method": variant(r), "setting": f"{'two' if r['stages'] == 2 else 'one'}-stage",
                                  "seed": r["seed"]})
     data = pd.DataFrame(rows)
     grid = sns.relplot(data=data, kind="line", x="epoch", y="accuracy", hue="method", style="split", col="setting",
@@ -93,7 +118,7 @@ def tsne(features: dict[str, dict], classes: list[str], out_dir: Path, per_domai
         pick_t = rng.choice(len(f["target"]), min(per_domain, len(f["target"])), replace=False)
         x = np.concatenate([f["source"][pick_s], f["target"][pick_t]]).astype(np.float32)
         emb = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(x)
-        domain = np.r_[["source (AID)"] * len(pick_s), ["target (RSSCN7)"] * len(pick_t)]
+        domain = np.r_[["source"] * len(pick_s), ["target"] * len(pick_t)]
         label = np.r_[f["source_labels"][pick_s], f["target_labels"][pick_t]]
         frame = pd.DataFrame({"x": emb[:, 0], "y": emb[:, 1], "domain": domain,
                               "class": [classes[i] for i in label]})

@@ -21,6 +21,9 @@ from da.selection import SourcePredictions
 from da.train.metrics import classification_metrics
 
 
+MIN_SHARE = 1e-4
+
+
 def estimate(cfg, source_val: SourcePredictions, target_logits: torch.Tensor) -> PriorEstimate:
     return estimate_target_prior(cfg.prior, source_val.logits, source_val.labels, target_logits)
 
@@ -35,8 +38,11 @@ def train_class_prior(cfg, splits, name: str) -> torch.Tensor:
 
 
 def apply(run, prior: PriorEstimate) -> None:
-    """Class-ratio weights q-hat / p_train for the source cross-entropy and the methods' source terms."""
-    ratio = (prior.target_prior / train_class_prior(run.cfg, run.data.splits, run.data.source_train_name)).float()
+    """Class-ratio weights q-hat / p_train for the source cross-entropy and the methods' source terms.  EM may
+    put a class's share at exactly 0; its weight is floored at 1e-4 / p_train (the class is all but ignored)
+    so that a batch of such classes still has a defined weighted mean."""
+    p_train = train_class_prior(run.cfg, run.data.splits, run.data.source_train_name)
+    ratio = (prior.target_prior.clamp_min(MIN_SHARE) / p_train).float()
     run.class_ratio = ratio.to(run.device)
     run.cls_loss.weight = run.class_ratio  # nn.CrossEntropyLoss: sum w_y l / sum w_y over the batch
 
