@@ -64,6 +64,8 @@ HELP = {
     "cbst_weight": "weight of CBST's pseudo-label cross-entropy",
     "prior": "estimate the target class prior each epoch: '' (off), em (EM after BCTS) or bbse; used as "
              "class-ratio weights on the source losses, IM's diversity target and to correct the predictions",
+    "adapt_from_epoch": "first epoch (0-based) whose losses use pseudo-labels and the prior estimate; before it "
+                        "the new stage-2 classifier trains on the source (0: from the start)",
     "dann_hidden": "width of the DANN domain discriminator's two hidden layers",
     "cdan_hidden": "width of the CDAN domain discriminator's two hidden layers",
     "cdan_entropy": "CDAN+E: weight examples by 1 + exp(-entropy) of their prediction",

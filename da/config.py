@@ -129,6 +129,9 @@ class RunConfig:
     # target pass: prior-corrected target predictions in the record, KL(pbar || q) as IM's diversity
     # target, and class-ratio weights q / p_train on the source cross-entropy and CORAL/MMD statistics
     prior: str = _added("")
+    # the first epoch from which pseudo-labels (SHOT, CBST) and the prior estimate are used; before it the
+    # new stage-2 classifier trains on the source (0: from the start, when they come from an untrained head)
+    adapt_from_epoch: int = _added(0)
     # 1.0 with method source_only: the target-supervised reference (source + all target-train labels)
     target_weight: float = 1.0  # cross-entropy on labelled target images
     dann_hidden: int = _method_setting("dann", 1024)  # width of the domain discriminator's hidden layers
@@ -293,7 +296,7 @@ class RunConfig:
                           ("split_seed", 0), ("stage1_seed", 0), ("img_size", 32), ("clip_grad_norm", 0),
                           ("weight_decay", 0), ("warmup_epochs", 0), ("focal_gamma", 0), ("align_weight", 0),
                           ("im_weight", 0), ("target_weight", 0), ("shot_weight", 0), ("mcc_weight", 0),
-                          ("cbst_weight", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
+                          ("cbst_weight", 0), ("adapt_from_epoch", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
                           ("cutmix_alpha", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(name, f"{_flag(name)} must be >= {low}, got {getattr(self, name)}")

@@ -421,3 +421,30 @@ def test_prior_weights_reach_the_source_losses(tiny_root, tmp_path):
                        torch.full((7,), 1 / 7, dtype=torch.float64))
     with pytest.raises(ValueError, match="--prior sets the source classes' weights"):
         RunConfig(prior="em", cls_loss="focal").validate()
+
+
+def test_adapt_from_epoch_keeps_pseudo_labels_and_prior_out_of_the_first_epochs(tiny_root, tmp_path, monkeypatch):
+    """With --adapt-from-epoch 1 the first epoch trains without pseudo-labels (CBST's term is 0, SHOT's is
+    IM alone) and without prior weights; from epoch 2 on both act.  The estimate is reported every epoch."""
+    from da.losses import InformationMaximization
+    from da.train import engine
+
+    seen = []
+    original = engine.train_epoch
+
+    def spy(run, epoch, hint):
+        seen.append((epoch, run.class_ratio is not None, len(run.method.parts[1].selected)))
+        return original(run, epoch, hint)
+
+    monkeypatch.setattr(engine, "train_epoch", spy)
+    rec = load(train_stage(tiny_cfg(tiny_root, tmp_path, method="shot+cbst", prior="em", adapt_from_epoch=1,
+                                    stages=1, epochs=2), stage=2))
+    assert [(e, weighted) for e, weighted, _ in seen] == [(0, False), (1, True)]
+    assert seen[0][2] == 0 and seen[1][2] > 0
+    assert rec["epochs"][0]["loss"]["cbst"] == 0.0 and "prior" in rec["epochs"][0]
+    assert RunConfig(adapt_from_epoch=1).config_hash() != RunConfig().config_hash()
+    method = build_method(RunConfig(method="shot"), 3, 4)
+    logits = torch.randn(5, 3)
+    out = StepOutputs(torch.zeros(5, 3), torch.zeros(5, 4), torch.zeros(5, dtype=torch.long), logits,
+                      torch.zeros(5, 4), 0.0, idx_t=torch.arange(5))
+    np.testing.assert_allclose(method(out)["shot"].item(), 0.3 * InformationMaximization()(logits).item(), rtol=1e-6)

@@ -51,7 +51,7 @@ def test_sweep_variants_expand_in_order_and_are_checked(tmp_path):
 
 
 def test_gap_sweeps_name_their_selection_and_reference():
-    for name in ("gap", "gap_shifted"):
+    for name in ("gap", "gap_shifted"):  # gap_warm: the same methods from a trained classifier
         cfgs = load_sweep(name).configs(out="/x")
         assert {c.selection for c in cfgs} == {"bnm"} and {c.seed for c in cfgs} == {0, 1, 2}
         reference = [c for c in cfgs if c.target_labeled_fraction == 1.0]

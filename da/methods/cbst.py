@@ -40,7 +40,7 @@ class ClassBalancedSelfTraining(Method):
     The pseudo-labels come from the model's target pass before every epoch
     (:func:`class_balanced_pseudo_labels`), with the portion growing as in CBST: p = min(p0 + epoch * dp,
     p_max), p0 = 0.2, dp = 0.05, p_max = 0.5 (the paper's schedule, one round per epoch).  Examples are
-    looked up by their index in the target training split.
+    looked up by their index in the target training split; before ``adapt_from_epoch`` the term is 0.
     """
 
     name = "cbst"
@@ -56,12 +56,15 @@ class ClassBalancedSelfTraining(Method):
         return min(self.portion_start + epoch * self.portion_step, self.portion_max)
 
     def on_epoch_start(self, epoch: int, target: TargetPass) -> None:
-        labels, selected = class_balanced_pseudo_labels(target.logits, self.portion(epoch))
+        # the schedule counts rounds of self-training, from the first epoch that has pseudo-labels
+        labels, selected = class_balanced_pseudo_labels(target.logits, self.portion(epoch - self.cfg.adapt_from_epoch))
         self.pseudo_labels, self.selected = labels.to(self.selected.device), selected.to(self.selected.device)
 
     def forward(self, out: StepOutputs) -> dict:
-        idx = out.idx_t.to(self.selected.device)
         logits = out.logits_t.float()
+        if not len(self.selected):  # before --adapt-from-epoch: no pseudo-labels yet
+            return {self.name: logits.sum() * 0.0}
+        idx = out.idx_t.to(self.selected.device)
         mask = self.selected[idx].to(logits.device, logits.dtype)
         ce = F.cross_entropy(logits, self.pseudo_labels[idx].to(logits.device), reduction="none")
         return {self.name: self.cfg.cbst_weight * (ce * mask).sum() / len(logits)}

@@ -43,7 +43,8 @@ class ShotMethod(InformationMaximizationMethod):
     SHOT's objective is L_ent + L_div + beta L_pseudo with beta = 0.3; here it is scaled by ``im_weight``
     like ``--method im`` (the source cross-entropy stays, as the source data is at hand), keeping
     SHOT's ratio beta = ``shot_weight``.  The pseudo-labels are recomputed before every epoch from the
-    model's target pass (:func:`centroid_pseudo_labels`) and looked up by each target example's index.
+    model's target pass (:func:`centroid_pseudo_labels`) and looked up by each target example's index;
+    before ``adapt_from_epoch`` there are none and the term is IM alone.
     ``shot_freeze_classifier`` freezes the classifier as SHOT does (its hypothesis transfer keeps the
     source hypothesis and adapts the features to it).
     """
@@ -67,5 +68,7 @@ class ShotMethod(InformationMaximizationMethod):
     def forward(self, out: StepOutputs) -> dict:
         logits = out.logits_t.float()
         im = self.loss(logits, self.target_prior(logits))
+        if not len(self.pseudo_labels):  # before --adapt-from-epoch: IM alone
+            return {self.name: self.cfg.im_weight * im}
         pseudo = F.cross_entropy(logits, self.pseudo_labels[out.idx_t.to(self.pseudo_labels.device)].to(logits.device))
         return {self.name: self.cfg.im_weight * (im + self.cfg.shot_weight * pseudo)}

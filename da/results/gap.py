@@ -53,11 +53,12 @@ def gap_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd
             table[f] = runs[f].iloc[0]
             factors.append(f)
     others = [f for f in factors if f not in GAP_FACTORS]
+    anchors = is_source_only(table) | is_reference(table)
     gains, closed = [], []
-    for _, row in table.iterrows():
+    for i, row in table.iterrows():
         same = np.logical_and.reduce([table[f] == row[f] for f in others] or [np.ones(len(table), bool)])
         base, ref = table[same & is_source_only(table)], table[same & is_reference(table)]
-        if base.empty or ref.empty or is_source_only(row.to_frame().T).iloc[0] or is_reference(row.to_frame().T).iloc[0]:
+        if base.empty or ref.empty or anchors[i]:
             gains.append(np.nan)
             closed.append(np.nan)
             continue

@@ -7,7 +7,9 @@ over the unlabelled target training split.  The selection rule (``--selection``,
 accuracy) picks the epoch whose model is kept; early stopping follows the same rule.  The target-test
 numbers of the selected epoch are the reported result; the best target-test epoch is kept apart as the
 ``oracle``.  Every epoch ends with an atomic checkpoint holding every state a resumed run needs to
-continue bit-identically.
+continue bit-identically.  Each epoch starts from the model's pass over the unlabelled target training
+split when the method relabels from it (SHOT, CBST) or the run estimates the target class prior
+(``--prior``, ``label_shift.py``): both are recomputed from the checkpointed model after a resume.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ def evaluate_epoch(run: Run) -> tuple[Predictions, Predictions | None, dict, dic
 
 def start_epoch(run: Run, epoch: int) -> None:
     """Before an epoch: the target pass of the current model (kept from the last evaluation, or computed
-    after a resume), the prior estimate applied to the losses, and the method's start hook."""
-    if not run.needs_target_pass:
+    after a resume), the prior estimate applied to the losses, and the method's start hook.  Before epoch
+    ``adapt_from_epoch`` none of them: pseudo-labellers have no labels yet and the losses no prior."""
+    if not run.needs_target_pass or epoch < run.cfg.adapt_from_epoch:
         return
     target = run.last_target_pass or target_pass(run)
     if run.cfg.prior:
