@@ -52,7 +52,8 @@ def _setting(runs: pd.DataFrame) -> pd.Series:
 
 def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     data = runs.assign(setting=_setting(runs), variant=_variants(runs))
-    order = list(dict.fromkeys(data.sort_values("method", key=lambda m: m != "source_only", kind="stable")["variant"]))
+    # source-only, then the reference, then the rest by name
+    order = sorted(data["variant"].unique(), key=lambda v: (v != "source_only", not v.startswith("reference"), v))
     cols = sorted(data["cls_loss"].unique())
     grid = sns.catplot(data=data, kind="bar", x="variant", y="target_acc", hue="setting", col="cls_loss",
                        col_order=cols, order=order, errorbar="sd", capsize=0.15, height=3.6,
