@@ -123,7 +123,8 @@ def test_latex_escapes_what_class_names_may_hold():
 
 @pytest.mark.parametrize("runs,sweep,out,extra", [
     ("runs", "ablation", "", []), ("methods/runs", "methods", "methods/", []),
-    ("fast_path/runs", "fast_path", "fast_path/", ["--baseline", "results/methods/runs", "--baseline-sweep", "methods"])])
+    ("fast_path/runs", "fast_path", "fast_path/", ["--baseline", "results/methods/runs", "--baseline-sweep", "methods"]),
+    ("gap/runs", "gap", "gap/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict)."""
     res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs",
@@ -131,7 +132,9 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, runs, swee
                           "--expected-seeds", "3", "--strict", *extra], capture_output=True, text=True, timeout=300,
                          cwd=REPO)
     assert res.returncode == 0, res.stderr
-    for name in ("ablation.md", "oracle.md", "predicted_shares.md") + (("vs_baseline.md",) if extra else ()):
+    names = ("ablation.md", "oracle.md", "predicted_shares.md") + (("vs_baseline.md",) if extra else ())
+    names += ("gap.md", "confusions.md") if sweep.startswith("gap") else ()
+    for name in names:
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
 
 
