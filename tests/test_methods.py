@@ -345,7 +345,8 @@ def _permute_target_train_labels(monkeypatch):
     monkeypatch.setattr(setup, "adaptation_splits", shuffled)
 
 
-@pytest.mark.parametrize("method,prior", [("shot+cbst", ""), ("shot", "em"), ("mcc+coral", "bbse")])
+@pytest.mark.parametrize("method,prior", [("shot+cbst", ""), ("shot", "em"),
+                                          pytest.param("mcc+coral", "bbse", marks=pytest.mark.slow)])
 def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior):
     """The same run with the target training labels permuted trains to the same numbers: pseudo-labels,
     the prior estimate and every loss are made without them (only the prior's reported error moves)."""

@@ -124,7 +124,7 @@ def test_latex_escapes_what_class_names_may_hold():
 @pytest.mark.parametrize("runs,sweep,out,extra", [
     ("runs", "ablation", "", []), ("methods/runs", "methods", "methods/", []),
     ("fast_path/runs", "fast_path", "fast_path/", ["--baseline", "results/methods/runs", "--baseline-sweep", "methods"]),
-    ("gap/runs", "gap", "gap/", [])])
+    ("gap/runs", "gap", "gap/", []), ("gap_shifted/runs", "gap_shifted", "gap_shifted/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict)."""
     res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs",
