@@ -34,7 +34,8 @@ HELP = {
     "split_seed": "seed of the stratified splits (kept fixed across run seeds)",
     "img_size": "input size in pixels",
     "backbone": "torchvision model name (resnet50, efficientnet_b0, ...) or timm:<name>",
-    "weights": "imagenet (library download) | none | tf_efficientnet_lite0 (offline) | checkpoint path",
+    "weights": "imagenet (library download; timm's from the Hugging Face cache when there) | none | "
+               "tf_efficientnet_lite0 (offline) | path to a checkpoint or state dict (.pt, .pth, .bin, .safetensors)",
     "strategy": "full | linear (frozen backbone) | partial:K (last K stages train) | gradual (ULMFiT)",
     "gradual_every": "epochs between unfreezing steps for --strategy gradual",
     "freeze_bn": "keep every BatchNorm in eval mode (small batches)",
@@ -74,8 +75,11 @@ HELP = {
     "data_root": "folder holding the datasets; default: $DA_DATA_ROOT or ./data",
     "out": "folder of run directories (named by config hash) and the feature cache",
     "device": "auto | cpu | cuda | cuda:N",
+    "num_workers": "data-loading worker processes; -1 (auto): the CPUs allotted (SLURM_CPUS_PER_TASK, else this "
+                   "process's CPU affinity) minus one for the main process, at most 8",
     "download": "download datasets that have a checksummed URL when they are missing",
-    "progress": "show tqdm progress bars",
+    "progress": "show tqdm progress bars (on a terminal; a log file gets one line per epoch)",
+    "deterministic": "torch's deterministic algorithms, cuDNN without autotuning (bit-exact GPU reruns, slower)",
 }
 
 
@@ -92,8 +96,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     # each config flag states its dataclass default itself: argparse's own default is None (not given)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", type=Path, help="YAML or JSON file of config fields")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of fields: "
+    parser.add_argument("--preset", choices=sorted(PRESETS), nargs="+", metavar="PRESET",
+                        help="named sets of fields, applied in order (e.g. --preset resisc45-ucm smoke): "
                         + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (defaults < presets < --config < flags) as YAML, which "
+                             "--config reads back, and exit")
     hints = typing.get_type_hints(RunConfig)
     for f in fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -135,9 +143,9 @@ def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     source: dict[str, str] = {}  # field -> where its value came from, for the error message
-    if args.preset:
-        values.update(PRESETS[args.preset])
-        source.update({k: f"--preset {args.preset}" for k in PRESETS[args.preset]})
+    for preset in args.preset or ():
+        values.update(PRESETS[preset])
+        source.update({k: f"--preset {preset}" for k in PRESETS[preset]})
     if args.config:
         data = load_config_file(args.config)
         values.update(data)
@@ -146,9 +154,14 @@ def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
     values.update(flags)
     source.update({k: "flag" for k in flags})
     try:
-        return RunConfig.from_dict(values).validate()
+        cfg = RunConfig.from_dict(values).validate()
     except ConfigError as err:
         where = source.get(err.field, "flag")
         parser.error(str(err) if where == "flag" else f"{where}: {err}")
     except (ValueError, TypeError) as err:
         parser.error(str(err))
+    if args.print_config:
+        print(f"# config hash {cfg.config_hash()}; run it with --config FILE")
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        raise SystemExit(0)
+    return cfg

@@ -18,6 +18,7 @@ import hashlib
 import json
 import functools
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,28 @@ AMP_MODES = ("auto", "off", "fp16", "bf16")
 ALIGN_SCHEDULES = ("constant", "ramp")
 CLASS_WEIGHTINGS = ("", "inverse", "effective")
 SOURCE_SAMPLINGS = ("shuffle", "class_balanced")
+AUTO_WORKERS = -1  # num_workers: follow the allocation
+MAX_AUTO_WORKERS = 8  # more rarely helps one GPU's input pipeline, and each worker holds its own memory
+
+
+def allotted_cpus() -> int:
+    """CPUs this process may use: Slurm's SLURM_CPUS_PER_TASK inside a job, else the CPU affinity (which
+    taskset, cgroups and other schedulers narrow), else the machine's count where affinity is unknown."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(requested: int) -> int:
+    """Data-loading workers for ``num_workers``: a count >= 0 as given; -1 (auto): the allotted CPUs minus one
+    for the main process, at most MAX_AUTO_WORKERS (0, loading in the main process, on a single CPU)."""
+    if requested != AUTO_WORKERS:
+        return requested
+    return max(0, min(MAX_AUTO_WORKERS, allotted_cpus() - 1))
 
 
 def _nohash(default: Any) -> Any:
@@ -148,10 +171,13 @@ class RunConfig:
     data_root: str = _nohash("")  # empty: DA_DATA_ROOT or ./data
     out: str = _nohash("runs")
     device: str = _nohash("auto")
-    num_workers: int = _nohash(2)
+    num_workers: int = _nohash(-1)  # -1: from the CPUs allotted (resolve_num_workers); batches never depend on it
     eval_batch_size: int = _nohash(128)
     download: bool = _nohash(False)
-    progress: bool = _nohash(True)
+    progress: bool = _nohash(True)  # progress bars, on a terminal only (a log file gets one line per epoch)
+    # torch's deterministic algorithms and cuDNN without autotuning: bit-exact GPU reruns, at some speed;
+    # the CPU path is deterministic already. Recorded in the record's environment.
+    deterministic: bool = _nohash(False)
 
     # ------------------------------------------------------------------ helpers
     @classmethod
@@ -291,7 +317,10 @@ class RunConfig:
             raise ConfigError("mcc_temperature", f"--mcc-temperature must be > 0, got {self.mcc_temperature}")
         if not 0 <= self.ohem_ratio <= 1:
             raise ConfigError("ohem_ratio", "--ohem-ratio must lie in [0, 1]")
-        for name, low in (("max_steps_per_epoch", 0), ("patience", 0), ("num_workers", 0), ("eval_batch_size", 1),
+        if self.num_workers < AUTO_WORKERS:
+            raise ConfigError("num_workers", f"--num-workers must be >= 0, or {AUTO_WORKERS} for one per allotted CPU "
+                                             f"but the main process's, got {self.num_workers}")
+        for name, low in (("max_steps_per_epoch", 0), ("patience", 0), ("eval_batch_size", 1),
                           ("cache_views", 0), ("bottleneck_dim", 0), ("stage1_epochs", 0), ("seed", 0),
                           ("split_seed", 0), ("stage1_seed", 0), ("img_size", 32), ("clip_grad_norm", 0),
                           ("weight_decay", 0), ("warmup_epochs", 0), ("focal_gamma", 0), ("align_weight", 0),
@@ -348,6 +377,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The full-scale protocol for a GPU: resnet50 at 224 px, everything fine-tuned, more epochs.
     "paper": dict(backbone="resnet50", weights="imagenet", img_size=224, strategy="full", cache_views=0,
                   epochs=30, stage1_epochs=30, batch_size=64, lr=1e-3, warmup_epochs=1.0, patience=8),
+    # The protocol the project is named for: stage 1 on all 45 NWPU-RESISC45 classes, then NWPU-RESISC45 ->
+    # UC Merced on their 20 shared classes (built-in map); both download with --download.
+    "resisc45-ucm": dict(stage1="NWPU-RESISC45", source="NWPU-RESISC45", target="UCMerced"),
     # A few steps on small images: the smoke test of the whole pipeline.
     "smoke": dict(img_size=64, epochs=2, stage1_epochs=1, batch_size=16, max_steps_per_epoch=3),
 }
@@ -365,7 +397,7 @@ def stage1_config(cfg: RunConfig) -> RunConfig:
             "memory_format", "compile_prefix",
             "batch_size", "optimizer", "lr", "backbone_lr_factor", "weight_decay", "momentum", "schedule",
             "warmup_epochs", "restart_t0", "restart_t_mult", "clip_grad_norm", "amp", "max_steps_per_epoch",
-            "data_root", "out", "device", "num_workers", "eval_batch_size", "download", "progress")
+            "data_root", "out", "device", "num_workers", "eval_batch_size", "download", "progress", "deterministic")
     changes = {k: getattr(cfg, k) for k in keep}
     changes.update(method="source_only", cls_loss="ce", stages=1, seed=cfg.stage1_seed, source=cfg.stage1,
                    target="", class_map="", epochs=cfg.stage1_epochs, stage1_epochs=0, stage1_seed=0,

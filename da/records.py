@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from da import __version__
 from da.rundir import DONE_FILE, RECORD_FILE
 from da.utils.io import atomic_write_json, atomic_write_text
 
@@ -28,16 +29,31 @@ class RecordError(ValueError):
 
 
 def git_commit() -> str:
-    """The commit of the code that ran, with ``-dirty`` when it had uncommitted changes."""
-    repo = Path(__file__).resolve().parents[1]
+    """The commit of the code that ran, with ``-dirty`` when it had uncommitted changes.
+
+    Only when this package is the ``da/`` of a git checkout (run from the checkout or installed editable); an
+    installed copy (site-packages, perhaps inside some other repository or a virtual environment inside this
+    one) has no commit of its own, and says so with its version rather than name another tree's commit."""
+    package = Path(__file__).resolve().parent
+    repo = package.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=10)
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        top = git("rev-parse", "--show-toplevel")
+        # the checkout's own root, and this very file tracked in it (not a copy under an ignored folder)
+        if (top.returncode != 0 or Path(top.stdout.strip()).resolve() != repo
+                or git("ls-files", "--error-unmatch", "--", f"{package.name}/records.py").returncode != 0):
+            return f"unknown (installed da {__version__}, not run from a git checkout)"
+        commit = git("rev-parse", "--verify", "-q", "HEAD")
+        if commit.returncode != 0:
+            return f"unknown (da {__version__}, a git checkout without commits)"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError) as err:  # no git program, or it hung
+        return f"unknown (da {__version__}, git failed: {type(err).__name__})"
+    return commit.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def launch_info() -> dict[str, Any]:
@@ -49,6 +65,38 @@ def launch_info() -> dict[str, Any]:
         "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
         "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", 0) or 0),
         "hostname": os.uname().nodename,
+    }
+
+
+def environment(device_type: str = "cpu") -> dict[str, Any]:
+    """The software and hardware a run used: library versions, CUDA/cuDNN, the GPU, threads, determinism."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cuda = device_type == "cuda" and torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **{name: version(dist) for name, dist in (("torch", "torch"), ("torchvision", "torchvision"),
+                                                   ("timm", "timm"), ("numpy", "numpy"), ("pillow", "pillow"),
+                                                   ("da", "da"))},
+        "cuda": torch.version.cuda,  # the CUDA torch was built with (None: a CPU build)
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "gpu": torch.cuda.get_device_name() if cuda else None,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
     }
 
 

@@ -9,12 +9,15 @@ archiver, the results loader and the tests.
     best_model.pt    the model of the selected epoch
     epochs/          one model per epoch, kept only while a selection rule needs to look back
     features.npz     bottleneck features of source-val and target-test of the selected model
-    tb/              TensorBoard logs
+    tb/              TensorBoard logs (tb/hparams: the config and the headline metrics, for the HParams tab)
+    log.txt          the run's log (appended to on resume)
     record.json      the run record (da.records)
     DONE             the done marker, written after the record
     submitted.json   the Slurm job that runs it (da.launch)
     FAILED           the last failure's message and log path (da.launch)
     LOCK             held by the one process that trains the run (an advisory lock; says who holds it)
+
+``<out>/index.csv`` lists every run directory with its status and headline metric (da.runindex).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ DONE_FILE = "DONE"
 SUBMITTED_FILE = "submitted.json"
 FAILED_FILE = "FAILED"
 LOCK_FILE = "LOCK"
+LOG_FILE = "log.txt"
 # what archive_runs.py copies into results/ (checkpoints and caches stay behind)
 ARCHIVED_FILES = (RECORD_FILE, DONE_FILE, CONFIG_FILE)
 

@@ -10,47 +10,9 @@ Stage-1 runs go first, once per distinct stage-1 config; the stage-2 array waits
 same command again submits only what is missing; finished runs are skipped, interrupted ones resume.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from da.data.registry import default_data_root
-from da.launch import load_sweep, status, submit_sweep
-from da.launch.submit import default_cluster
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    what = ap.add_mutually_exclusive_group(required=True)
-    what.add_argument("--sweep", help="sweep name (experiments/sweeps/NAME.yaml) or a YAML path")
-    what.add_argument("--status", metavar="SWEEP", help="tabulate done / queued / partial / failed / missing runs")
-    ap.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None,
-                    help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH)")
-    ap.add_argument("--profile", help="slurm/profiles/NAME.yaml: partition, gpus, cpus, memory, time, account, ...")
-    ap.add_argument("--dry-run", action="store_true", help="print the plan and the whole sbatch script; submit nothing")
-    ap.add_argument("--wait", action="store_true", help="wait until every run has finished")
-    ap.add_argument("--out", default="runs", help="folder of run directories (on a shared file system)")
-    ap.add_argument("--data-root", default="", help="folder holding the datasets ($DA_DATA_ROOT, ./data)")
-    args = ap.parse_args(argv)
-    # absolute paths: array tasks may start in another working directory
-    data_root = Path(args.data_root or default_data_root()).resolve()
-    overrides = {"out": str(Path(args.out).resolve()), "data_root": str(data_root), "progress": False}
-    try:
-        if args.status:
-            print(status(load_sweep(args.status), **overrides))
-            return 0
-        summary = submit_sweep(load_sweep(args.sweep), cluster=args.cluster, profile=args.profile,
-                               dry_run=args.dry_run, wait=args.wait, **overrides)
-    except (FileNotFoundError, ValueError) as err:
-        ap.error(str(err))
-    if not args.dry_run:
-        print(f"submitted {summary['submit_stage1']} stage-1 and {summary['submit_stage2']} stage-2 runs "
-              f"({summary['done']} already done, {summary['queued']} still queued): jobs {' '.join(summary['jobs']) or '-'}")
-    return 0
-
+from da.scripts.sweep import main  # the program lives in the package: the da-sweep console script is the same
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,8 +59,8 @@ def test_file_names_that_are_not_utf8_are_named_and_skipped(tmp_path):
 def test_verified_images_are_not_decoded_again_until_they_change(tmp_path, monkeypatch):
     make_folder_dataset(tmp_path, "RSSCN7", list(RSSCN7.classes), 2)
     calls = []
-    real = folder_mod.check_image
-    monkeypatch.setattr(folder_mod, "check_image", lambda p: calls.append(p) or real(p))
+    real = folder_mod.inspect_image
+    monkeypatch.setattr(folder_mod, "inspect_image", lambda p: calls.append(p) or real(p))
     scan(RSSCN7, tmp_path)
     assert len(calls) == 14
     calls.clear()

@@ -100,3 +100,52 @@ def test_revised_fields_keep_earlier_runs_where_they_were():
     assert RunConfig.from_record(today.to_dict()) == today  # a record that has them keeps them
     with pytest.raises(ValueError, match="--memory-format 'nhwc' is not valid; choose from 'channels_last'"):
         RunConfig(memory_format="nhwc").validate()
+
+
+@pytest.mark.parametrize("slurm, affinity, expected", [
+    (None, range(16), 8),     # a big machine: capped
+    (None, range(2), 1),      # this 2-core machine: one worker beside the main process
+    (None, [5], 0),           # one CPU: load in the main process
+    ("6", range(64), 5),      # a Slurm job's own allocation wins over what the node has
+    ("", range(4), 3),        # empty or invalid: the affinity decides
+    ("two", range(4), 3),
+])
+def test_num_workers_auto_follows_the_allocation(monkeypatch, slurm, affinity, expected):
+    import os
+
+    from da.config import resolve_num_workers
+
+    if slurm is None:
+        monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", slurm)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(affinity), raising=False)
+    assert RunConfig().num_workers == -1
+    assert resolve_num_workers(RunConfig().num_workers) == expected
+    for explicit in (0, 3, 12):  # --num-workers N: taken as given, even beyond the allocation
+        assert resolve_num_workers(explicit) == explicit
+
+
+def test_num_workers_is_checked_and_never_moves_a_run_directory():
+    from da.cli import config_from_args
+    from da.config import ConfigError
+
+    assert RunConfig(num_workers=-1).validate() and RunConfig(num_workers=0).validate()
+    with pytest.raises(ConfigError, match="--num-workers must be >= 0, or -1 for one per allotted CPU"):
+        RunConfig(num_workers=-2).validate()
+    # the hash of runs made when the default was 2 workers
+    assert RunConfig(num_workers=2).config_hash() == RunConfig().config_hash() == RunConfig(num_workers=7).config_hash()
+    assert config_from_args(["--num-workers", "3"], "test").num_workers == 3
+
+
+def test_build_run_resolves_auto_workers_where_it_runs(monkeypatch, tiny_root, tmp_path):
+    import os
+
+    from da.train.setup import build_run, load_splits
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    cfg = RunConfig(data_root=str(tiny_root), out=str(tmp_path), weights="none", img_size=32, batch_size=8,
+                    stages=1, cache_views=0, num_workers=-1, progress=False, val_fraction=0.25)
+    run = build_run(cfg, 2, load_splits(cfg, 2), None)
+    assert run.data.source.num_workers == 3 and run.data.target_eval.num_workers == 3

@@ -9,7 +9,6 @@ import torch
 from da.data import (DATASETS, ImageListDataset, adaptation_splits, get_spec, read_manifest, resolve_class_map,
                      scan, stratified_split, supervised_splits, train_transform, eval_transform, write_manifest)
 from da.data.classmaps import builtin_maps
-from da.data.download import DownloadError, download
 from da.data.registry import RSSCN7
 from da.data.transforms import RandomRot90, batch_mixer
 
@@ -62,7 +61,7 @@ def test_bad_files_are_skipped_counted_and_warned_once(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         found = scan(RSSCN7, tmp_path)
-    msgs = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    msgs = [str(w.message) for w in caught if "unreadable file" in str(w.message)]
     assert len(msgs) == 1
     assert "skipped 3" in msgs[0] and "zero-byte" in msgs[0] and "truncated.jpg" in msgs[0] and "notes.txt" in msgs[0]
     assert len(found.samples) == 21 and len(found.skipped) == 3
@@ -202,22 +201,6 @@ def test_supervised_splits(tmp_path):
     make_folder_dataset(tmp_path, "mine", ["x", "y"], 10)
     s = supervised_splits("folder:mine", tmp_path, val_fraction=0.2, seed=1)
     assert len(s["train"]) == 16 and len(s["val"]) == 4 and s.classes == ["x", "y"]
-
-
-def test_download_without_url_explains_manual_layout(tmp_path):
-    with pytest.raises(DownloadError, match=r"AID has no direct download.*<data-root>/AID/<class folder>"):
-        download(DATASETS["AID"], tmp_path)
-
-
-def test_download_failure_names_dataset_and_url(tmp_path, monkeypatch):
-    import da.data.download as mod
-
-    def offline(*args, **kwargs):
-        raise OSError("Network is unreachable")
-
-    monkeypatch.setattr(mod, "download_and_extract_archive", offline)
-    with pytest.raises(DownloadError, match=r"UCMerced from http://weegee.*UCMerced_LandUse.zip failed.*Network is unreachable.*UCMerced_LandUse/Images/<class folder>"):
-        download(DATASETS["UCMerced"], tmp_path)
 
 
 def test_rot90_is_exact_and_covers_all_turns():

@@ -339,25 +339,61 @@ def test_param_groups_split_backbone_head_and_decay():
     assert all(g["lars_exclude"] == (g["weight_decay"] == 0.0) for g in groups)
 
 
-def test_lars_step_follows_its_formula():
-    w = nn.Parameter(torch.tensor([3.0, 4.0]))
-    b = nn.Parameter(torch.tensor([1.0]))
-    opt = LARS([{"params": [w]}, {"params": [b], "lars_exclude": True, "weight_decay": 0.0}],
-               lr=2.0, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01)
-    v = vb = None
-    for _ in range(2):
-        w.grad, b.grad = torch.tensor([1.0, 0.0]), torch.tensor([0.5])
-        w0, b0 = w.detach().clone(), b.detach().clone()
-        d = w.grad + 0.1 * w0
-        trust = 0.01 * w0.norm() / d.norm()  # layer-wise: ||w|| / ||g + wd w||
-        v = trust * d if v is None else 0.9 * v + trust * d
-        vb = b.grad.clone() if vb is None else 0.9 * vb + b.grad  # excluded: plain momentum SGD
+@pytest.mark.parametrize("weight_decay, foreach", [(0.05, False), (0.0, False), (0.05, True)])
+def test_config_lars_follows_the_papers_closed_form(weight_decay, foreach):
+    # --optimizer lars as build_run makes it, against You et al. (2017) written out here:
+    # local lr = eta * ||w|| / (||g|| + wd * ||w||) on weights; biases and norms plain momentum SGD
+    from da.config import RunConfig
+
+    cfg = RunConfig(optimizer="lars", lr=0.5, backbone_lr_factor=0.1, weight_decay=weight_decay, momentum=0.9)
+    m = _model("resnet18")
+    m.stages[0].conv1.weight.requires_grad_(False)  # frozen: no gradient, so no step
+    groups = param_groups(m, cfg.lr, cfg.backbone_lr_factor, cfg.weight_decay)
+    opt = build_optimizer(cfg.optimizer, groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    for group in opt.param_groups:  # timm's multi-tensor path, its default on CUDA, checked here on the CPU
+        group["foreach"] = foreach
+    eta = 0.001
+    names = dict(m.named_parameters())
+    w = {n: p.detach().double().clone() for n, p in names.items()}
+    v: dict[str, torch.Tensor] = {}
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        for n, p in names.items():
+            p.grad = None if not p.requires_grad else torch.randn(p.shape, generator=gen) * 10 ** (len(n) % 4 - 2)
+        for n, p in names.items():
+            if p.grad is None:
+                continue
+            g, wn = p.grad.double(), w[n].norm()
+            head = n.startswith("head.")
+            lr = cfg.lr * (1.0 if head else cfg.backbone_lr_factor)
+            if p.ndim >= 2:  # adapted, with weight decay
+                d = (g + weight_decay * w[n]) * (eta * wn / (g.norm() + weight_decay * wn))
+            else:
+                d = g
+            v[n] = d if n not in v else cfg.momentum * v[n] + d
+            w[n] = w[n] - lr * v[n]
         opt.step()
-        torch.testing.assert_close(w.detach(), w0 - 2.0 * v)
-        torch.testing.assert_close(b.detach(), b0 - 2.0 * vb)
-    frozen = nn.Parameter(torch.ones(2))
-    LARS([frozen], lr=1.0).step()  # no gradient: no step
-    assert torch.equal(frozen.detach(), torch.ones(2))
+        for n, p in names.items():
+            torch.testing.assert_close(p.detach().double(), w[n], rtol=1e-5, atol=1e-7, msg=n)
+    assert torch.equal(names["stages.0.conv1.weight"].detach(), _model("resnet18").stages[0].conv1.weight.detach())
+    assert names["stages.0.conv1.weight"] not in opt.state
+
+
+def test_lars_refuses_an_excluded_group_with_weight_decay_and_resumes_old_checkpoints():
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))
+    with pytest.raises(ValueError, match="'bias'.*weight_decay 0"):
+        LARS([{"name": "bias", "params": [w], "lars_exclude": True}], lr=1.0, weight_decay=0.1)
+    # a checkpoint of the hand-written LARS this replaced: its option names, one momentum buffer
+    old = {"state": {0: {"momentum_buffer": torch.tensor([0.1, 0.2])}},
+           "param_groups": [{"lr": 2.0, "momentum": 0.9, "weight_decay": 0.1, "trust_coefficient": 0.01, "eps": 1e-8,
+                             "lars_exclude": False, "params": [0]}]}
+    opt = LARS([w], lr=1.0)
+    opt.load_state_dict(old)
+    w.grad = torch.tensor([1.0, 0.0])
+    opt.step()
+    wn, g = 5.0, torch.tensor([1.0, 0.0])
+    d = (g + 0.1 * torch.tensor([3.0, 4.0])) * (0.01 * wn / (1.0 + 0.1 * wn))
+    torch.testing.assert_close(w.detach(), torch.tensor([3.0, 4.0]) - 2.0 * (0.9 * torch.tensor([0.1, 0.2]) + d))
     with pytest.raises(ValueError, match="adamw, sgd, lars"):
         build_optimizer("rmsprop", [w], lr=0.1)
 
@@ -517,6 +553,8 @@ def test_offline_imagenet_request_says_why_and_names_the_offline_choice(monkeypa
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached copy can stand in for the download
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", no_network)
     monkeypatch.setattr(timm_builder, "load_pretrained", no_network)
     for backbone in ("resnet18", LITE0):
@@ -524,6 +562,129 @@ def test_offline_imagenet_request_says_why_and_names_the_offline_choice(monkeypa
             build_model(backbone, 7, weights="imagenet")
         msg = str(info.value)
         assert "tf_efficientnet_lite0" in msg and "internet" in msg and "Name or service not known" in msg
+        if backbone == LITE0:  # timm's weights could also have come from the Hugging Face cache: says where
+            assert str(tmp_path / "hf" / "models--timm--tf_efficientnet_lite0.in1k") in msg
+
+
+# -------------------------------------------------------------------------------------------- safetensors
+
+def test_safetensors_model_state_dict_loads_exactly_with_the_checkpoint_checks(tmp_path):
+    from safetensors.torch import save_file
+
+    src = _model("resnet18", 7)
+    _randomise_bn(src)
+    path = tmp_path / "model.safetensors"
+    save_file(src.state_dict(), str(path))
+    dst = build_model("resnet18", 7, weights=str(path))
+    sd_src, sd_dst = src.state_dict(), dst.state_dict()
+    assert sd_dst.keys() == sd_src.keys()
+    for k, v in sd_src.items():
+        assert torch.equal(sd_dst[k], v), k
+    assert sorted(dst.load_report.loaded) == sorted(sd_src) and dst.load_report.reinitialised == []
+    other = build_model("resnet18", 3, weights=str(path))  # another label space: the classifier is new
+    assert other.load_report.reinitialised == ["head.classifier.weight", "head.classifier.bias"]
+    assert torch.equal(other.stages[4][1].bn2.running_var, src.stages[4][1].bn2.running_var)
+    # an architecture mismatch fails as it does for a .pt checkpoint
+    with pytest.raises(WeightsError, match="bottleneck"):
+        build_model("resnet18", 7, weights=str(path), bottleneck_dim=128)
+
+
+def test_safetensors_foreign_state_dict_reports_and_names_a_wrong_shape(tmp_path):
+    from safetensors.torch import save_file
+
+    ref = _model("resnet18")
+    _randomise_bn(ref)
+    foreign = {lib_key: ref.state_dict()[ours].clone() for lib_key, ours in ref.library_keys.items()}
+    foreign["fc.weight"], foreign["fc.bias"] = torch.randn(1000, 512), torch.randn(1000)
+    del foreign["layer2.0.bn1.running_mean"]
+    path = tmp_path / "foreign.safetensors"
+    save_file(foreign, str(path))
+    m = build_model("resnet18", 3, weights=str(path))
+    assert torch.equal(m.stages[2][1].conv2.weight, ref.stages[2][1].conv2.weight)
+    assert sorted(m.load_report.unexpected) == ["fc.bias", "fc.weight"]
+    assert m.load_report.missing == ["stages.2.0.bn1.running_mean"]
+    assert len(m.load_report.loaded) == len(ref.library_keys) - 1
+    foreign["layer3.0.conv1.weight"] = torch.zeros(256, 128, 5, 5)
+    save_file(foreign, str(path))
+    with pytest.raises(WeightsError, match=r"foreign\.safetensors: tensor 'layer3\.0\.conv1\.weight'.*\(256, 128, 5, 5\)"):
+        build_model("resnet18", 3, weights=str(path))
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="as a safetensors file"):
+        build_model("resnet18", 3, weights=str(path))
+
+
+def _fake_hf_cache(cache: Path, repo: str, tensors: dict, filename: str = "model.safetensors") -> Path:
+    """A cache laid out as huggingface_hub writes it: blobs/<sha>, snapshots/<rev>/<file> -> blob, refs/main."""
+    from safetensors.torch import save_file
+
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "blobs").mkdir(parents=True)
+    (folder / "snapshots" / rev).mkdir(parents=True)
+    (folder / "refs").mkdir()
+    blob = folder / "blobs" / "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    save_file(tensors, str(blob))
+    (folder / "snapshots" / rev / filename).symlink_to(Path("..", "..", "blobs", blob.name))
+    (folder / "refs" / "main").write_text(rev)
+    return folder / "snapshots" / rev / filename
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME"])
+def test_timm_imagenet_weights_come_from_the_hf_cache_offline(monkeypatch, tmp_path, variable):
+    import timm
+    import timm.models._builder as timm_builder
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    for name in ("load_state_dict_from_hf", "download_cached_file", "load_state_dict_from_url"):
+        monkeypatch.setattr(timm_builder, name, no_network)
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(variable, str(tmp_path))
+    cache = tmp_path if variable == "HF_HUB_CACHE" else tmp_path / "hub"
+    torch.manual_seed(7)
+    src = timm.create_model("resnet10t", pretrained=False)  # stands in for the ImageNet weights on the hub
+    _randomise_bn_of(src)
+    tensors = {k: v.clone().contiguous() for k, v in src.state_dict().items()}
+    file = _fake_hf_cache(cache, "timm/resnet10t.c3_in1k", tensors)
+    m = build_model("timm:resnet10t", 5, weights="imagenet")
+    sd = m.state_dict()
+    assert len(m.library_keys) == len(tensors) - 2  # all but the 1000-class fc, which is dropped
+    for lib_key, ours in m.library_keys.items():
+        assert torch.equal(sd[ours], tensors[lib_key]), lib_key
+    assert str(file) in m.load_report.source and len(m.load_report.loaded) == len(m.library_keys)
+    assert m.mean == (0.485, 0.456, 0.406) and m.weights_name == "imagenet"
+
+
+def _randomise_bn_of(net: nn.Module) -> None:
+    gen = torch.Generator().manual_seed(11)
+    for mod in net.modules():
+        if isinstance(mod, _BatchNorm):
+            mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=gen))
+            mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=gen) + 0.5)
+
+
+def test_timm_imagenet_weights_offline_and_not_cached_say_where_they_looked(monkeypatch, tmp_path):
+    import timm.models._builder as timm_builder
+
+    monkeypatch.setattr(timm_builder, "load_pretrained", lambda *a, **k: pytest.fail("a download was attempted"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineWeightsError) as info:
+        build_model("timm:resnet10t", 5, weights="imagenet")
+    msg = str(info.value)
+    assert str(tmp_path / "models--timm--resnet10t.c3_in1k") in msg and "HF_HUB_OFFLINE" in msg
+    assert "model.safetensors or pytorch_model.bin" in msg and "--weights path/to/model.safetensors" in msg
+    assert "--weights tf_efficientnet_lite0" in msg
+    # a file of another architecture in the cache: the error names the file, not the network
+    _fake_hf_cache(tmp_path, "timm/resnet10t.c3_in1k", {"conv1.weight": torch.zeros(3, 3)})
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineWeightsError, match=r"(?s)from the Hugging Face cache file .*model\.safetensors.*delete"):
+        build_model("timm:resnet10t", 5, weights="imagenet")
 
 
 def test_invalid_backbone_and_weights_list_the_choices(tmp_path):

@@ -1,6 +1,8 @@
 """Sweep definitions and the launcher without a cluster: expansion, validation, plan, idempotence."""
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +79,35 @@ def test_profiles_and_sbatch_header(tmp_path):
     assert all(line in script for line in local["setup"]) and "submitit.core._submit" in script
 
 
+def test_sweeps_and_profiles_by_shipped_name_or_by_path(tmp_path):
+    import shutil
+
+    import da.launch
+    from da.launch.submit import PROFILES_DIR
+    from da.launch.sweep import SWEEPS_DIR
+
+    # shipped inside the package (setup.cfg package_data), so names work in a non-editable install too
+    package = Path(da.launch.__file__).parent
+    assert SWEEPS_DIR.parent == package and (SWEEPS_DIR / "main.yaml").is_file()
+    assert PROFILES_DIR.parent == package and (PROFILES_DIR / "gpu.yaml").is_file()
+    # a path: with a suffix, or with a folder in it
+    (tmp_path / "conf").mkdir()
+    shutil.copy(SWEEPS_DIR / "main.yaml", tmp_path / "conf" / "mine")
+    shutil.copy(PROFILES_DIR / "gpu.yaml", tmp_path / "my_cluster.yml")
+    mine = load_sweep(str(tmp_path / "conf" / "mine"))
+    assert mine.name == "mine" and [c.config_hash() for c in mine.configs()] == [
+        c.config_hash() for c in load_sweep("main").configs()]
+    assert load_profile(str(tmp_path / "my_cluster.yml")) == load_profile("gpu")
+    with pytest.raises(FileNotFoundError, match=r"unknown name; known sweeps: .*main.*or give the path of a sweep"):
+        load_sweep("mian")
+    with pytest.raises(FileNotFoundError, match=r"unknown name; known profiles: gpu, local .*or give the path"):
+        load_profile("gpus")
+    with pytest.raises(FileNotFoundError, match=r"sweep .*missing.yaml: no such file"):
+        load_sweep(tmp_path / "missing.yaml")
+    with pytest.raises(FileNotFoundError, match=r"profile .*nope/gpu: no such file"):
+        load_profile(str(tmp_path / "nope" / "gpu"))
+
+
 @pytest.mark.parametrize("text,message", [
     ("partition: \"debug\\nrm -rf /tmp/x\"\n", "partition holds a control character"),
     ("setup:\n  - \"echo a\\necho b\"\n", "setup holds a control character"),
@@ -109,3 +140,6 @@ def test_debug_cluster_runs_everything_then_nothing(tiny_root, tmp_path):
     assert states == ["done"] * 5
     again = submit_sweep(sweep, cluster="debug", wait=True, **kw)
     assert (again["submit_stage1"], again["submit_stage2"], again["done"]) == (0, 0, 5)
+    rows = list(csv.DictReader((tmp_path / "runs" / "index.csv").open()))
+    assert sorted(r["run"] for r in rows) == sorted(r.run_dir.name for r in plan(sweep, **kw))
+    assert {r["status"] for r in rows} == {"done"} and all(r["target_test_accuracy"] for r in rows if r["stage"] == "2")

@@ -41,6 +41,7 @@ class Splits:
     parts: dict[str, Split]
     class_map: ClassMap | None = None
     skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    data: dict[str, dict] = field(default_factory=dict)  # per dataset: what was found on disk (ScanResult.summary)
 
     def __getitem__(self, name: str) -> Split:
         return self.parts[name]
@@ -76,7 +77,7 @@ def supervised_splits(dataset: str, root: str | os.PathLike, val_fraction: float
     classes = list(spec.classes)
     return Splits(classes=classes,
                   parts={n: Split(spec.name, found.folder, _labelled(p, label_of), classes) for n, p in parts.items()},
-                  skipped={spec.name: found.skipped})
+                  skipped={spec.name: found.skipped}, data={spec.name: found.summary()})
 
 
 def long_tail_order(spec, classes: list[str]) -> list[str]:
@@ -113,4 +114,5 @@ def adaptation_splits(source: str, target: str, root: str | os.PathLike, val_fra
             key=f"{tgt_spec.name}:labeled")["labeled"]
         parts["target_labeled"] = Split(tgt_spec.name, tgt.folder, _labelled(lab, t_label), classes)
     skipped = {src_spec.name: src.skipped, tgt_spec.name: tgt.skipped}
-    return Splits(classes=classes, parts=parts, class_map=cmap, skipped=skipped)
+    return Splits(classes=classes, parts=parts, class_map=cmap, skipped=skipped,
+                  data={src_spec.name: src.summary(), tgt_spec.name: tgt.summary()})

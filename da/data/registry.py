@@ -26,8 +26,9 @@ class DatasetSpec:
     image_size: int | None  # side in pixels of the official release
     homepage: str
     citation: str
-    url: str | None = None  # a direct archive URL whose checksum is known
+    url: str | None = None  # a direct archive URL whose checksum is known (a pinned revision of a mirror)
     md5: str | None = None
+    url_source: str = ""  # where the URL and md5 were taken from
     archive_extract_dir: str = ""  # where under the root the archive is unpacked
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
     notes: str = ""
@@ -37,6 +38,11 @@ class DatasetSpec:
     long_tail_imbalance: float = 0.0
     long_tail_seed: int = 0
     map_as: str = ""
+
+    @property
+    def archive_name(self) -> str:
+        """The archive's file name (the last part of its URL)."""
+        return self.url.rsplit("/", 1)[-1] if self.url else ""
 
     @property
     def map_name(self) -> str:
@@ -68,7 +74,10 @@ NWPU_RESISC45 = DatasetSpec(
     image_size=256,
     homepage="https://gcheng-nwpu.github.io/#Datasets",
     citation="Cheng, Han and Lu, Remote Sensing Image Scene Classification: Benchmark and State of the Art, Proc. IEEE 2017",
-    notes="Distributed as a RAR through OneDrive/Baidu; unpack it so that each class is a folder.",
+    # the authors distribute a RAR through OneDrive/Baidu; torchgeo mirrors it as a zip on the Hugging Face hub
+    url="https://hf.co/datasets/torchgeo/resisc45/resolve/a826b44d938a883185f11ebe3d512d38b464312f/NWPU-RESISC45.zip",
+    md5="75206b2e16446591afa88e2628744886",
+    url_source="torchgeo's resisc45.py (a pinned revision of its Hugging Face mirror)",
 )
 
 AID = DatasetSpec(
@@ -99,8 +108,10 @@ UC_MERCED = DatasetSpec(
     image_size=256,
     homepage="http://weegee.vision.ucmerced.edu/datasets/landuse.html",
     citation="Yang and Newsam, Bag-of-Visual-Words and Spatial Extensions for Land-Use Classification, ACM GIS 2010",
-    url="http://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip",
+    # the original host serves plain http with an expired certificate; this is torchgeo's pinned mirror
+    url="https://hf.co/datasets/torchgeo/ucmerced/resolve/7c5ef3454d9b1cccfa7ccde0c01fc8f00a45909a/UCMerced_LandUse.zip",
     md5="5b7ec56793786b6dc8a908e8854ac0e4",
+    url_source="torchgeo's ucmerced.py (a pinned revision of its Hugging Face mirror; same md5 as the original)",
 )
 
 RSSCN7 = DatasetSpec(
@@ -124,8 +135,9 @@ EUROSAT = DatasetSpec(
     image_size=64,
     homepage="https://github.com/phelber/EuroSAT",
     citation="Helber et al., EuroSAT: A Novel Dataset and Deep Learning Benchmark for Land Use and Land Cover Classification, JSTARS 2019",
-    url="https://madm.dfki.de/files/sentinel/EuroSAT.zip",
+    url="https://huggingface.co/datasets/torchgeo/eurosat/resolve/c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip",
     md5="c8fa014336c82ac7804f0398fcb19387",
+    url_source="torchvision's EuroSAT (a pinned revision of torchgeo's Hugging Face mirror; same md5 as the original)",
     archive_extract_dir="EuroSAT",
     notes="The RGB JPEG release (EuroSAT.zip), not the 13-band EuroSATallBands.",
 )

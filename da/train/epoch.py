@@ -35,7 +35,8 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
     sums: dict[str, float] = {}
     target_iter = cycle_batches(data.target, epoch) if data.target is not None else None
     labeled_iter = cycle_batches(data.target_labeled, epoch) if data.target_labeled is not None else None
-    bar = tqdm(data.source.epoch(epoch), total=run.steps_per_epoch, disable=not cfg.progress, leave=False,
+    # disable=None: a bar only on a terminal; in a file (every Slurm log) the engine's one line per epoch
+    bar = tqdm(data.source.epoch(epoch), total=run.steps_per_epoch, disable=not cfg.progress or None, leave=False,
                desc=f"stage {run.stage} epoch {epoch + 1}/{cfg.epochs}")
     n_images = 0
     params = run.trainable_parameters()  # fixed within an epoch (gradual unfreezing acts at its start)

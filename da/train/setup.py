@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from da.config import RunConfig
+from da.config import RunConfig, resolve_num_workers
 from da.data import adaptation_splits, default_data_root, eval_transform, supervised_splits, train_transform
 from da.data.domains import Splits
 from da.data.transforms import batch_mixer
@@ -22,6 +23,8 @@ from da.models import (GradualUnfreezer, apply_strategy, build_model, build_opti
 from da.train.batches import CachedBatches, ImageBatches
 from da.train.cache import PrefixRuntime, prefix_outputs, weights_digest
 from da.train.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,12 +55,8 @@ class Data:
 def load_splits(cfg: RunConfig, stage: int) -> Splits:
     root = cfg.data_root or str(default_data_root())
     if cfg.download:
-        from da.data.download import download
-        from da.data.registry import get_spec
-        for name in ([cfg.source] if stage == 1 else [cfg.source, cfg.target]):
-            spec = get_spec(name, root)
-            if not spec.folder(root).is_dir():
-                download(spec, root)
+        from da.data.download import ensure_datasets
+        ensure_datasets([cfg.source] if stage == 1 else [cfg.source, cfg.target], root, progress=cfg.progress)
     if stage == 1:
         return supervised_splits(cfg.source, root, cfg.val_fraction, cfg.split_seed)
     return adaptation_splits(cfg.source, cfg.target, root, cfg.val_fraction, cfg.target_test_fraction,
@@ -72,6 +71,10 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
     use_cache = prefix_len > 0 and cfg.cache_views > 0
     hits: dict[str, bool] = {}
     digest = weights_digest(list(model.stages[:prefix_len])) if use_cache else None
+    workers = resolve_num_workers(cfg.num_workers)  # -1: from this job's CPUs, resolved where it runs
+    if cfg.num_workers != workers:
+        log.info("data loading: %d worker process(es) (--num-workers %d: the allotted CPUs minus one)", workers,
+                 cfg.num_workers)
 
     def make(name: str, train: bool, stream: str):
         split = splits[name]
@@ -81,7 +84,7 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
             feats, hit = prefix_outputs(model, prefix_len, split, train_tf if train else eval_tf,
                                         cfg.cache_views if train else 1, view_seed=cfg.split_seed,
                                         cache_dir=Path(cfg.out) / "cache", device=device,
-                                        batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                                        batch_size=cfg.eval_batch_size, num_workers=workers,
                                         prefix_digest=digest, runtime=PrefixRuntime(
                                             channels_last, cfg.compile_prefix,
                                             legacy=cfg.memory_format == "auto" and not cfg.compile_prefix))
@@ -92,7 +95,7 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
                                  channels_last=channels_last, yield_index=unlabelled)
         return ImageBatches(split, train_tf if train else eval_tf, cfg.seed,
                             cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, drop_last=train,
-                            num_workers=cfg.num_workers, stream=stream, class_balanced=balanced,
+                            num_workers=workers, stream=stream, class_balanced=balanced,
                             yield_index=unlabelled)
 
     data = Data(splits=splits, start=prefix_len if use_cache else 0,

@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 def run_experiment(cfg: RunConfig) -> Path:
     """Run (or resume, or reuse) every stage of ``cfg``; return the path of the stage-2 record."""
     cfg.validate()
+    if cfg.download:  # every dataset of the protocol before any training, so a failure comes first
+        from da.data import default_data_root
+        from da.data.download import ensure_datasets
+        ensure_datasets([cfg.stage1 if cfg.stages == 2 else "", cfg.source, cfg.target],
+                        cfg.data_root or default_data_root(), progress=cfg.progress)
     init = None
     if cfg.stages == 2:
         s1 = stage1_config(cfg)

@@ -1,0 +1,49 @@
+"""Run one experiment: ImageNet -> stage 1 (supervised) -> stage 2 (adaptation), resumable.
+
+    da-run --method coral
+    da-run --method mmd --cls-loss focal --stages 1 --seed 2
+    da-run --preset paper --method coral --data-root /data
+
+(``python experiments/run.py`` in a checkout is the same program.)
+
+Rerunning the same command resumes an interrupted run from its last epoch checkpoint, and reuses a
+finished stage 1.  The last line printed is the path of the run record (JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from da.cli import config_from_args
+from da.models import OfflineWeightsError, WeightsError
+from da.train import run_experiment
+
+
+class Interrupted(SystemExit):
+    pass
+
+
+def _stop(signum, frame):
+    # Checkpoints are written atomically at each epoch end: stopping here loses at most the current epoch.
+    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}; rerun the same command to resume "
+                      f"from the last finished epoch")
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(argv, __doc__.splitlines()[0])
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGUSR2, _stop)
+    try:
+        record = run_experiment(cfg)
+    except (FileNotFoundError, ValueError, WeightsError, OfflineWeightsError) as err:  # bad input: the message says what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only --out, a full disk: the message names the file
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(record)
+    return 0
+

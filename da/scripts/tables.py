@@ -1,0 +1,154 @@
+"""Regenerate the ablation tables (results/tables/) and figures (results/figures/) from run records.
+
+    da-tables --runs results/runs --out results
+    da-tables --runs results/runs --sweep main --sweep label_shift --out results/label_shift
+
+Tables: mean +- std over seeds of target accuracy and macro F1 at the selected epoch (source-validation
+accuracy, or another label-free rule with --selection, re-selected from the per-epoch scores in the
+records), the gain over the matching source-only row, best in bold (Markdown and LaTeX); the oracle
+(best target-test epoch) in its own table; the proxy A-distance of the bottleneck features; and, when
+the records hold validator scores, the validator table (each rule's selected accuracy, gap to the
+oracle and rank correlation with target accuracy).  (``python experiments/tables.py`` in a checkout is
+the same program.)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from da.launch import load_sweep
+from da.launch.sweep import SWEEPS_DIR, known_names
+from da.results import ablation_table, load_runs, oracle_table, render_latex, render_markdown
+from da.records import RecordError
+from da.results.selection import render_validator_table, reselect, validator_table
+from da.results.gap import confusion_pairs, confusion_table, gap_table, is_reference
+from da.results.tables import baseline_comparison, prediction_shares, render_baseline_comparison, summarise
+from da.selection import DEFAULT, validator_names
+from da.utils.io import atomic_write_text
+
+
+def write_table(out: Path, name: str, table, factors, caption: str) -> None:
+    atomic_write_text(out / f"{name}.md", render_markdown(table, factors, caption))
+    atomic_write_text(out / f"{name}.tex", render_latex(table, factors, caption, label=f"tab:{name}"))
+
+
+def selected_runs(folder: str, sweeps: list[str], selection: str | None, strict: bool):
+    """The finished runs under ``folder`` (only those of ``sweeps`` when given), re-selected by ``selection``."""
+    runs = load_runs(folder, strict=strict)
+    if sweeps:
+        wanted = {cfg.config_hash() for name in sweeps for cfg in load_sweep(name).configs()}
+        runs = runs[runs["config_hash"].isin(wanted)].reset_index(drop=True)
+        if runs.empty:
+            raise FileNotFoundError(f"no finished run of sweep(s) {', '.join(sweeps)} under {folder}")
+    return reselect(runs, selection) if selection else runs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="results/runs", help="folder of run directories with record.json + DONE")
+    ap.add_argument("--out", default="results", help="writes <out>/tables and <out>/figures")
+    ap.add_argument("--expected-seeds", type=int, default=None, help="flag rows with fewer seeds (default: the most any row has)")
+    ap.add_argument("--sweep", action="append", default=[],
+                    help=f"only the runs of this sweep: a sweep shipped with da, by name "
+                         f"({', '.join(known_names(SWEEPS_DIR))}), or the path of a sweep YAML file; repeat for several")
+    ap.add_argument("--selection", default=None, choices=validator_names(),
+                    help="re-select every run's epoch with this label-free rule (default: each run's own)")
+    ap.add_argument("--baseline", default=None, help="a runs folder to compare with, group by group "
+                    "(tables/vs_baseline.md): did a change of protocol move the results?")
+    ap.add_argument("--baseline-sweep", action="append", default=[], help="only these sweeps' runs of --baseline")
+    ap.add_argument("--no-figures", action="store_true", help="tables only")
+    ap.add_argument("--strict", action="store_true",
+                    help="refuse bad records (naming them) instead of leaving them out with a warning")
+    args = ap.parse_args(argv)
+    try:
+        runs = selected_runs(args.runs, args.sweep, args.selection, args.strict)
+        baseline = (selected_runs(args.baseline, args.baseline_sweep, args.selection, args.strict)
+                    if args.baseline else None)
+    except (FileNotFoundError, ValueError, RecordError) as err:
+        ap.error(str(err))
+    tables = Path(args.out) / "tables"
+    rules = set(runs["record"].map(lambda r: r.get("selection", DEFAULT) if r["schema_version"] > 1 else DEFAULT))
+    rule = args.selection or (rules.pop() if len(rules) == 1 else "each run's own rule")
+    # the distance and the confusion matrices exist for the epoch selected in training only
+    kept_epoch_only = args.selection is None or (runs["selected_epoch"] == runs["record"].map(
+        lambda r: r["selected_epoch"])).all()
+    target = "/".join(sorted(runs["target"].unique()))
+    chosen = 'on source validation accuracy' if rule == DEFAULT else f'without target labels ({rule})'
+    table, factors = ablation_table(runs, args.expected_seeds)
+    write_table(tables, "ablation", table, factors,
+                f"Target ({target}) test accuracy and macro F1 (%) at the epoch selected {chosen}, "
+                f"mean ± s.d. over seeds; gain: accuracy points over the matching source-only row.")
+    if is_reference(runs).any():
+        table, factors = gap_table(runs, args.expected_seeds)
+        write_table(tables, "gap", table, factors,
+                    f"Closing the gap on {target}: target test accuracy and macro F1 (%) at the epoch selected {chosen}, "
+                    f"mean ± s.d. over seeds. Prior-corrected: the same model's predictions under its estimated "
+                    f"target prior (EM after BCTS), with the estimate's L1 error against the true prior of the target "
+                    f"training split. Gain and gap closed against plain source-only: gap closed = (acc - source-only) / "
+                    f"(reference - source-only). The reference is trained with every target-train label: a yardstick, "
+                    f"not a result.")
+        if kept_epoch_only:
+            pairs = confusion_pairs(runs)
+            table, factors = confusion_table(runs, pairs, args.expected_seeds)
+            write_table(tables, "confusions", table, factors,
+                        f"The confusions the gap is made of: share (%) of the {target} test images of a class "
+                        f"predicted as another (the {len(pairs)} largest confusions of source-only), and that class's "
+                        f"recall, mean ± s.d. over seeds.")
+    if baseline is not None:
+        table, factors = baseline_comparison(runs, baseline)
+        atomic_write_text(tables / "vs_baseline.md", render_baseline_comparison(
+            table, factors, f"Target (RSSCN7) test accuracy (%), these runs ({args.runs}) against the baseline "
+                            f"({args.baseline}{', sweep ' + ', '.join(args.baseline_sweep) if args.baseline_sweep else ''}"
+                            f"), mean ± s.d. over seeds, the same selection rule on both."))
+    table, factors = oracle_table(runs, args.expected_seeds)
+    write_table(tables, "oracle", table, factors,
+                "ORACLE, not a result: target test accuracy at the best target-test epoch, which looks at target "
+                "labels. An upper bound on what model selection could reach, mean ± s.d. over seeds.")
+    if kept_epoch_only and runs["record"].map(lambda r: r.get("proxy_a_distance") is not None).all():
+        pad_runs = runs.assign(pad=runs["record"].map(lambda r: r["proxy_a_distance"]))
+        table, factors = summarise(pad_runs, {"pad": "proxy A-distance"}, args.expected_seeds)
+        write_table(tables, "adistance", table, factors,
+                    "Proxy A-distance 2(1 - 2 err) between source-validation and target-test bottleneck features "
+                    "of the selected model (lower: domains harder to tell apart), mean ± s.d. over seeds.")
+    table, factors, source = prediction_shares(runs, args.expected_seeds)
+    if kept_epoch_only:
+        write_table(tables, "predicted_shares", table, factors,
+                    "Share (%) of the target test images predicted as each class (no target label is read), mean ± "
+                    "s.d. over seeds. Source class shares: " + ", ".join(f"{c} {v:.1f}" for c, v in source.items()) + ".")
+    if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
+        try:
+            vt = validator_table(runs)
+        except RecordError as err:
+            ap.error(str(err))
+        caption = ("Label-free validators on these runs: target test accuracy (%) of the epoch each selects (mean ± "
+                   "s.d. over runs), its mean gap to the oracle epoch, how often it picks the oracle epoch, and the "
+                   "Spearman correlation of its score with target accuracy over all epochs of all runs.")
+        atomic_write_text(tables / "validators.md", caption + "\n\n" + render_validator_table(vt, "markdown"))
+        atomic_write_text(tables / "validators.tex", render_validator_table(vt, "latex"))
+    print(f"tables written to {tables}")
+    if not args.no_figures:
+        from da.results import figures
+
+        fig_dir = Path(args.out) / "figures"
+        classes = runs["record"].iloc[0]["classes"]
+        figures.accuracy_by_method(runs, fig_dir)
+        figures.training_curves(runs, fig_dir)
+        if not kept_epoch_only:  # per-class numbers and features exist for the epoch kept in training only
+            print(f"figures written to {fig_dir} (no per-class heatmap or t-SNE under --selection)")
+            return 0
+        figures.per_class_heatmap(runs, fig_dir, classes)
+        feats = {}
+        top = runs[(runs["stages"] == runs["stages"].max()) & (runs["cls_loss"] == "ce")]
+        top = top[top["seed"] == top["seed"].min()]
+        for _, r in top.sort_values("method", key=lambda s: s != "source_only", kind="stable").iterrows():
+            path = Path(args.runs) / r["run_dir"] / "features.npz"
+            if path.exists() and len(feats) < 8:  # a readable figure: at most 8 columns
+                feats[figures.variant(r)] = dict(np.load(path))
+        if feats:
+            figures.tsne(feats, classes, fig_dir)
+        print(f"figures written to {fig_dir}")
+    return 0
+
