@@ -47,6 +47,8 @@ HELP = {
     "batch_size": "per domain: a step sees this many source and this many target images",
     "optimizer": f"{', '.join(OPTIMIZERS)}",
     "lr": "learning rate of the head; the backbone gets lr * --backbone-lr-factor",
+    "stage1_lr": "learning rate of stage 1 when it differs from --lr (0: the same); fixing it lets runs that "
+                 "differ only in --lr share one stage-1 model",
     "schedule": f"{', '.join(SCHEDULES)} (warmup with --warmup-epochs)",
     "amp": f"{', '.join(AMP_MODES)}; auto: fp16 on CUDA, off on CPU",
     "align_weight": "lambda, the weight of the alignment loss",

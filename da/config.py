@@ -118,6 +118,9 @@ class RunConfig:
     batch_size: int = 32  # per domain: a step sees batch_size source + batch_size target images
     optimizer: str = "adamw"
     lr: float = 1e-3  # head; the backbone gets lr * backbone_lr_factor
+    # stage 1's learning rate when it differs from stage 2's (0: the same, lr); a search over stage 2's lr
+    # then shares one stage-1 model. Equal to lr it is the same run as 0, and hashed as such.
+    stage1_lr: float = _added(0.0)
     backbone_lr_factor: float = 0.1
     weight_decay: float = 0.01
     momentum: float = 0.9
@@ -207,6 +210,8 @@ class RunConfig:
                     or (mode == "unless_legacy" and value == f.metadata["legacy"])):
                 continue
             if mode == "method" and f.metadata["method"] not in self.method_parts:
+                continue
+            if f.name == "stage1_lr" and value == self.lr:  # the same run as 0 (stage 1 at lr)
                 continue
             out[f.name] = _jsonable(value)
         return out
@@ -305,6 +310,8 @@ class RunConfig:
                                        "--cls-loss ce and no --class-weighting")
         if self.lr <= 0:
             raise ConfigError("lr", f"--lr must be > 0, got {self.lr}")
+        if self.stage1_lr < 0:
+            raise ConfigError("stage1_lr", f"--stage1-lr must be >= 0 (0: the same as --lr), got {self.stage1_lr}")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.cls_loss != "ce":
             raise ConfigError("cls_loss", "MixUp/CutMix give soft labels: use them with --cls-loss ce")
         frozen_prefix = self.strategy == "linear" or self.strategy.startswith("partial")
@@ -399,6 +406,7 @@ def stage1_config(cfg: RunConfig) -> RunConfig:
             "warmup_epochs", "restart_t0", "restart_t_mult", "clip_grad_norm", "amp", "max_steps_per_epoch",
             "data_root", "out", "device", "num_workers", "eval_batch_size", "download", "progress", "deterministic")
     changes = {k: getattr(cfg, k) for k in keep}
+    changes["lr"] = cfg.stage1_lr or cfg.lr
     changes.update(method="source_only", cls_loss="ce", stages=1, seed=cfg.stage1_seed, source=cfg.stage1,
                    target="", class_map="", epochs=cfg.stage1_epochs, stage1_epochs=0, stage1_seed=0,
                    target_test_fraction=base.target_test_fraction, target_labeled_fraction=0.0)

@@ -149,3 +149,17 @@ def test_build_run_resolves_auto_workers_where_it_runs(monkeypatch, tiny_root, t
                     stages=1, cache_views=0, num_workers=-1, progress=False, val_fraction=0.25)
     run = build_run(cfg, 2, load_splits(cfg, 2), None)
     assert run.data.source.num_workers == 3 and run.data.target_eval.num_workers == 3
+
+
+def test_stage1_lr_shares_stage1_across_stage2_learning_rates():
+    from da.config import ConfigError, stage1_config
+
+    base = RunConfig(method="mcc", stage1_lr=1e-3)
+    assert base.config_hash() == RunConfig(method="mcc").config_hash()  # equal to lr: the same run as before
+    other = base.replace(lr=3e-3)
+    assert stage1_config(other).config_hash() == stage1_config(base).config_hash()
+    assert stage1_config(other).lr == 1e-3 and other.config_hash() != base.config_hash()
+    # without it, stage 1 follows lr (the behaviour every earlier record has)
+    assert stage1_config(RunConfig(lr=3e-3)).lr == 3e-3
+    with pytest.raises(ConfigError, match="stage1-lr must be >= 0"):
+        RunConfig(stage1_lr=-1.0).validate()

@@ -81,7 +81,11 @@ class PriorEstimate:
 
     def summary(self, true_prior: torch.Tensor | None = None) -> dict:
         out = {"estimator": self.estimator, "estimate": [round(float(v), 5) for v in self.target_prior],
-               "temperature": round(self.calibration.temperature, 5), "iterations": self.iterations}
+               "temperature": round(self.calibration.temperature, 5), "iterations": self.iterations,
+               # with the estimate, what correcting new predictions needs (da.deploy): BCTS's class biases
+               # and the class prior its calibrated posteriors assume
+               "bias": [round(float(v), 6) for v in self.calibration.bias],
+               "source_prior": [round(float(v), 6) for v in self.source_prior]}
         if true_prior is not None:  # target labels: reported beside the estimate, never used to make it
             out["true"] = [round(float(v), 5) for v in true_prior]
             out["l1_error"] = round(float((self.target_prior - true_prior.double()).abs().sum()), 5)

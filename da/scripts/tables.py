@@ -62,7 +62,22 @@ def main(argv=None) -> int:
     ap.add_argument("--no-figures", action="store_true", help="tables only")
     ap.add_argument("--strict", action="store_true",
                     help="refuse bad records (naming them) instead of leaving them out with a warning")
+    ap.add_argument("--study", action="append", default=[], metavar="DIR",
+                    help="a study folder of da-hpo (<out>/studies/<name>): write only its study table, "
+                         "<out>/tables/study_<name>.md (the label-free choice vs the default vs the oracle trial); "
+                         "records are looked up under --runs, then the study's own runs folder; repeat for several")
     args = ap.parse_args(argv)
+    if args.study:
+        from da.results.study import write_study_table
+
+        for folder in args.study:
+            try:
+                path = write_study_table(folder, Path(args.out) / "tables" / f"study_{Path(folder).name}.md",
+                                         runs=args.runs)
+            except (FileNotFoundError, ValueError, RecordError) as err:
+                ap.error(str(err))
+            print(f"study table written to {path}")
+        return 0
     try:
         runs = selected_runs(args.runs, args.sweep, args.selection, args.strict)
         baseline = (selected_runs(args.baseline, args.baseline_sweep, args.selection, args.strict)

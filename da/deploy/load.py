@@ -1,0 +1,120 @@
+"""A finished run as a usable model: its config, classes, selected weights, input transform and prior."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from da.config import RunConfig
+from da.data.folder import ImageListDataset
+from da.data.transforms import eval_transform
+from da.models import build_model
+from da.prior.calibration import BiasCorrectedTemperature
+from da.prior.estimate import correct_posteriors
+from da.rundir import BEST_FILE, DONE_FILE, RECORD_FILE
+
+
+class RunNotUsable(ValueError):
+    """A run directory that cannot serve as a model (not finished, no selected model, another architecture)."""
+
+
+@dataclass
+class FinishedRun:
+    run_dir: Path
+    config: RunConfig
+    record: dict
+    classes: list[str]
+    model: torch.nn.Module  # in eval mode, on the CPU unless moved
+    selected_epoch: int
+
+    @property
+    def img_size(self) -> int:
+        return self.config.img_size
+
+    @property
+    def mean(self) -> list[float]:
+        return [round(float(v), 6) for v in self.model.norm_mean]
+
+    @property
+    def std(self) -> list[float]:
+        return [round(float(v), 6) for v in self.model.norm_std]
+
+    @torch.no_grad()
+    def logits(self, folder: Path, samples: list[tuple[str, int]], batch_size: int = 64, device: str = "cpu",
+               num_workers: int = 0, progress: bool = True) -> torch.Tensor:
+        """The model's logits (N, C) on ``samples`` (relative path, any label) under ``folder``, in order."""
+        loader = DataLoader(ImageListDataset(folder, samples, self.transform()), batch_size=batch_size,
+                            shuffle=False, num_workers=num_workers)
+        model = self.model.to(device)
+        out = []
+        # a bar on a terminal only, as in training
+        for x, _, _ in tqdm(loader, desc="predict", disable=not progress or None, leave=False):
+            out.append(model(x.to(device))[0].float().cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def transform(self):
+        """The evaluation transform the run scored its target-test images with (resize, centre crop, normalise)."""
+        return eval_transform(self.img_size, self.mean, self.std)
+
+    @property
+    def prior(self) -> dict | None:
+        """The selected epoch's target-prior estimate (``--prior``), or None."""
+        return self.record.get("prior")
+
+    def prior_corrected(self, logits: torch.Tensor) -> torch.Tensor:
+        """Posteriors (N, C) calibrated as in the run (BCTS) and corrected to its target-prior estimate."""
+        prior = self.prior
+        if not prior:
+            raise RunNotUsable(f"run {self.run_dir} has no target-prior estimate (it ran without --prior); "
+                               f"predict without --prior-correction")
+        if "bias" not in prior or "source_prior" not in prior:
+            raise RunNotUsable(f"run {self.run_dir}: its record keeps the prior estimate but not the calibration it "
+                               f"was made with (a record from before this was stored); rerun it to correct "
+                               f"predictions")
+        calibration = BiasCorrectedTemperature(temperature=float(prior["temperature"]),
+                                               bias=torch.tensor(prior["bias"], dtype=torch.float64))
+        return correct_posteriors(calibration.probabilities(logits), torch.tensor(prior["estimate"]),
+                                  torch.tensor(prior["source_prior"])).float()
+
+
+def load_run(run_dir: str | os.PathLike) -> FinishedRun:
+    """The selected model of a finished run directory (``stage*-<hash>/`` with ``record.json`` and ``DONE``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; give a folder such as runs/stage2-<hash>")
+    if not (run_dir / DONE_FILE).exists() or not (run_dir / RECORD_FILE).exists():
+        raise RunNotUsable(f"run {run_dir} has not finished (no {DONE_FILE} marker and {RECORD_FILE}); rerun its "
+                           f"command to finish it (it resumes from its checkpoint)")
+    best = run_dir / BEST_FILE
+    if not best.exists():
+        raise RunNotUsable(f"run {run_dir} has no selected model {BEST_FILE} (an archived record keeps only the "
+                           f"numbers); use the run directory the run trained in")
+    try:
+        record = json.loads((run_dir / RECORD_FILE).read_text())
+        cfg = RunConfig.from_record(record["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunNotUsable(f"run {run_dir}: {RECORD_FILE} is unreadable ({err}); rerun the run") from err
+    try:
+        payload = torch.load(best, map_location="cpu", weights_only=True)
+        state, classes = payload["model"], list(payload.get("classes") or record["classes"])
+    except Exception as err:  # a damaged or foreign file: torch raises several types
+        raise RunNotUsable(f"{best} is not a model checkpoint of this project ({type(err).__name__}: {err}); "
+                           f"rerun the run to write it again") from err
+    model = build_model(cfg.backbone, len(classes), weights="none", bottleneck_dim=cfg.bottleneck_dim or None,
+                        dropout=cfg.dropout)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise RunNotUsable(f"{best} does not fit the run's model ({cfg.backbone}, {len(classes)} classes, "
+                           f"bottleneck {cfg.bottleneck_dim}): {first}; the checkpoint is of another architecture "
+                           f"or was replaced") from err
+    model.eval()
+    return FinishedRun(run_dir=run_dir, config=cfg, record=record, classes=classes, model=model,
+                       selected_epoch=int(payload.get("epoch", record.get("selected_epoch", 0))))

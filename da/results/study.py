@@ -1,0 +1,123 @@
+"""The study table: what choosing hyperparameters without target labels costs.
+
+For a study of ``da-hpo``: the target test accuracy of the label-free choice (the complete trial with the
+best objective) next to that of the default configuration (the base config, trial 0) and next to the
+ORACLE, the trial with the best target test accuracy.  The oracle looks at target labels: it is the
+yardstick for the choice, never a result and never used to choose.  Accuracies are each trial's, at its
+own selected epoch (the run's record); the objective comes from the study's journal.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from da.hpo.report import best_row, trial_rows
+from da.hpo.study import RESULTS_DIR, load_study_dir, quiet_optuna
+from da.records import load_record
+from da.rundir import RECORD_FILE
+from da.selection import RANK
+from da.utils.io import atomic_write_text
+
+STUDY_TABLE_FILE = "study.md"
+
+
+def _record_path(row: dict[str, Any], folders: list[Path]) -> Path:
+    """A complete trial's record: under the given runs folders, by its run directory's name (archived runs
+    keep it), else where the worker wrote it."""
+    for folder in folders:
+        path = folder / row["run_dir"] / RECORD_FILE
+        if path.is_file():
+            return path
+    if row.get("record") and Path(row["record"]).is_file():
+        return Path(row["record"])
+    raise FileNotFoundError(f"trial {row['number']}: no record of its run {row['run_dir']} under "
+                            f"{', '.join(str(f) for f in folders)} (nor at {row.get('record')}); give the runs "
+                            f"folder that holds it (--runs)")
+
+
+def study_summary(sdir: str | os.PathLike, runs: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The study in ``sdir`` with each complete trial's target test accuracy (%), the default, the label-free
+    choice and the oracle trial.  Records are looked up under ``runs``, then under the study's own runs folder."""
+    quiet_optuna()
+    sdir = Path(sdir)
+    study = load_study_dir(sdir)
+    definition = study.user_attrs.get("definition", {})
+    folders = [Path(runs)] if runs else []
+    if study.user_attrs.get("out"):
+        folders.append(Path(study.user_attrs["out"]))
+    rows = trial_rows(study, sdir, probe_locks=False)
+    for r in rows:
+        r["target_acc"] = None
+        if r["state"] == "complete":
+            record = load_record(_record_path(r, folders))
+            r["target_acc"] = 100 * record["target_test"]["accuracy"]
+    default = next((r for r in rows if r["default"]), None)
+    return {"name": study.study_name, "study_dir": str(sdir), "definition": definition, "rows": rows,
+            "complete": sum(r["state"] == "complete" for r in rows),
+            "failed": sum(r["state"] == "failed" for r in rows),
+            "default": default, "choice": best_row(rows, "objective"), "oracle": best_row(rows, "target_acc")}
+
+
+def _acc(row: dict[str, Any] | None) -> str:
+    if row is None or row.get("target_acc") is None:
+        return "–"
+    return f"{row['target_acc']:.1f} (trial {row['number']})"
+
+
+def _diff(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    if a is None or b is None or a.get("target_acc") is None or b.get("target_acc") is None:
+        return "–"
+    d = a["target_acc"] - b["target_acc"]
+    return "0.0" if abs(d) < 0.05 else f"{d:+.1f}"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def render_study_markdown(summary: dict[str, Any]) -> str:
+    d = summary["definition"]
+    base = d.get("base", {})
+    objective = d.get("objective")
+    objective_text = (f"rank (rank-average over the trials of {', '.join(d.get('rank_validators', []))})"
+                      if objective == RANK else objective)
+    choice, default, oracle = summary["choice"], summary["default"], summary["oracle"]
+    lines = [f"Study {summary['name']}: {base.get('method')} on {base.get('source')} -> {base.get('target')}, "
+             f"{summary['complete']} complete trials ({summary['failed']} failed), sampler {d.get('sampler')} "
+             f"(seed {d.get('seed')}). Target test accuracy (%) at each trial's selected epoch. The configuration is "
+             f"chosen by the label-free objective {objective_text}, which reads no target label; the ORACLE column "
+             f"is the trial with the best target test accuracy, which looks at target labels: it only measures "
+             f"what choosing without labels costs, and is never used to choose.", "",
+             "| objective | trials (complete / failed) | default configuration | label-free choice | choice - default "
+             "(points) | ORACLE trial (uses target labels) | oracle - choice (points) |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| {objective} | {summary['complete']} / {summary['failed']} | {_acc(default)} | {_acc(choice)} | "
+             f"{_diff(choice, default)} | {_acc(oracle)} | {_diff(oracle, choice)} |", ""]
+    names = list(dict.fromkeys(k for r in summary["rows"] for k in r["params"]))
+    lines += ["Every trial (default: the base config; chosen: the label-free choice; oracle: best target accuracy).", "",
+              "| trial | " + " | ".join(names) + f" | {objective} (objective) | target acc (%), for judging only | "
+              "state | note |",
+              "| --- |" + " --- |" * (len(names) + 4)]
+    for r in summary["rows"]:
+        notes = [n for n, row in (("default", default), ("chosen", choice), ("oracle", oracle))
+                 if row is not None and row["number"] == r["number"]]
+        value = "–" if r["objective"] is None or r["state"] != "complete" else f"{r['objective']:.4f}"
+        acc = "–" if r["target_acc"] is None else f"{r['target_acc']:.1f}"
+        state = r["state"] + (f": {r['error'].splitlines()[0][:80]}" if r["state"] == "failed" and r["error"] else "")
+        lines.append(f"| {r['number']} | " + " | ".join(_value(r["params"].get(k, "–")) for k in names)
+                     + f" | {value} | {acc} | {state} | {', '.join(notes)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study_table(sdir: str | os.PathLike, dest: str | os.PathLike | None = None,
+                      runs: str | os.PathLike | None = None) -> Path:
+    """Write the study table (Markdown, atomically) to ``dest``, by default ``<study>/results/study.md``."""
+    summary = study_summary(sdir, runs)
+    if not summary["complete"]:
+        raise ValueError(f"study {sdir}: no complete trial yet, so no table; see da-hpo --status")
+    dest = Path(dest) if dest else Path(sdir) / RESULTS_DIR / STUDY_TABLE_FILE
+    return atomic_write_text(dest, render_study_markdown(summary))

@@ -1,0 +1,50 @@
+"""Classify a folder of images with a finished run: a CSV with one row per image.
+
+    da-predict --run runs/stage2-<hash> --images path/to/images --out predictions.csv
+    da-predict --run runs/stage2-<hash> --images path/to/images --prior-correction
+
+(``python experiments/predict.py`` in a checkout is the same program.)  Columns: path (relative to
+--images), predicted class, then p_<class> for every class.  Unreadable images are listed and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from da.deploy import RunNotUsable, load_run
+from da.deploy.predict import predict_folder, write_csv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True, help="a finished run directory (runs/stage2-<hash>)")
+    p.add_argument("--images", type=Path, required=True, help="a folder of images, any depth")
+    p.add_argument("--out", type=Path, help="the CSV to write (default: <run>/predictions/<folder name>.csv)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--prior-correction", action="store_true",
+                   help="correct the probabilities to the run's target-prior estimate (runs with --prior)")
+    p.add_argument("--progress", type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=True,
+                   metavar="BOOL", help="a progress bar on a terminal")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        run = load_run(args.run)
+        rows, skipped = predict_folder(run, args.images, args.batch_size, args.device, args.prior_correction,
+                                       args.num_workers, args.progress)
+        out = args.out or args.run / "predictions" / f"{args.images.resolve().name}.csv"
+        path = write_csv(rows, out)
+    except (FileNotFoundError, ValueError, RunNotUsable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} image(s) classified, {len(skipped)} skipped: {path}")
+    return 0
