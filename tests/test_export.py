@@ -281,3 +281,21 @@ def test_missing_export_packages_say_how_to_install(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
     assert main(["--run", str(tmp_path)]) == 2
     assert 'da-export needs torchao, which the core install leaves out: pip install "da[export]"' in capsys.readouterr().err
+
+
+def test_predict_with_the_onnx_export_matches_the_run(tiny_run, tiny_root, exported, tmp_path):
+    import csv
+
+    from da.scripts.predict import main as predict_main
+
+    out, _, _ = exported
+    images = tiny_root / "RSSCN7" / "aGrass"
+    assert predict_main(["--model", str(out), "--images", str(images), "--out", str(tmp_path / "onnx.csv")]) == 0
+    assert predict_main(["--run", str(tiny_run), "--images", str(images), "--out", str(tmp_path / "run.csv")]) == 0
+    onnx_rows = list(csv.DictReader((tmp_path / "onnx.csv").open()))
+    run_rows = list(csv.DictReader((tmp_path / "run.csv").open()))
+    assert len(onnx_rows) == len(run_rows) == len(list(images.iterdir()))
+    for a, b in zip(onnx_rows, run_rows):
+        assert a["path"] == b["path"] and a["predicted"] == b["predicted"]
+        assert max(abs(float(a[k]) - float(b[k])) for k in a if k.startswith("p_")) < 1e-4
+    assert predict_main(["--model", str(out), "--images", str(images), "--prior-correction"]) == 2

@@ -1,5 +1,5 @@
 """Using a finished run outside training: load it, predict on images, evaluate it elsewhere, export it."""
 
-from da.deploy.load import FinishedRun, RunNotUsable, load_run
+from da.deploy.load import ExportedModel, FinishedRun, RunNotUsable, load_exported, load_run
 
-__all__ = ["FinishedRun", "RunNotUsable", "load_run"]
+__all__ = ["ExportedModel", "FinishedRun", "RunNotUsable", "load_exported", "load_run"]

@@ -118,3 +118,55 @@ def load_run(run_dir: str | os.PathLike) -> FinishedRun:
     model.eval()
     return FinishedRun(run_dir=run_dir, config=cfg, record=record, classes=classes, model=model,
                        selected_epoch=int(payload.get("epoch", record.get("selected_epoch", 0))))
+
+
+@dataclass
+class ExportedModel:
+    """An ONNX export of a run (``da-export``): ``model.onnx`` with its ``model_card.json``, run by onnxruntime."""
+
+    path: Path
+    card: dict
+    classes: list[str]
+    session: object  # an onnxruntime.InferenceSession
+
+    prior = None  # an export carries no prior estimate: prior correction needs the run directory
+
+    def transform(self):
+        spec = self.card["input"]
+        return eval_transform(int(spec["img_size"]), spec["mean"], spec["std"])
+
+    def prior_corrected(self, logits: torch.Tensor) -> torch.Tensor:
+        raise RunNotUsable(f"{self.path} is an exported model without the run's prior estimate; give the run "
+                           f"directory (--run) for --prior-correction")
+
+    def logits(self, folder: Path, samples: list[tuple[str, int]], batch_size: int = 64, device: str = "cpu",
+               num_workers: int = 0, progress: bool = True) -> torch.Tensor:
+        loader = DataLoader(ImageListDataset(folder, samples, self.transform()), batch_size=batch_size,
+                            shuffle=False, num_workers=num_workers)
+        name = self.session.get_inputs()[0].name
+        out = [torch.from_numpy(self.session.run(None, {name: x.numpy()})[0])
+               for x, _, _ in tqdm(loader, desc="predict", disable=not progress or None, leave=False)]
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+
+def load_exported(path: str | os.PathLike) -> ExportedModel:
+    """An export folder (or its ``model.onnx``) with ``model_card.json`` beside it."""
+    path = Path(path)
+    onnx_file = path / "model.onnx" if path.is_dir() else path
+    card_file = onnx_file.parent / "model_card.json"
+    if not onnx_file.is_file() or not card_file.is_file():
+        raise FileNotFoundError(f"{path}: expected an export of da-export (model.onnx with model_card.json beside "
+                                f"it); run da-export --run RUN_DIR first")
+    try:
+        card = json.loads(card_file.read_text())
+        classes = list(card["classes"])
+        if not {"img_size", "mean", "std"} <= set(card["input"]):
+            raise KeyError("input: img_size, mean, std")
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunNotUsable(f"{card_file} is not a model card of da-export ({err}); export the run again") from err
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ModuleNotFoundError('predicting with an ONNX export needs onnxruntime: pip install "da[export]"') from err
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    return ExportedModel(path=onnx_file, card=card, classes=classes, session=session)

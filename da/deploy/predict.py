@@ -12,7 +12,7 @@ import torch
 
 from da.data.folder import check_image
 from da.data.registry import IMAGE_EXTENSIONS
-from da.deploy.load import FinishedRun
+from da.deploy.load import ExportedModel, FinishedRun
 from da.utils.io import atomic_write_text
 
 
@@ -30,7 +30,7 @@ def list_images(folder: str | os.PathLike) -> list[str]:
     return found
 
 
-def predict_folder(run: FinishedRun, folder: str | os.PathLike, batch_size: int = 64, device: str = "cpu",
+def predict_folder(run: FinishedRun | ExportedModel, folder: str | os.PathLike, batch_size: int = 64, device: str = "cpu",
                    prior_correction: bool = False, num_workers: int = 0,
                    progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
     """(one row per readable image: path, predicted class, class probabilities; the skipped (path, reason)).

@@ -2,6 +2,7 @@
 
     da-predict --run runs/stage2-<hash> --images path/to/images --out predictions.csv
     da-predict --run runs/stage2-<hash> --images path/to/images --prior-correction
+    da-predict --model runs/stage2-<hash>/export --images path/to/images    # the ONNX export, by onnxruntime
 
 (``python experiments/predict.py`` in a checkout is the same program.)  Columns: path (relative to
 --images), predicted class, then p_<class> for every class.  Unreadable images are listed and skipped.
@@ -13,15 +14,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from da.deploy import RunNotUsable, load_run
+from da.deploy import RunNotUsable, load_exported, load_run
 from da.deploy.predict import predict_folder, write_csv
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", type=Path, required=True, help="a finished run directory (runs/stage2-<hash>)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="a finished run directory (runs/stage2-<hash>)")
+    which.add_argument("--model", type=Path, help="an export of da-export (its folder, or model.onnx with "
+                                                  "model_card.json beside it)")
     p.add_argument("--images", type=Path, required=True, help="a folder of images, any depth")
-    p.add_argument("--out", type=Path, help="the CSV to write (default: <run>/predictions/<folder name>.csv)")
+    p.add_argument("--out", type=Path, help="the CSV to write (default: <run or export>/predictions/<folder>.csv)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
@@ -38,12 +42,13 @@ def main(argv=None) -> int:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
-        run = load_run(args.run)
+        run = load_run(args.run) if args.run else load_exported(args.model)
         rows, skipped = predict_folder(run, args.images, args.batch_size, args.device, args.prior_correction,
                                        args.num_workers, args.progress)
-        out = args.out or args.run / "predictions" / f"{args.images.resolve().name}.csv"
+        home = args.run or (args.model if args.model.is_dir() else args.model.parent)
+        out = args.out or home / "predictions" / f"{args.images.resolve().name}.csv"
         path = write_csv(rows, out)
-    except (FileNotFoundError, ValueError, RunNotUsable) as err:
+    except (FileNotFoundError, ValueError, RunNotUsable, ModuleNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{len(rows)} image(s) classified, {len(skipped)} skipped: {path}")
