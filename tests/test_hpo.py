@@ -419,3 +419,14 @@ def _worker_process(argv: list[str]) -> None:
             time.sleep(600)
 
         run_worker(spec, out, run_fn=hang)
+
+
+def test_committed_study_table_regenerates_from_its_journal_and_records(tmp_path):
+    """results/hpo: the 24-trial study's table comes from the committed journal and run records alone."""
+    from da.results.study import write_study_table
+
+    repo = Path(__file__).resolve().parents[1] / "results" / "hpo"
+    committed = repo / "tables" / "study_shot_mcc_rsscn7.md"
+    path = write_study_table(repo / "studies" / "shot_mcc_rsscn7", tmp_path / "study.md", runs=repo / "runs")
+    assert path.read_text() == committed.read_text()
+    assert "| bnm | 24 / 0 | 75.7 (trial 0) | 75.4 (trial 16) | -0.4 | 76.4 (trial 22) | +1.1 |" in committed.read_text()
