@@ -18,8 +18,8 @@ import submitit
 from da.hpo.report import counts, trial_rows
 from da.hpo.study import JOURNAL_FILE, LOGS_DIR, StudySpec, open_study, quiet_optuna, study_dir
 from da.hpo.worker import HpoWorker
-from da.launch.local import LOCAL_TIMEOUT_MIN, local_gpus, map_one_per_gpu
-from da.launch.submit import _queued_job_ids, default_cluster, executor_parameters, load_profile, sbatch_script
+from da.launch.local import local_gpus, map_one_per_gpu
+from da.launch.submit import _queued_job_ids, cluster_parameters, sbatch_script
 from da.utils.io import atomic_write_json
 
 SUBMITTED_FILE = "submitted.json"
@@ -44,12 +44,7 @@ def submit_study(spec: StudySpec, out: str | os.PathLike, data_root: str = "", w
     """Create or continue the study under ``out`` and submit up to ``workers`` array tasks; a summary back."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    cluster = cluster or default_cluster()
-    if cluster not in ("slurm", "local", "debug"):
-        raise ValueError(f"--cluster {cluster!r} is not valid; choose from slurm, local, debug")
-    params = executor_parameters(load_profile(profile), cluster)
-    if cluster == "local":
-        params.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)  # submitit's local default stops a worker after 2 min
+    cluster, params = cluster_parameters(cluster, profile)
     quiet_optuna()
     out = Path(out).resolve()
     sdir = study_dir(out, spec.name)

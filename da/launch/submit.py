@@ -229,15 +229,21 @@ def sbatch_script(params: dict[str, Any], folder: Path, n_tasks: int, name: str 
     return text
 
 
-def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None = None, dry_run: bool = False,
-                 wait: bool = False, **overrides: Any) -> dict[str, Any]:
-    """Submit what is missing of ``sweep``; return a summary (and print the plan when ``dry_run``)."""
+def cluster_parameters(cluster: str | None, profile: str | None) -> tuple[str, dict[str, Any]]:
+    """The cluster to use (checked) and its executor parameters from ``profile``, for sweeps and studies."""
     cluster = cluster or default_cluster()
     if cluster not in ("slurm", "local", "debug"):
         raise ValueError(f"--cluster {cluster!r} is not valid; choose from slurm, local, debug")
     params = executor_parameters(load_profile(profile), cluster)
     if cluster == "local":
-        params.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)  # submitit's local default stops a run after 2 min
+        params.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)  # submitit's local default stops a job after 2 min
+    return cluster, params
+
+
+def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None = None, dry_run: bool = False,
+                 wait: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Submit what is missing of ``sweep``; return a summary (and print the plan when ``dry_run``)."""
+    cluster, params = cluster_parameters(cluster, profile)
     runs = plan(sweep, **overrides)
     stage1 = [r for r in runs if r.stage == 1 and r.needs_submission]
     stage2 = [r for r in runs if r.stage == 2 and r.needs_submission]
