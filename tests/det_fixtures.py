@@ -63,3 +63,25 @@ def make_coco(root: Path) -> Path:
     cats = [{"id": cid, "name": n} for cid, n in zip(COCO_CATEGORY_IDS, NAMES)][::-1]  # order must not matter
     (folder / "instances.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return folder
+
+
+def make_nwpu_many(root: Path, n: int = 12, size: int = 96) -> Path:
+    """``n`` NWPU-layout images of ``size`` px, each with one or two bright rectangles (classes 1..3) on
+    noise, for end-to-end runs that must split into non-empty train, val and test."""
+    folder = root / "NWPU-VHR-10"
+    rng = np.random.default_rng(0)
+    (folder / "ground truth").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+        lines = []
+        for j in range(1 + i % 2):
+            w, h = (int(v) for v in rng.integers(14, 36, 2))
+            x1, y1 = (int(v) for v in rng.integers(0, size - 36, 2))
+            c = 1 + (i + j) % 3
+            img[y1:y1 + h, x1:x1 + w, c - 1] = 255
+            lines.append(f"({x1},{y1}),({x1 + w},{y1 + h}),{c}\n")
+        path = folder / "positive image set" / f"{i + 1:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+        (folder / "ground truth" / f"{i + 1:03d}.txt").write_text("".join(lines))
+    return folder

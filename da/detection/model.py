@@ -29,6 +29,7 @@ from da.detection.anchors import TORCHVISION_RATIOS, TORCHVISION_SIZES, AnchorGe
 from da.detection.roi_heads import make_roi_heads
 from da.models.backbones import TIMM_PREFIX
 from da.models.model import build_model
+from da.models.weights import read_weights_file
 from da.rundir import BEST_FILE
 
 FPN_CHANNELS = 256
@@ -86,7 +87,7 @@ def build_trunk(backbone: str, weights: str) -> tuple[nn.Module, list[int], tupl
     """The multi-scale trunk, its channels per level, the normalisation and how it was initialised."""
     if Path(weights).is_dir():  # a stage-1 run directory: its selected model
         weights = str(Path(weights) / BEST_FILE)
-    da_model = build_model(backbone, num_classes=2, weights=weights, bottleneck_dim=None)
+    da_model = build_model(backbone, num_classes=2, weights=weights, bottleneck_dim=_scene_bottleneck(weights))
     lib = library_state_dict(da_model)
     if backbone.startswith(TIMM_PREFIX):
         import timm
@@ -110,8 +111,20 @@ def build_trunk(backbone: str, weights: str) -> tuple[nn.Module, list[int], tupl
     if weights != "none" and missing:
         raise ValueError(f"detection backbone {backbone!r} with weights {weights!r}: {len(missing)} trunk tensors "
                          f"have no weights (e.g. {missing[:3]}); the weights are of another network")
-    init = BackboneInit(weights=str(weights), loaded=len(wanted) - len(missing), total=len(wanted), source=source)
+    loaded = 0 if weights == "none" else len(wanted) - len(missing)  # random init: nothing came from a file
+    init = BackboneInit(weights=str(weights), loaded=loaded, total=len(wanted), source=source)
     return trunk, channels, tuple(da_model.norm_mean.flatten().tolist()), tuple(da_model.norm_std.flatten().tolist()), init
+
+
+def _scene_bottleneck(weights: str) -> int | None:
+    """The bottleneck width of a scene-classification checkpoint of this project (so that it loads whole:
+    only its backbone is used), or None for anything else."""
+    if not Path(weights).is_file():
+        return None
+    state = read_weights_file(weights)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    w = state.get("head.bottleneck.0.weight") if isinstance(state, dict) else None
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) else None
 
 
 def _resnet_channels(net) -> list[int]:
