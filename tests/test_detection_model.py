@@ -334,3 +334,20 @@ def test_shipped_sweep_and_local_submission(tmp_path):
     (tmp_path / "bad.yaml").write_text("grid:\n  anchors: [default, bogus]\n")
     with pytest.raises(ValueError, match="bad.yaml.*anchors"):
         load_detection_sweep(tmp_path / "bad.yaml")
+
+
+def test_detection_tables_and_figure_from_records(tmp_path):
+    from da.detection.engine import run_detection
+    from da.scripts.tables import main as tables_main
+
+    cfg = _tiny(tmp_path, epochs=1, max_steps_per_epoch=1)
+    dirs = [run_detection(cfg.replace(seed=s)) for s in (0, 1)] + [run_detection(cfg.replace(anchors="fitted"))]
+    recs = [json.loads((d / "record.json").read_text()) for d in dirs]
+    assert tables_main(["--detection", cfg.out, "--out", str(tmp_path / "res")]) == 0
+    text = (tmp_path / "res" / "tables" / "detection.md").read_text()
+    m = np.array([r["test"]["nms_0.3"]["map_50"] for r in recs[:2]]) * 100
+    assert f"{m.mean():.1f} ± {m.std(ddof=1):.1f}" in text  # the two seeds of the default anchors
+    rows = [line for line in text.splitlines() if line.startswith("|") and "ImageNet" not in line]
+    assert any("random" in line and "fitted" in line for line in text.splitlines())
+    assert text.count("| yes") == 1 and rows
+    assert (tmp_path / "res" / "figures" / "detections.png").stat().st_size > 10_000

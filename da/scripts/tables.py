@@ -66,7 +66,20 @@ def main(argv=None) -> int:
                     help="a study folder of da-hpo (<out>/studies/<name>): write only its study table, "
                          "<out>/tables/study_<name>.md (the label-free choice vs the default vs the oracle trial); "
                          "records are looked up under --runs, then the study's own runs folder; repeat for several")
+    ap.add_argument("--detection", metavar="DIR", default=None,
+                    help="a folder of da-detect runs (det-*): write only <out>/tables/detection.md and, when the "
+                         "val-chosen run's model is there, <out>/figures/detections.png")
     args = ap.parse_args(argv)
+    if args.detection:
+        from da.results.detection import write_detection_report
+
+        try:
+            paths = write_detection_report(args.detection, args.out, figure=not args.no_figures)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            ap.error(str(err))
+        for path in paths:
+            print(f"written: {path}")
+        return 0
     if args.study:
         from da.results.study import write_study_table
 

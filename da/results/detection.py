@@ -1,0 +1,189 @@
+"""Detection tables and the figure of detections, from the records of ``da.detection`` runs.
+
+``detection_runs(folder)`` reads every ``det-*/record.json`` (with its DONE marker) into a DataFrame, one row
+per run: the factors (backbone init, anchors, RoI sampler, loss), the seed, and the test metrics at every NMS
+threshold scored.  ``detection_table`` gives mean ± s.d. over seeds per configuration; the configuration
+chosen on the *val* split (its mAP@[.5:.95] at the headline NMS) is marked, the test split only reports.
+``per_class_table`` gives AP@0.5 per class.  ``detections_figure`` draws ground truth against predictions
+on test images for one run whose ``best_model.pt`` is still there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from da.rundir import BEST_FILE, DONE_FILE, RECORD_FILE
+from da.utils.io import atomic_write_text
+
+FACTORS = ["init", "anchors", "sampler", "box_loss"]
+
+
+def init_name(weights: str) -> str:
+    """``ImageNet`` for library/packaged ImageNet weights, ``stage-1 <run>`` for a scene checkpoint."""
+    if weights in ("imagenet", "tf_efficientnet_lite0"):
+        return "ImageNet"
+    if weights == "none":
+        return "random"
+    p = Path(weights)
+    return f"stage-1 {p.parent.name if p.name == BEST_FILE else p.name}"
+
+
+def detection_runs(folder: str | Path) -> pd.DataFrame:
+    rows = []
+    for rec_path in sorted(Path(folder).glob(f"det-*/{RECORD_FILE}")):
+        if not (rec_path.parent / DONE_FILE).exists():
+            continue
+        r = json.loads(rec_path.read_text())
+        c = r["config"]
+        row = {"run": rec_path.parent.name, "init": init_name(c["weights"]), "anchors": c["anchors"],
+               "sampler": c["sampler"], "box_loss": c["box_cls_loss"], "seed": r["seed"],
+               "selected_epoch": r["selected_epoch"], "epochs": c["epochs"],
+               "val_map": r["val"][f"nms_{r['headline_nms']:g}"]["map"],
+               "train_images_per_s": r["train_images_per_s"], "wall_time_min": r["wall_time_s"] / 60,
+               "record": r}
+        for key, m in r["test"].items():
+            t = key[len("nms_"):]
+            row[f"map@nms{t}"] = m["map"]
+            row[f"map50@nms{t}"] = m["map_50"]
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no finished detection runs (det-*/record.json with DONE) under {folder}")
+    return pd.DataFrame(rows)
+
+
+def _fmt(values: pd.Series, scale: float = 100.0) -> str:
+    v = pd.Series(values).dropna().to_numpy(dtype=float) * scale  # NaN: a class without test boxes
+    if v.size == 0:
+        return "–"
+    return f"{v.mean():.1f}" if v.size == 1 else f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
+
+
+def detection_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: seeds, test mAP@[.5:.95] and mAP@0.5 (%) at each NMS, val mAP, speed."""
+    nms = [f"{t:g}" for t in runs["record"].iloc[0]["config"]["nms_thresholds"]]  # the headline first
+    best = runs.groupby(FACTORS)["val_map"].mean().idxmax()
+    out = []
+    for key, g in runs.groupby(FACTORS, sort=False):
+        row = dict(zip(FACTORS, key))
+        row["seeds"] = len(g)
+        row["val mAP"] = _fmt(g["val_map"])
+        for t in nms:
+            row[f"mAP@[.5:.95] NMS {t}"] = _fmt(g[f"map@nms{t}"])
+            row[f"mAP@0.5 NMS {t}"] = _fmt(g[f"map50@nms{t}"])
+        row["train img/s"] = f"{g['train_images_per_s'].mean():.2f}"
+        row["chosen on val"] = "yes" if key == best else ""
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def per_class_table(runs: pd.DataFrame, nms: float) -> pd.DataFrame:
+    """AP@0.5 (%) per class at NMS ``nms``, mean over seeds, one column per configuration."""
+    cols, classes = {}, runs["record"].iloc[0]["classes"]
+    for key, g in runs.groupby(FACTORS, sort=False):
+        per = pd.DataFrame([r["test"][f"nms_{nms:g}"]["ap50_per_class"] for r in g["record"]])
+        cols[" / ".join(str(k) for k in key)] = [_fmt(per[c]) if c in per else "–" for c in classes]
+    return pd.DataFrame(cols, index=pd.Index(classes, name="class"))
+
+
+def render(table: pd.DataFrame, caption: str) -> str:
+    """A Markdown table of already formatted cells (a non-default index becomes the first column)."""
+    if not isinstance(table.index, pd.RangeIndex):
+        table = table.reset_index(names="class")
+    header = [str(c) for c in table.columns]
+    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def detections_figure(run_dir: str | Path, out: str | Path, n_images: int = 6, nms: float = 0.3,
+                      min_score: float = 0.5) -> Path:
+    """Ground truth (green) against predictions with score >= ``min_score`` (red, class and score) on the
+    first ``n_images`` test images of a finished run, at NMS ``nms``; PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    import torch
+    from PIL import Image
+
+    from da.detection.config import DetectionConfig
+    from da.detection.data import load_detection, split_by_image
+    from da.detection.engine import predict_raw
+    from da.detection.evaluate import postprocess
+    from da.detection.model import build_detector
+
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / RECORD_FILE).read_text())
+    cfg = DetectionConfig.from_dict(record["config"])
+    dataset = load_detection(cfg.dataset, cfg.data_root)
+    test = split_by_image(dataset, cfg.val_fraction, cfg.test_fraction, seed=cfg.split_seed).test[:n_images]
+    anchors = None
+    if cfg.anchors == "fitted":
+        from da.detection.anchors import AnchorGeneratorArgs
+        a = record["anchors"]
+        anchors = AnchorGeneratorArgs(tuple(tuple(s) for s in a["sizes"]), (tuple(a["aspect_ratios"]),) * len(a["sizes"]))
+    model, _ = build_detector(cfg.replace(weights="none"), len(dataset.classes), anchors)
+    model.load_state_dict(torch.load(run_dir / BEST_FILE, map_location="cpu", weights_only=True)["model"])
+    raw, _ = predict_raw(model, test, torch.device("cpu"))
+    sns.set_theme(style="white")
+    cols = 3
+    rows = int(np.ceil(len(test) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows))
+    for ax, sample, r in zip(np.ravel(axes), test, raw):
+        det = postprocess(r, nms, min_score, cfg.detections_per_img)
+        with Image.open(sample.image_path) as im:
+            ax.imshow(im.convert("RGB"))
+        for (x1, y1, x2, y2) in sample.boxes.tolist():
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", lw=1.5))
+        for (x1, y1, x2, y2), s, c in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", lw=1.0))
+            ax.text(x1, y1 - 2, f"{dataset.classes[c - 1]} {s:.2f}", color="red", fontsize=6)
+        ax.set_title(f"{sample.image_path.name}: {sample.num_boxes} true, {len(det['scores'])} found", fontsize=8)
+        ax.axis("off")
+    for ax in np.ravel(axes)[len(test):]:
+        ax.axis("off")
+    fig.suptitle(f"{run_dir.name} ({init_name(cfg.weights)}, anchors {cfg.anchors}, sampler {cfg.sampler}): "
+                 f"ground truth green, detections red (score >= {min_score}, NMS {nms})", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".png", ".pdf"):
+        tmp = out.with_name(f".{out.stem}.tmp{suffix}")
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(out.with_suffix(suffix))
+    plt.close(fig)
+    return out.with_suffix(".png")
+
+
+def write_detection_report(folder: str | Path, out: str | Path, figure: bool = True) -> list[Path]:
+    """``<out>/tables/detection.md`` (+ per-class AP) and, when the val-chosen run's model is still there,
+    ``<out>/figures/detections.png``."""
+    runs = detection_runs(folder)
+    out = Path(out)
+    written = []
+    table = detection_table(runs)
+    headline = runs["record"].iloc[0]["headline_nms"]
+    nms_list = ", ".join(f"{t:g}" for t in runs["record"].iloc[0]["config"]["nms_thresholds"])
+    caption = (f"NWPU VHR-10 test split ({runs['record'].iloc[0]['split']['test']} images), Faster R-CNN: "
+               f"COCO mAP@[.5:.95] and mAP@0.5 (%) at class-wise NMS IoU {nms_list}, mean ± s.d. over seeds; the "
+               f"model of each run is its epoch with the best val mAP (NMS {headline:g}); 'chosen on val': the "
+               f"configuration with the best mean val mAP (the test split plays no part in any choice).")
+    text = "# Detection\n\n" + render(table, caption)
+    text += "\n" + render(per_class_table(runs, float(nms_list.split(", ")[-1])),
+                          f"AP@0.5 (%) per class at NMS {nms_list.split(', ')[-1]}, mean over seeds "
+                          "(columns: init / anchors / sampler / box loss).")
+    path = out / "tables" / "detection.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    written.append(path)
+    if figure:
+        chosen = runs.loc[runs.groupby(FACTORS)["val_map"].transform("mean").idxmax()]
+        run_dir = Path(folder) / chosen["run"]
+        if (run_dir / BEST_FILE).exists():
+            written.append(detections_figure(run_dir, out / "figures" / "detections"))
+    return written
