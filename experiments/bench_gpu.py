@@ -11,6 +11,9 @@ One prepared command for a GPU node (it runs on the CPU too, end to end, for che
   channels_last) and ``torch.compile`` (off, on): images/s, peak memory, and the share of the device's
   dense bf16 peak reached, counting 3x the forward FLOPs per image (forward + backward; measured with
   torch's FLOP counter: ~24.6 GFLOP for ResNet-50 at 224 px);
+- the detector of issue 20 (Faster R-CNN, Lite0 + FPN, ``--det-size`` px; torchvision's default is 800):
+  training step per variant (default, fitted anchors, OHEM, focal, AMP bf16) and inference images/s, from
+  ``experiments/bench_detection.py``;
 - the data pipeline: real images decoded and augmented at 224 px by a DataLoader with the workers this
   process may use (SLURM_CPUS_PER_TASK, else its CPU affinity, not a fixed number), pinned memory and
   persistent workers, in images/s next to the fastest training variant: which one bounds the run.
@@ -138,6 +141,10 @@ def main() -> None:
                     help="where AID is, for the data-pipeline line (skipped without it)")
     ap.add_argument("--pipeline-batches", type=int, default=20)
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="the device's dense bf16 peak, when not in the table")
+    ap.add_argument("--det-size", type=int, default=800, help="the detector's image size (longer side; 0: skip "
+                    "the detection part)")
+    ap.add_argument("--det-batch", type=int, default=0, help="detector batch (default: 8 on a GPU, 2 on the CPU)")
+    ap.add_argument("--det-repeats", type=int, default=0, help="detector repeats (default: 20 on a GPU, 2 on the CPU)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -177,6 +184,18 @@ def main() -> None:
                      f"(SLURM_CPUS_PER_TASK or affinity), pinned memory, persistent workers")
         lines.append(f"{'pipeline':<34}{rate:>10.1f} img/s = {rate / best:.2f}x the fastest training variant"
                      + ("  (the data bounds the run)" if rate < best else ""))
+    if args.det_size:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_detection import detection_lines
+
+        lines.append(f"# Faster R-CNN (Lite0 + FPN, experiments/bench_detection.py) at {args.det_size} px, NWPU VHR-10 "
+                     f"from --data-root")
+        lines += detection_lines(device, args.data_root, args.det_batch or (8 if device.type == "cuda" else 2),
+                                 args.det_repeats or (20 if device.type == "cuda" else 2), 1, args.det_size,
+                                 args.det_size)
     write_table(out, lines)
 
 

@@ -44,9 +44,17 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tiny_root, tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_gpu.py"), "--model", "resnet18",
                           "--img-size", "32", "--batch", "4", "--steps", "1", "--warmup", "1", "--precisions", "fp32",
                           "bf16", "--compile", "off", "--data-root", str(tiny_root), "--pipeline-batches", "2",
-                          "--peak-tflops", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                          "--peak-tflops", "1", "--det-size", "96", "--det-batch", "1", "--det-repeats", "1",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     text = out.read_text()
+    det = {line[:36].strip(): line[36:].split() for line in text.splitlines()
+           if line.startswith(("default sampler", "fitted anchors", "OHEM", "focal box loss"))}
+    assert set(det) == {"default sampler, default anchors", "fitted anchors", "OHEM", "focal box loss"}
+    assert det["default sampler, default anchors"][2] == "1.00x"  # the baseline against itself
+    for s_step, ips, ratio in det.values():
+        assert float(ips) == pytest.approx(1 / float(s_step), rel=0.02)  # batch 1
+    assert re.search(r"^1\s+[\d.]+\s+[\d.]+$", text, re.M)  # inference at batch 1
     assert text == res.stdout
     rows = [line.split() for line in text.splitlines() if re.match(r"(fp32|bf16)\s", line)]
     assert [(r[0], r[1], r[2]) for r in rows] == [("fp32", "contiguous", "off"), ("fp32", "channels_last", "off"),

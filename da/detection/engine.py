@@ -41,6 +41,7 @@ from da.utils.runlog import run_log
 
 log = logging.getLogger("da.detection")
 DET_SCHEMA_VERSION = 1
+LOG_EVERY = 25  # training steps between progress lines in the log
 
 
 class DetectionDataset(Dataset):
@@ -185,10 +186,11 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
                             collate_fn=_collate, drop_last=False,
                             generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "det-epoch", epoch)))
         sums: dict[str, float] = {}
-        t0, n_images = time.perf_counter(), 0
+        t0, n_images, n_steps = time.perf_counter(), 0, 0
         for step, (images, targets) in enumerate(loader):
             if step >= steps_per_epoch:
                 break
+            n_steps += 1
             images = [im.to(device) for im in images]
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             with torch.autocast(device.type, enabled=device.type == "cuda"):
@@ -209,10 +211,13 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            if (step + 1) % LOG_EVERY == 0:  # an epoch is minutes on a CPU: say that it moves
+                log.info("epoch %d step %d/%d: loss %.4f, %.2f images/s", epoch, step + 1, steps_per_epoch,
+                         sums["loss"] / (step + 1), n_images / (time.perf_counter() - t0))
         train_s = time.perf_counter() - t0
         raw, _ = predict_raw(model, val, device, num_workers=workers)
         val_metrics = score(raw, val, classes, cfg, cfg.nms_thresholds[0])
-        entry = {"epoch": epoch, "train": {k: round(v / max(step, 1), 5) for k, v in sums.items()},
+        entry = {"epoch": epoch, "train": {k: round(v / max(n_steps, 1), 5) for k, v in sums.items()},
                  "train_images_per_s": round(n_images / max(train_s, 1e-9), 3), "train_s": round(train_s, 1),
                  "lr": scheduler.get_last_lr()[0], "val_map": round(val_metrics["map"], 5),
                  "val_map_50": round(val_metrics["map_50"], 5)}
