@@ -351,3 +351,21 @@ def test_detection_tables_and_figure_from_records(tmp_path):
     assert any("random" in line and "fitted" in line for line in text.splitlines())
     assert text.count("| yes") == 1 and rows
     assert (tmp_path / "res" / "figures" / "detections.png").stat().st_size > 10_000
+
+
+def test_torchvision_resnet_trunk(tmp_path):
+    from da.detection.model import build_detector, build_trunk
+    from da.models.model import build_model
+
+    torch.manual_seed(0)
+    scene = build_model("resnet18", 4, weights="none")
+    torch.save({"model": scene.state_dict()}, tmp_path / "r18.pt")
+    trunk, channels, *_, init = build_trunk("resnet18", str(tmp_path / "r18.pt"))
+    assert channels == [64, 128, 256, 512] and init.loaded == init.total
+    lib = {k: v for k, v in scene.state_dict().items()}
+    assert torch.equal(trunk.layers[3][1].conv2.weight, lib[scene.library_keys["layer4.1.conv2.weight"]])
+    cfg = DetectionConfig(backbone="resnet18", weights="none", min_size=64, max_size=64, rpn_post_nms_test=20)
+    model, _ = build_detector(cfg, 2)
+    model.eval()
+    with torch.no_grad():
+        assert len(model([torch.rand(3, 64, 64)])) == 1

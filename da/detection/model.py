@@ -4,11 +4,12 @@ The backbone is built by ``da.models.build_model`` (so it gets the same weights 
 offline ImageNet Lite0 file, a library's ImageNet weights, or a stage-1 scene checkpoint of this project),
 then its tensors are loaded into timm's ``features_only`` version of the same network, which returns the
 stride 4, 8, 16 and 32 maps.  torchvision's ``FeaturePyramidNetwork`` with a max-pooled extra level turns them
-into five 256-channel maps, the layout torchvision's own ResNet-50 FPN detector has, so its RPN and RoI
-heads apply unchanged.  The box predictor is a new ``FastRCNNPredictor`` for K + 1 classes (0: background).
-
-Torchvision's ``resnet50`` (and other torchvision ResNets) are also accepted: ``torchvision.models.detection.
-backbone_utils.resnet_fpn_backbone``-style, with the weights from the project factory.
+into five maps of ``fpn_channels`` (torchvision's ResNet-50 FPN detector has this layout with 256), so its RPN
+and RoI heads apply unchanged.  The box predictor is a new ``FastRCNNPredictor`` for K + 1 classes (0:
+background).  torchvision's ResNets (``resnet18`` ... ``resnet101``) are accepted too: their layer1-layer4,
+with the weights from the same factory (``--weights imagenet`` downloads torchvision's where there is
+internet).  Batch norm is frozen by default (``frozen_bn``), as in torchvision's detectors: batches of a few
+images give poor statistics.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def build_trunk(backbone: str, weights: str) -> tuple[nn.Module, list[int], tupl
                          f"have no weights (e.g. {missing[:3]}); the weights are of another network")
     loaded = 0 if weights == "none" else len(wanted) - len(missing)  # random init: nothing came from a file
     init = BackboneInit(weights=str(weights), loaded=loaded, total=len(wanted), source=source)
-    return trunk, channels, tuple(da_model.norm_mean.flatten().tolist()), tuple(da_model.norm_std.flatten().tolist()), init
+    mean, std = (tuple(t.flatten().tolist()) for t in (da_model.norm_mean, da_model.norm_std))
+    return trunk, channels, mean, std, init
 
 
 def _scene_bottleneck(weights: str) -> int | None:
