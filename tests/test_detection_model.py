@@ -300,7 +300,7 @@ def test_run_resumes_bit_identically(tmp_path, monkeypatch):
     a = json.loads((whole / "record.json").read_text())
     b = json.loads((resumed / "record.json").read_text())
     assert [h["train"] for h in a["history"]] == [h["train"] for h in b["history"]]
-    assert a["test"] == b["test"] and a["config_hash"] == b["config_hash"]
+    assert a["test"] == b["test"] and a["val"] == b["val"] and a["config_hash"] == b["config_hash"]
     wa = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
     wb = torch.load(resumed / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

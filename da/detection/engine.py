@@ -216,7 +216,8 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
                          sums["loss"] / (step + 1), n_images / (time.perf_counter() - t0))
         train_s = time.perf_counter() - t0
         raw, _ = predict_raw(model, val, device, num_workers=workers)
-        val_metrics = score(raw, val, classes, cfg, cfg.nms_thresholds[0])
+        val_all = {f"nms_{t:g}": score(raw, val, classes, cfg, t) for t in cfg.nms_thresholds}
+        val_metrics = val_all[f"nms_{cfg.nms_thresholds[0]:g}"]
         entry = {"epoch": epoch, "train": {k: round(v / max(n_steps, 1), 5) for k, v in sums.items()},
                  "train_images_per_s": round(n_images / max(train_s, 1e-9), 3), "train_s": round(train_s, 1),
                  "lr": scheduler.get_last_lr()[0], "val_map": round(val_metrics["map"], 5),
@@ -225,7 +226,8 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
         log.info("epoch %d: loss %.4f, val mAP %.4f, mAP@0.5 %.4f, %.2f images/s", epoch, entry["train"]["loss"],
                  entry["val_map"], entry["val_map_50"], entry["train_images_per_s"])
         if best is None or val_metrics["map"] > best["val_map"]:
-            best = {"epoch": epoch, "val_map": val_metrics["map"], "val_map_50": val_metrics["map_50"]}
+            best = {"epoch": epoch, "val_map": val_metrics["map"], "val_map_50": val_metrics["map_50"],
+                    "val": val_all}
             save(run_dir / BEST_FILE, {"model": model.state_dict(), "epoch": epoch, "config_hash": cfg.config_hash(),
                                        "classes": list(classes)})
         save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -237,8 +239,7 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
     test = _limit(splits.test, cfg.max_eval_images)
     raw, infer_ips = predict_raw(model, test, device, num_workers=0)
     test_metrics = {f"nms_{t:g}": score(raw, test, classes, cfg, t) for t in cfg.nms_thresholds}
-    val_raw, _ = predict_raw(model, val, device, num_workers=0)
-    val_metrics = {f"nms_{t:g}": score(val_raw, val, classes, cfg, t) for t in cfg.nms_thresholds}
+    val_metrics = best["val"]  # scored when the epoch was selected
     record = {
         "schema_version": DET_SCHEMA_VERSION, "kind": "detection", "config": cfg.to_dict(),
         "config_hash": cfg.config_hash(), "seed": cfg.seed, "git_commit": git_commit(), "da_version": __version__,
