@@ -369,3 +369,16 @@ def test_torchvision_resnet_trunk(tmp_path):
     model.eval()
     with torch.no_grad():
         assert len(model([torch.rand(3, 64, 64)])) == 1
+
+
+def test_missing_weights_or_data_are_clear_errors(tmp_path, capsys):
+    from da.detection.sweep import load_detection_sweep, submit_detection_sweep
+    from da.scripts.detect import main
+
+    assert main(["--weights", str(tmp_path / "no-stage1"), "--out", str(tmp_path)]) == 2
+    assert "weights=" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    assert main(["--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "runs"), "--weights", "none"]) == 2
+    assert "NWPU-VHR-10: not found" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    (tmp_path / "s.yaml").write_text(f"base: {{weights: {tmp_path / 'gone'}}}\n")
+    with pytest.raises(ValueError, match="s.*gone.*nothing was submitted"):
+        submit_detection_sweep(load_detection_sweep(tmp_path / "s.yaml"), cluster="debug", out=str(tmp_path / "o"))

@@ -110,6 +110,16 @@ class DetectionConfig:
     def run_dir(self) -> Path:
         return Path(self.out) / f"det-{self.config_hash()}"
 
+    def check_weights(self) -> "DetectionConfig":
+        """The weights exist here (a checkpoint or stage-1 run may be on the cluster only, so this is checked
+        where the run starts or is submitted, not when a sweep is read)."""
+        from da.models.model import WEIGHT_CHOICES
+        if self.weights not in WEIGHT_CHOICES and not Path(self.weights).exists():
+            raise DetectionConfigError(
+                f"detection config weights={self.weights!r}: neither one of {', '.join(WEIGHT_CHOICES)} nor an "
+                "existing checkpoint or stage-1 run directory")
+        return self
+
     def validate(self) -> "DetectionConfig":
         def bad(name, why):
             raise DetectionConfigError(f"detection config {name}={getattr(self, name)!r}: {why}")

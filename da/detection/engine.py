@@ -27,7 +27,7 @@ from da.config import resolve_num_workers
 from da.detection.anchors import AnchorGeneratorArgs, anchor_generator_args, boxes_wh, default_anchor_shapes, \
     fit_anchors, mean_best_iou
 from da.detection.config import DetectionConfig
-from da.detection.data import DetectionSample, load_detection, split_by_image
+from da.detection.data import DETECTION_DATASETS, DetectionSample, load_detection, split_by_image
 from da.detection.evaluate import coco_metrics, postprocess
 from da.detection.model import build_detector
 from da.detection.transforms import detection_transforms, sample_inputs
@@ -131,6 +131,9 @@ def run_detection(cfg: DetectionConfig) -> Path:
     if (run_dir / DONE_FILE).exists() and (run_dir / RECORD_FILE).exists():
         log.info("%s is done; skipping", run_dir)
         return run_dir
+    spec = DETECTION_DATASETS.get(cfg.dataset)
+    if spec is None or not (Path(cfg.data_root) / spec.folder).is_dir():  # fail before any file is written
+        load_detection(cfg.dataset, cfg.data_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(run_dir / LOCK_FILE), run_log(run_dir / LOG_FILE):
         return _run(cfg, run_dir)

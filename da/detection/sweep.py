@@ -124,6 +124,11 @@ def submit_detection_sweep(sweep: DetectionSweep, cluster: str | None = None, pr
                "queued": states.count("queued"), "submit": len(todo), "jobs": []}
     for c, s in zip(configs, states):
         print(f"{s:8s} {c.run_dir()}")
+    for c in todo if not dry_run else []:
+        try:
+            c.check_weights()
+        except DetectionConfigError as err:
+            raise ValueError(f"detection sweep {sweep.name}: {err}; nothing was submitted") from None
     if dry_run or not todo:
         print(f"{'would submit' if dry_run else 'nothing to submit:'} {len(todo)} of {len(configs)} runs")
         return summary

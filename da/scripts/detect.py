@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                                    **overrides)
             return 0
         cfg = DetectionConfig.from_dict(values)
+        if not args.print_config:
+            cfg.check_weights()
     except (DetectionConfigError, ValueError, FileNotFoundError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -90,8 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# config hash {cfg.config_hash()}")
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=True), end="")
         return 0
+    from da.detection.data import DetectionDataError
     from da.detection.engine import run_detection
-    run_dir = run_detection(cfg)
+    from da.models import OfflineWeightsError, WeightsError
+    try:
+        run_dir = run_detection(cfg)
+    except (DetectionDataError, OfflineWeightsError, WeightsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(run_dir / RECORD_FILE)
     return 0
 
