@@ -99,10 +99,22 @@ def render(table: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def diverse(samples: list, n: int) -> list:
+    """Up to ``n`` samples, each adding a class not shown yet where one can (in split order), then the rest."""
+    chosen, seen = [], set()
+    for s in samples:
+        if len(chosen) < n and set(s.labels.tolist()) - seen:
+            chosen.append(s)
+            seen |= set(s.labels.tolist())
+    chosen += [s for s in samples if s not in chosen][:n - len(chosen)]
+    return chosen
+
+
 def detections_figure(run_dir: str | Path, out: str | Path, n_images: int = 6, nms: float = 0.3,
-                      min_score: float = 0.5) -> Path:
-    """Ground truth (green) against predictions with score >= ``min_score`` (red, class and score) on the
-    first ``n_images`` test images of a finished run, at NMS ``nms``; PNG and PDF."""
+                      min_score: float = 0.3) -> Path:
+    """Ground truth (green) against predictions with score >= ``min_score`` (red, class and score) on
+    ``n_images`` test images of a finished run showing as many classes as they can, at NMS ``nms``; PNG
+    and PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +133,7 @@ def detections_figure(run_dir: str | Path, out: str | Path, n_images: int = 6, n
     record = json.loads((run_dir / RECORD_FILE).read_text())
     cfg = DetectionConfig.from_dict(record["config"])
     dataset = load_detection(cfg.dataset, cfg.data_root)
-    test = split_by_image(dataset, cfg.val_fraction, cfg.test_fraction, seed=cfg.split_seed).test[:n_images]
+    test = diverse(split_by_image(dataset, cfg.val_fraction, cfg.test_fraction, seed=cfg.split_seed).test, n_images)
     anchors = None
     if cfg.anchors == "fitted":
         from da.detection.anchors import AnchorGeneratorArgs
