@@ -151,6 +151,11 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
     seed_everything(cfg.seed)
     anchors, anchor_info = choose_anchors(cfg, splits.train)
     model, init = build_detector(cfg, len(classes), anchors)
+    log.info("%s: %s split (seed %d) %d / %d / %d images, %s anchors (mean best IoU on the training boxes: default "
+             "%.3f%s), backbone from %s", run_dir.name, cfg.dataset, cfg.split_seed, len(splits.train),
+             len(splits.val), len(splits.test), cfg.anchors, anchor_info["default_mean_best_iou"],
+             f", fitted {anchor_info['fitted_mean_best_iou']:.3f}" if "fitted_mean_best_iou" in anchor_info else "",
+             init.source)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
