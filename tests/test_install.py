@@ -138,6 +138,9 @@ def test_non_editable_install_runs_from_another_directory(real_root, tmp_path):
     assert "#SBATCH --partition=debug" in res.stdout and "export OMP_NUM_THREADS=1" in res.stdout
     res = cli("da-sweep", "--sweep", "nope", "--dry-run")
     assert res.returncode == 2 and "known sweeps: ablation" in res.stderr and "path of a sweep YAML" in res.stderr
+    # da-detect: the shipped detection sweep by name
+    res = cli("da-detect", "--sweep", "det_nwpu", "--cluster", "debug", "--dry-run", "--out", str(tmp_path / "det"))
+    assert res.returncode == 0 and "would submit 12 of 12 runs" in res.stdout, res.stderr[-3000:]
 
     # da-tables: its help, and the tables of the committed test records
     res = cli("da-tables", "--help")
