@@ -141,6 +141,7 @@ def run_detection(cfg: DetectionConfig) -> Path:
 
 def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
     t_start = time.time()
+    commits = [git_commit()]  # the code this segment runs, read before it can change under a long run
     device = pick_device(cfg.device)
     dataset = load_detection(cfg.dataset, cfg.data_root)
     splits = split_by_image(dataset, cfg.val_fraction, cfg.test_fraction, seed=cfg.split_seed)
@@ -182,6 +183,7 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
         scaler.load_state_dict(state["scaler"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         elapsed_before = state["elapsed_s"]
+        commits = list(dict.fromkeys(state["git_commits"] + commits))  # every segment's code, in order
         set_rng_state(state["rng"])
         log.info("resuming %s after epoch %d", run_dir.name, state["epoch"])
     workers = resolve_num_workers(cfg.num_workers)
@@ -241,7 +243,7 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
         save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                          "history": history, "best": best, "rng": rng_state(), "config_hash": cfg.config_hash(),
-                         "elapsed_s": elapsed_before + time.time() - t_start})
+                         "elapsed_s": elapsed_before + time.time() - t_start, "git_commits": commits})
 
     model.load_state_dict(load(run_dir / BEST_FILE)["model"])
     test = _limit(splits.test, cfg.max_eval_images)
@@ -250,7 +252,8 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
     val_metrics = best["val"]  # scored when the epoch was selected
     record = {
         "schema_version": DET_SCHEMA_VERSION, "kind": "detection", "config": cfg.to_dict(),
-        "config_hash": cfg.config_hash(), "seed": cfg.seed, "git_commit": git_commit(), "da_version": __version__,
+        "config_hash": cfg.config_hash(), "seed": cfg.seed, "git_commit": commits[-1], "git_commits": commits,
+        "da_version": __version__,
         "classes": list(classes), "init": vars(init), "anchors": anchor_info,
         "split": {"seed": cfg.split_seed, "train": len(splits.train), "val": len(splits.val),
                   "test": len(splits.test), "train_boxes": int(sum(s.num_boxes for s in splits.train)),

@@ -29,7 +29,7 @@ def init_name(weights: str) -> str:
     if weights == "none":
         return "random"
     p = Path(weights)
-    return f"stage-1 {p.parent.name if p.name == BEST_FILE else p.name}"
+    return f"stage-1 {(p.parent.name if p.name == BEST_FILE else p.name).removeprefix('stage1-')}"
 
 
 def detection_runs(folder: str | Path) -> pd.DataFrame:
@@ -67,7 +67,7 @@ def detection_table(runs: pd.DataFrame) -> pd.DataFrame:
     nms = [f"{t:g}" for t in runs["record"].iloc[0]["config"]["nms_thresholds"]]  # the headline first
     best = runs.groupby(FACTORS)["val_map"].mean().idxmax()
     out = []
-    for key, g in runs.groupby(FACTORS, sort=False):
+    for key, g in runs.groupby(FACTORS):
         row = dict(zip(FACTORS, key))
         row["seeds"] = len(g)
         row["val mAP"] = _fmt(g["val_map"])
@@ -83,7 +83,7 @@ def detection_table(runs: pd.DataFrame) -> pd.DataFrame:
 def per_class_table(runs: pd.DataFrame, nms: float) -> pd.DataFrame:
     """AP@0.5 (%) per class at NMS ``nms``, mean over seeds, one column per configuration."""
     cols, classes = {}, runs["record"].iloc[0]["classes"]
-    for key, g in runs.groupby(FACTORS, sort=False):
+    for key, g in runs.groupby(FACTORS):
         per = pd.DataFrame([r["test"][f"nms_{nms:g}"]["ap50_per_class"] for r in g["record"]])
         cols[" / ".join(str(k) for k in key)] = [_fmt(per[c]) if c in per else "–" for c in classes]
     return pd.DataFrame(cols, index=pd.Index(classes, name="class"))
@@ -184,7 +184,8 @@ def write_detection_report(folder: str | Path, out: str | Path, figure: bool = T
     caption = (f"NWPU VHR-10 test split ({runs['record'].iloc[0]['split']['test']} images), Faster R-CNN: "
                f"COCO mAP@[.5:.95] and mAP@0.5 (%) at class-wise NMS IoU {nms_list}, mean ± s.d. over seeds; the "
                f"model of each run is its epoch with the best val mAP (NMS {headline:g}); 'chosen on val': the "
-               f"configuration with the best mean val mAP (the test split plays no part in any choice).")
+               f"configuration with the best mean val mAP (the test split plays no part in any choice). Init: "
+               f"ImageNet weights, or 'stage-1 <hash>': the backbone of that stage-1 scene-classification run.")
     text = "# Detection\n\n" + render(table, caption)
     text += "\n" + render(per_class_table(runs, float(nms_list.split(", ")[-1])),
                           f"AP@0.5 (%) per class at NMS {nms_list.split(', ')[-1]}, mean over seeds "
