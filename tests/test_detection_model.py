@@ -292,10 +292,12 @@ def test_run_resumes_bit_identically(tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(engine, "predict_raw", dies_in_second_epoch)
+    monkeypatch.setattr(engine, "git_commit", lambda: "commit-a")
     with pytest.raises(KeyboardInterrupt):
         engine.run_detection(cfg)
     assert not (cfg.run_dir() / "DONE").exists() and (cfg.run_dir() / "checkpoint.pt").exists()
     monkeypatch.setattr(engine, "predict_raw", real)
+    monkeypatch.setattr(engine, "git_commit", lambda: "commit-b")  # the code changed before the resume
     resumed = engine.run_detection(cfg)
     a = json.loads((whole / "record.json").read_text())
     b = json.loads((resumed / "record.json").read_text())
@@ -304,7 +306,8 @@ def test_run_resumes_bit_identically(tmp_path, monkeypatch):
     wa = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
     wb = torch.load(resumed / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    # the record says what was run on what
+    # the record says what was run on what, and with which code (each segment's commit, read at its start)
+    assert (b["git_commit"], b["git_commits"]) == ("commit-b", ["commit-a", "commit-b"])
     assert b["split"]["train"] + b["split"]["val"] + b["split"]["test"] == 12
     assert (cfg.run_dir() / "manifest.csv").read_text().count("\n") == 13
     assert b["anchors"]["choice"] == "fitted" and 0 < b["anchors"]["fitted_mean_best_iou"] <= 1
@@ -382,3 +385,14 @@ def test_missing_weights_or_data_are_clear_errors(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text(f"base: {{weights: {tmp_path / 'gone'}}}\n")
     with pytest.raises(ValueError, match="s.*gone.*nothing was submitted"):
         submit_detection_sweep(load_detection_sweep(tmp_path / "s.yaml"), cluster="debug", out=str(tmp_path / "o"))
+
+
+def test_committed_detection_table_regenerates(tmp_path):
+    """results/detection/tables/detection.md is what the committed records give (python experiments/tables.py
+    --detection results/detection/runs --out results/detection --no-figures)."""
+    from conftest import REPO
+    from da.results.detection import write_detection_report
+
+    committed = REPO / "results" / "detection"
+    write_detection_report(committed / "runs", tmp_path, figure=False)
+    assert (tmp_path / "tables" / "detection.md").read_text() == (committed / "tables" / "detection.md").read_text()
