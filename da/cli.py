@@ -26,7 +26,10 @@ HELP = {
     "stage1": "intermediate dataset for stage 1, trained on all its classes",
     "source": "labelled source dataset of stage 2 (its classes shared with the target)",
     "target": "target dataset of stage 2 (train split unlabelled, test split for evaluation only)",
-    "class_map": "JSON/YAML class map {classes: {target class: [source classes]}}; default: built in",
+    "class_map": "JSON/YAML class map {classes: {target class: [source classes]}}, or a built-in map's name "
+                 "(e.g. AID-RSSCN7-6class); default: the built-in map of (source, target)",
+    "transductive": "the published papers' protocol: the whole target set is both the unlabelled training set "
+                    "and the test set (for comparison with them only: nothing is held out)",
     "val_fraction": "fraction of the source held out for model selection",
     "target_test_fraction": "fraction of the target held out for the reported test accuracy",
     "target_labeled_fraction": "fraction of target train used with labels (semi-supervised); 0: none; 1.0 with "

@@ -87,10 +87,13 @@ class RunConfig:
     stage1: str = "AID"  # intermediate dataset, all its classes (NWPU-RESISC45 where you have it)
     source: str = "AID"
     target: str = "RSSCN7"
-    class_map: str = ""  # JSON/YAML file; empty: the built-in map for (source, target)
+    class_map: str = ""  # JSON/YAML file, or a built-in map's name; empty: the built-in map for (source, target)
     val_fraction: float = 0.2  # of the source, for model selection (no target labels are ever used)
     target_test_fraction: float = 0.3
     target_labeled_fraction: float = 0.0  # of target train, labelled, for semi-supervised fine-tuning
+    # the published papers' protocol: the whole target set is the unlabelled training set *and* the test
+    # set (target_test_fraction unused); only for comparison with them, since nothing is held out
+    transductive: bool = _added(False)
     split_seed: int = 0
     img_size: int = 128
     # --- model and fine-tuning strategy
@@ -302,6 +305,9 @@ class RunConfig:
         if not 0 <= self.target_labeled_fraction <= 1:
             raise ConfigError("target_labeled_fraction", "--target-labeled-fraction must lie in [0, 1] (1: the "
                                                          "target-supervised reference)")
+        if self.transductive and self.target_labeled_fraction > 0:
+            raise ConfigError("transductive", "--transductive tests on the target training images: it cannot be "
+                                              "combined with --target-labeled-fraction (their labels would be trained on)")
         from da.prior import ESTIMATORS
 
         one_of("prior", ("",) + ESTIMATORS)

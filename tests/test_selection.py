@@ -9,7 +9,7 @@ from scipy.stats import rankdata
 from da.config import RunConfig
 from da.methods import TargetPass
 from da.rundir import BEST_FILE, EPOCHS_DIR, run_dir_for
-from da.selection import REGISTRY, EpochOutputs, SourcePredictions, best_epoch, score_epoch, validator_names
+from da.selection import REGISTRY, EpochOutputs, SourcePredictions, best_epoch, score_epoch, scored_validator_names, validator_names
 from da.selection.dev import dev_risk
 from da.train import checkpoint, train_stage
 from test_engine import load, tiny_cfg
@@ -37,7 +37,7 @@ def score(name, out):
 
 
 def test_names_and_default():
-    assert validator_names()[0] == "source_acc" and validator_names()[-1] == "rank"
+    assert validator_names()[0] == "source_acc" and validator_names()[-2:] == ["last", "rank"]
     assert {"entropy", "im", "bnm", "snd", "class_ami", "dev"} <= set(validator_names())
     with pytest.raises(ValueError, match="--selection 'oracle' is not valid; choose from source_acc"):
         RunConfig(selection="oracle").validate()
@@ -129,7 +129,7 @@ def test_no_validator_reads_a_target_label(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "load_splits", shuffled)
     rec = load(train_stage(tiny_cfg(tiny_root, tmp_path / "b", method="coral", stages=1, epochs=2), stage=2))
     assert [e["scores"] for e in rec["epochs"]] == [e["scores"] for e in ref["epochs"]]
-    assert set(ref["epochs"][0]["scores"]) == set(validator_names()[:-1])
+    assert set(ref["epochs"][0]["scores"]) == set(scored_validator_names())
     assert all(np.isfinite(v) for e in ref["epochs"] for v in e["scores"].values())
     assert ref["selection"] == "source_acc" and ref["schema_version"] == 2
     assert set(ref["epochs"][0]["validation_s"]) >= {"target_pass", "snd", "dev"}

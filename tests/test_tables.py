@@ -12,7 +12,7 @@ import pytest
 from da.config import RunConfig
 from da.records import RecordError
 from da.results import ablation_table, load_runs
-from da.selection import validator_names
+from da.selection import scored_validator_names, validator_names
 
 from conftest import REPO
 
@@ -209,7 +209,7 @@ def _with_scores(tmp_path):
         rec["schema_version"] = 2
         for e in rec["epochs"]:
             acc = e["target_test"]["accuracy"]
-            e["scores"] = {name: 0.0 for name in validator_names()[:-1]}
+            e["scores"] = {name: 0.0 for name in scored_validator_names()}
             e["scores"].update(source_acc=e["source_val"]["accuracy"], im=acc, entropy=-acc)
         path.write_text(json.dumps(rec))
     return tmp_path / "runs"

@@ -6,6 +6,17 @@ target's classes in the target's official order.  Built-in maps live as JSON fil
 a user gives their own as JSON or YAML:
 
     {"source": "AID", "target": "RSSCN7", "classes": {"dRiverLake": ["River", "Pond"], ...}}
+
+The same map read the other way round (RSSCN7 -> AID) groups *target* classes: a shared class is then a
+mapping of its source and its target classes, and the shared label space is the map's classes in the
+order written::
+
+    {"source": "RSSCN7", "target": "AID", "classes": {"dRiverLake": {"source": ["dRiverLake"],
+                                                                     "target": ["River", "Pond"]}, ...}}
+
+The built-in map of a pair is ``<source>-<target>.json``; other built-in maps (a subset of classes, as
+the literature's 6-class benchmark) are chosen by their file name without ``.json`` (``--class-map
+AID-RSSCN7-6class``).
 """
 
 from __future__ import annotations
@@ -27,10 +38,18 @@ class ClassMap:
     source: str
     target: str
     classes: tuple[tuple[str, tuple[str, ...]], ...]  # (shared/target class, its source classes), target order
+    # (shared class, its target classes) when target classes are grouped; empty: each shared class is the
+    # target class of its name
+    target_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def shared_classes(self) -> list[str]:
         return [t for t, _ in self.classes]
+
+    @property
+    def target_classes(self) -> list[str]:
+        """The target dataset's classes that the map uses (the folders read from the target)."""
+        return [t for _, group in self.target_groups for t in group] if self.target_groups else self.shared_classes
 
     @property
     def source_classes(self) -> list[str]:
@@ -41,9 +60,16 @@ class ClassMap:
         return {s: i for i, (_, group) in enumerate(self.classes) for s in group}
 
     def target_label(self) -> dict[str, int]:
+        """Target class name -> shared label index."""
+        if self.target_groups:
+            return {t: i for i, (_, group) in enumerate(self.target_groups) for t in group}
         return {t: i for i, (t, _) in enumerate(self.classes)}
 
     def to_dict(self) -> dict:
+        if self.target_groups:
+            targets = dict(self.target_groups)
+            return {"source": self.source, "target": self.target,
+                    "classes": {c: {"source": list(g), "target": list(targets[c])} for c, g in self.classes}}
         return {"source": self.source, "target": self.target, "classes": {t: list(g) for t, g in self.classes}}
 
 
@@ -52,11 +78,26 @@ def identity_map(spec: DatasetSpec) -> ClassMap:
 
 
 def builtin_maps() -> dict[tuple[str, str], Path]:
+    """The default map of each pair: the built-in file named ``<source>-<target>.json``."""
     out = {}
     for path in sorted(BUILTIN_DIR.glob("*.json")):
         data = json.loads(path.read_text())
-        out[(data["source"], data["target"])] = path
+        if path.stem == f"{data['source']}-{data['target']}":
+            out[(data["source"], data["target"])] = path
     return out
+
+
+def builtin_map_names() -> list[str]:
+    """Every built-in map, by the name ``--class-map`` takes (its file name without ``.json``)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.json"))
+
+
+def map_file(name: str | os.PathLike) -> Path:
+    """The file a ``--class-map`` value stands for: a built-in map by name, else a path."""
+    text = os.fspath(name)
+    if text in builtin_map_names():
+        return BUILTIN_DIR / f"{text}.json"
+    return Path(text)
 
 
 class _DuplicateKey(ValueError):
@@ -106,7 +147,7 @@ def resolve_class_map(source: DatasetSpec, target: DatasetSpec, path: str | os.P
     """
     if path:
         where = str(path)
-        data = _read(Path(path))
+        data = _read(map_file(path))
     elif source.map_name == target.map_name:
         return identity_map(source)
     else:
@@ -119,6 +160,8 @@ def resolve_class_map(source: DatasetSpec, target: DatasetSpec, path: str | os.P
         where = str(found)
         data = _read(found)
     mapping: dict = data["classes"]
+    if any(isinstance(v, dict) for v in mapping.values()):
+        return _grouped_map(source, target, mapping, where)
     unknown_t = [t for t in mapping if t not in target.classes]
     if unknown_t:
         raise ValueError(f"class map {where}: {unknown_t} not classes of target {target.name}; "
@@ -128,20 +171,42 @@ def resolve_class_map(source: DatasetSpec, target: DatasetSpec, path: str | os.P
     for t in target.classes:  # shared label order = target order
         if t not in mapping:
             continue
-        group = mapping[t]
-        group = [group] if isinstance(group, str) else list(group or [])
-        if not group:  # silently dropping the class would change the label space without a word
-            raise ValueError(f"class map {where}: target class {t} has no source class; list its source classes "
-                             f"or leave {t} out of the map")
-        unknown_s = [s for s in group if s not in source.classes]
-        if unknown_s:
-            raise ValueError(f"class map {where}: {unknown_s} (for {t}) not classes of source {source.name}; "
-                             f"valid: {', '.join(source.classes)}")
-        for s in group:
-            if s in seen:
-                raise ValueError(f"class map {where}: source class {s} maps to both {seen[s]} and {t}")
-            seen[s] = t
-        groups.append((t, tuple(group)))
+        groups.append((t, _group(mapping[t], t, source, "source", seen, where, noun="target class")))
     if not groups:
         raise ValueError(f"class map {where}: source {source.name} and target {target.name} share no class")
     return ClassMap(source.name, target.name, tuple(groups))
+
+
+def _group(value, shared: str, spec: DatasetSpec, side: str, seen: dict[str, str], where: str,
+           noun: str = "shared class") -> tuple[str, ...]:
+    """The ``side`` (source or target) classes of one shared class, checked against ``spec`` and against
+    the classes already placed in another shared class (``seen``)."""
+    group = [value] if isinstance(value, str) else list(value or [])
+    if not group:  # silently dropping the class would change the label space without a word
+        raise ValueError(f"class map {where}: {noun} {shared} has no {side} class; list its {side} classes "
+                         f"or leave {shared} out of the map")
+    unknown = [c for c in group if c not in spec.classes]
+    if unknown:
+        raise ValueError(f"class map {where}: {unknown} (for {shared}) not classes of {side} {spec.name}; "
+                         f"valid: {', '.join(spec.classes)}")
+    for c in group:
+        if c in seen:
+            raise ValueError(f"class map {where}: {side} class {c} maps to both {seen[c]} and {shared}")
+        seen[c] = shared
+    return tuple(group)
+
+
+def _grouped_map(source: DatasetSpec, target: DatasetSpec, mapping: dict, where: str) -> ClassMap:
+    """A map whose shared classes each name their source and target classes, in the order written."""
+    groups, targets = [], []
+    seen_source: dict[str, str] = {}
+    seen_target: dict[str, str] = {}
+    for shared, value in mapping.items():
+        if not isinstance(value, dict) or set(value) != {"source", "target"}:
+            raise ValueError(f"class map {where}: shared class {shared} must be a mapping with 'source' and "
+                             f"'target' lists when any class is (got {value!r})")
+        groups.append((shared, _group(value["source"], shared, source, "source", seen_source, where)))
+        targets.append((shared, _group(value["target"], shared, target, "target", seen_target, where)))
+    if not groups:
+        raise ValueError(f"class map {where}: source {source.name} and target {target.name} share no class")
+    return ClassMap(source.name, target.name, tuple(groups), tuple(targets))

@@ -88,16 +88,21 @@ def long_tail_order(spec, classes: list[str]) -> list[str]:
 
 def adaptation_splits(source: str, target: str, root: str | os.PathLike, val_fraction: float,
                       test_fraction: float, seed: int, labeled_fraction: float = 0.0,
-                      class_map: str | os.PathLike | None = None) -> Splits:
+                      class_map: str | os.PathLike | None = None, transductive: bool = False) -> Splits:
+    """``transductive``: the protocol of most adaptation papers, in which the whole target set is both the
+    unlabelled training set and the test set (``test_fraction`` is then unused)."""
     src_spec, tgt_spec = get_spec(source, root), get_spec(target, root)
     cmap = resolve_class_map(src_spec, tgt_spec, class_map)
     src = scan(src_spec, root, classes=cmap.source_classes)
-    tgt = scan(tgt_spec, root, classes=cmap.shared_classes)
+    tgt = scan(tgt_spec, root, classes=cmap.target_classes)
     src_parts = stratified_split(src.samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=src_spec.name)
-    tgt_parts = stratified_split(tgt.samples, {"train": 1 - test_fraction, "test": test_fraction}, seed,
-                                 key=f"{tgt_spec.map_name}:target")
+    if transductive:
+        tgt_parts = {"train": sorted(tgt.samples), "test": sorted(tgt.samples)}
+    else:
+        tgt_parts = stratified_split(tgt.samples, {"train": 1 - test_fraction, "test": test_fraction}, seed,
+                                     key=f"{tgt_spec.map_name}:target")
     if tgt_spec.long_tail_imbalance:  # label shift: the same long-tailed prior in target train and test
-        order = long_tail_order(tgt_spec, cmap.shared_classes)
+        order = long_tail_order(tgt_spec, cmap.target_classes)
         tgt_parts = {name: long_tailed_subset(part, order, tgt_spec.long_tail_imbalance, seed,
                                               key=f"{tgt_spec.name}:{name}") for name, part in tgt_parts.items()}
     classes = cmap.shared_classes

@@ -14,6 +14,15 @@ with and without an option, a reference row) list ``variants``, each a set of fi
 runs are then variants x grid x seeds, in the order written::
 
     variants: [{method: source_only}, {method: im, prior: em}]
+
+A sweep that reports label-free results says where each of its choices came from, before it runs
+(``choices``): the setting, its value, the pair whose records chose it, which records and by what rule.
+Only another pair's records (or a paper, or no data at all: ``from: a priori``) may choose for a pair;
+``tests/test_protocol.py`` checks every shipped sweep::
+
+    choices:
+      - {setting: selection, value: last, pair: AID -> RSSCN7, records: [results/gap/runs],
+         rule: "the validator whose paired difference to the last epoch has a 95 % interval above 0; none"}
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from da.config import ConfigError, RunConfig, stage1_config
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+CHOICE_KEYS = {"setting", "value", "pair", "rule"}  # and records: the runs folders that chose it, if any
 
 
 def known_names(folder: Path) -> list[str]:
@@ -62,6 +72,7 @@ class Sweep:
     grid: dict[str, list[Any]]
     seeds: list[int]
     variants: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    choices: list[dict[str, Any]] = field(default_factory=list)  # where each choice came from (see above)
 
     def configs(self, **overrides: Any) -> list[RunConfig]:
         """Every run of the sweep; ``overrides`` (out, data_root, ...) apply to all of them."""
@@ -97,10 +108,13 @@ def load_sweep(name: str | os.PathLike) -> Sweep:
     if not isinstance(data, dict):
         raise ValueError(f"sweep {path}: expected a mapping with base, grid, variants, seeds")
     valid = {f.name for f in fields(RunConfig)}
-    unknown_top = sorted(set(data) - {"base", "grid", "variants", "seeds", "description"})
+    unknown_top = sorted(set(data) - {"base", "grid", "variants", "seeds", "description", "choices"})
     if unknown_top:
         raise ValueError(f"sweep {path}: unknown key(s) {unknown_top}; expected base, grid, variants, seeds, "
-                         f"description")
+                         f"description, choices")
+    choices = data.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) and CHOICE_KEYS <= set(c) for c in choices):
+        raise ValueError(f"sweep {path}: choices must be a list of mappings with {', '.join(sorted(CHOICE_KEYS))}")
     base, grid = data.get("base") or {}, data.get("grid") or {}
     variants = data.get("variants") or [{}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
@@ -120,7 +134,8 @@ def load_sweep(name: str | os.PathLike) -> Sweep:
         raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
     if "seed" in {k for v in variants for k in v}:
         raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
-    sweep = Sweep(name=path.stem, base=base, grid=grid, seeds=[int(s) for s in seeds], variants=variants)
+    sweep = Sweep(name=path.stem, base=base, grid=grid, seeds=[int(s) for s in seeds], variants=variants,
+                  choices=choices)
     try:
         sweep.configs()  # validate every run now, before anything is submitted
     except ConfigError as err:

@@ -14,7 +14,8 @@ from scipy.stats import spearmanr
 from da.config import RunConfig
 from da.records import RecordError
 from da.results.tables import latex_escape
-from da.selection import RANK, best_epoch, validator_names
+from da.results.paired import Paired
+from da.selection import DEFAULT, LAST, RANK, best_epoch, selection_scores, validator_names
 
 
 def epoch_scores(record: dict) -> list[dict[str, float]]:
@@ -44,25 +45,35 @@ def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     return runs.assign(selected_epoch=picked, target_acc=acc, target_f1=f1)
 
 
+def control_first(names: list[str]) -> list[str]:
+    """Rules in table order: the two controls (source accuracy, the last epoch) first, then the others."""
+    controls = [DEFAULT, LAST]
+    return [n for n in controls if n in names] + [n for n in names if n not in controls]
+
+
 def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per rule: over the runs, the mean target accuracy (%) of the epochs it selects, its mean
-    gap to the oracle epoch (points; >= 0), how often it picks the oracle epoch, and the Spearman rank
-    correlation of its score with target accuracy over all epochs of all runs (pooled; ``rank`` is
-    relative within a run, so it has none)."""
+    """One row per rule, the controls first: over the runs, the mean target accuracy (%) of the epochs it
+    selects, its mean gap to the oracle epoch (points; >= 0), how often it picks the oracle epoch, the
+    Spearman rank correlation of its score with target accuracy over all epochs of all runs (pooled;
+    ``rank`` is relative within a run, so it has none; ``last``'s score is the epoch number), and, per run,
+    its selected accuracy minus that of the last epoch (the control that selects nothing) as a paired
+    comparison (``vs_last``)."""
     rows = []
-    for name in validator_names():
+    last = reselect(runs, LAST)["target_acc"].to_numpy(dtype=float)
+    keys = tuple((r["run_dir"],) for _, r in runs.iterrows())
+    for name in control_first(validator_names()):
         chosen = reselect(runs, name)
         oracle = runs["oracle_acc"].to_numpy(dtype=float)
         row = {"validator": name, "runs": len(runs), "selected_acc": float(chosen["target_acc"].mean()),
                "selected_acc_std": float(chosen["target_acc"].std(ddof=1)) if len(runs) > 1 else float("nan"),
                "gap_to_oracle": float(np.mean(oracle - chosen["target_acc"].to_numpy(dtype=float))),
-               "picks_oracle_epoch": float(np.mean(chosen["selected_epoch"].to_numpy() == runs["oracle_epoch"].to_numpy()))}
+               "picks_oracle_epoch": float(np.mean(chosen["selected_epoch"].to_numpy() == runs["oracle_epoch"].to_numpy())),
+               "vs_last": Paired(keys, tuple(chosen["target_acc"].to_numpy(dtype=float) - last))}
         if name != RANK:
             scores, accs = [], []
             for rec in runs["record"]:
-                for s, e in zip(epoch_scores(rec), rec["epochs"]):
-                    scores.append(s[name])
-                    accs.append(e["target_test"]["accuracy"])
+                scores += selection_scores(epoch_scores(rec), name)
+                accs += [e["target_test"]["accuracy"] for e in rec["epochs"]]
             row["spearman"] = float(spearmanr(scores, accs).statistic) if len(set(scores)) > 1 else float("nan")
         else:
             row["spearman"] = float("nan")
@@ -80,7 +91,8 @@ def render_validator_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
     pm = "±" if fmt == "markdown" else r"$\pm$"
     rows = []
     for _, r in table.iterrows():
-        cells = [r["validator"] if fmt == "markdown" else latex_escape(r["validator"])]
+        name = r["validator"] + (" (control)" if r["validator"] in (DEFAULT, LAST) else "")
+        cells = [name if fmt == "markdown" else latex_escape(name)]
         for c in cols:
             v = r[c]
             if np.isnan(v):
@@ -89,9 +101,13 @@ def render_validator_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
             text = {"selected_acc": f"{v:.1f} {pm} {r['selected_acc_std']:.1f}", "gap_to_oracle": f"{v:.2f}",
                     "picks_oracle_epoch": f"{100 * v:.0f}", "spearman": f"{v:+.3f}"}[c]
             cells.append(bold(text) if np.isclose(v, best[c]) else text)
+        p = r["vs_last"]
+        low, high = p.interval()
+        cells.append("–" if r["validator"] == LAST else
+                     f"{p.mean:+.2f} [{low:+.2f}, {high:+.2f}]".replace("±", pm))
         cells.append(str(int(r["runs"])))
         rows.append(cells)
-    header = ["validator", *cols.values(), "runs"]
+    header = ["validator", *cols.values(), "vs last epoch, per run (points, 95 % interval)", "runs"]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"

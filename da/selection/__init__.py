@@ -16,21 +16,29 @@ for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("base", "select"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-from da.selection.select import RANK, best_epoch, score_epoch, selection_scores  # noqa: E402
+from da.selection.select import LAST, RANK, RULES, best_epoch, score_epoch, selection_scores  # noqa: E402
 
 DEFAULT = "source_acc"
 
 
+def scored_validator_names() -> list[str]:
+    """The validators scored after every epoch (the default first), as records keep them."""
+    return sorted(REGISTRY, key=lambda n: (n != DEFAULT, n))
+
+
 def validator_names() -> list[str]:
-    """The scored validators (default first), then ``rank``, the rank-average of a set of them."""
-    return sorted(REGISTRY, key=lambda n: (n != DEFAULT, n)) + [RANK]
+    """Every selection rule: the scored validators (default first), then ``last`` (the final epoch, the
+    control) and ``rank`` (the rank-average of a set of validators)."""
+    return scored_validator_names() + list(RULES)
 
 
 def check_validator_name(name: str, option: str = "--selection", allow_rank: bool = True) -> None:
-    valid = validator_names() if allow_rank else validator_names()[:-1]
+    """``allow_rank`` False: only a scored validator (what ``rank`` averages)."""
+    valid = validator_names() if allow_rank else scored_validator_names()
     if name not in valid:
         raise ValueError(f"{option} {name!r} is not valid; choose from {', '.join(valid)}")
 
 
 __all__ = ["EpochOutputs", "SourcePredictions", "Validator", "register", "validator_names",
-           "check_validator_name", "score_epoch", "best_epoch", "selection_scores", "RANK", "DEFAULT"]
+           "check_validator_name", "scored_validator_names", "score_epoch", "best_epoch", "selection_scores",
+           "LAST", "RANK", "RULES", "DEFAULT"]

@@ -11,6 +11,10 @@ from scipy.stats import rankdata
 from da.selection.base import REGISTRY, EpochOutputs
 
 RANK = "rank"  # the rank-average of a set of validators (config: rank_validators)
+# The control every validator is read against: the final epoch, i.e. no selection at all.  A rule, not a
+# scored validator: its score is the epoch number, so records made before it are re-selected with it too.
+LAST = "last"
+RULES = (LAST, RANK)  # rules computed from the history, not scored by a validator
 
 
 def score_epoch(out: EpochOutputs) -> tuple[dict[str, float], dict[str, float]]:
@@ -26,10 +30,13 @@ def score_epoch(out: EpochOutputs) -> tuple[dict[str, float], dict[str, float]]:
 def selection_scores(history: Sequence[dict[str, float]], name: str, rank_set: Sequence[str] = ()) -> list[float]:
     """The score of each epoch under rule ``name`` (higher is better).
 
-    For a validator, its own per-epoch scores.  For ``rank``: each validator of ``rank_set`` ranks the
+    For a validator, its own per-epoch scores.  For ``last``: the epoch number (the final epoch wins).
+    For ``rank``: each validator of ``rank_set`` ranks the
     epochs (1 = worst, ties averaged), and an epoch's score is its mean rank; it is relative, so an
     epoch's score can change as later epochs arrive.
     """
+    if name == LAST:
+        return [float(i + 1) for i in range(len(history))]
     if name != RANK:
         missing = [i + 1 for i, s in enumerate(history) if name not in s]
         if missing:

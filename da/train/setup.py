@@ -60,7 +60,8 @@ def load_splits(cfg: RunConfig, stage: int) -> Splits:
     if stage == 1:
         return supervised_splits(cfg.source, root, cfg.val_fraction, cfg.split_seed)
     return adaptation_splits(cfg.source, cfg.target, root, cfg.val_fraction, cfg.target_test_fraction,
-                             cfg.split_seed, cfg.target_labeled_fraction, cfg.class_map or None)
+                             cfg.split_seed, cfg.target_labeled_fraction, cfg.class_map or None,
+                             transductive=cfg.transductive)
 
 
 def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: int, device: torch.device,
