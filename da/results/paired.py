@@ -78,11 +78,18 @@ def format_paired(p: Paired, digits: int = 1) -> dict[str, str]:
 
 
 def _label(row: dict, factors: list[str]) -> str:
-    from da.results.tables import LABELS, VALUE_TEXT
+    """A configuration as a table reads it: the method (source-only, reference), its prior estimate if any,
+    then the other factors that vary."""
+    from da.results.tables import LABELS
 
-    parts = [str(row["method"])] + [f"{LABELS.get(f, f)} {VALUE_TEXT.get(f, {}).get(row[f], row[f])}"
-                                    for f in factors if f != "method"]
-    return ", ".join(parts)
+    if row["method"] == "source_only":
+        name = "reference" if row.get("target_labeled_fraction", 0) >= 1 else "source-only"
+    else:
+        name = str(row["method"])
+    if row.get("prior"):
+        name += f" + prior ({row['prior']})"
+    others = [f"{LABELS.get(f, f)} {row[f]}" for f in factors if f not in ("method", "prior", "target_labeled_fraction")]
+    return ", ".join([name, *others])
 
 
 def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc") -> pd.DataFrame:
@@ -94,7 +101,7 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
 
     factors = [f for f in factors if f not in PAIR_KEYS]
     groups = [(dict(zip(factors, key if isinstance(key, tuple) else (key,))), g)
-              for key, g in runs.groupby(factors, sort=False, dropna=False)]
+              for key, g in runs.groupby(factors, sort=True, dropna=False)]
     anchors = [f for f in ("method", "prior", "target_labeled_fraction") if f in factors]
     rows = []
     for row, g in groups:

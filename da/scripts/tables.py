@@ -25,7 +25,9 @@ from da.results import ablation_table, load_runs, oracle_table, render_latex, re
 from da.records import RecordError
 from da.results.selection import render_validator_table, reselect, validator_table
 from da.results.gap import confusion_pairs, confusion_table, gap_table, is_reference
-from da.results.tables import baseline_comparison, prediction_shares, render_baseline_comparison, summarise
+from da.results.paired import paired_table, render_paired_table
+from da.results.tables import (baseline_comparison, prediction_shares, render_baseline_comparison, summarise,
+                               varying_factors)
 from da.selection import DEFAULT, validator_names
 from da.utils.io import atomic_write_text
 
@@ -33,6 +35,17 @@ from da.utils.io import atomic_write_text
 def write_table(out: Path, name: str, table, factors, caption: str) -> None:
     atomic_write_text(out / f"{name}.md", render_markdown(table, factors, caption))
     atomic_write_text(out / f"{name}.tex", render_latex(table, factors, caption, label=f"tab:{name}"))
+
+
+def write_validator_tables(runs, tables: Path, what: str) -> None:
+    vt = validator_table(runs)
+    caption = (f"Label-free validators on {what}: target test accuracy (%) of the epoch each selects (mean ± "
+               "s.d. over runs), its mean gap to the oracle epoch, how often it picks the oracle epoch, the "
+               "Spearman correlation of its score with target accuracy over all epochs of all runs, and, per run, "
+               "its selected accuracy minus the last epoch's (mean and 95 % paired t interval). The two controls "
+               "come first: source accuracy, the classic rule, and the last epoch, which selects nothing.")
+    atomic_write_text(tables / "validators.md", caption + "\n\n" + render_validator_table(vt, "markdown"))
+    atomic_write_text(tables / "validators.tex", render_validator_table(vt, "latex"))
 
 
 def selected_runs(folder: str, sweeps: list[str], selection: str | None, strict: bool):
@@ -66,6 +79,9 @@ def main(argv=None) -> int:
                     help="a study folder of da-hpo (<out>/studies/<name>): write only its study table, "
                          "<out>/tables/study_<name>.md (the label-free choice vs the default vs the oracle trial); "
                          "records are looked up under --runs, then the study's own runs folder; repeat for several")
+    ap.add_argument("--validators-from", action="append", default=[], metavar="DIR",
+                    help="runs folders of one pair (repeat for several; --sweep applies to each): write only "
+                         "<out>/tables/validators.md/.tex, the validator table over all their runs pooled")
     ap.add_argument("--detection", metavar="DIR", default=None,
                     help="a folder of da-detect runs (det-*): write only <out>/tables/detection.md and, when the "
                          "val-chosen run's model is there, <out>/figures/detections.png")
@@ -90,6 +106,20 @@ def main(argv=None) -> int:
             except (FileNotFoundError, ValueError, RecordError) as err:
                 ap.error(str(err))
             print(f"study table written to {path}")
+        return 0
+    if args.validators_from:
+        import pandas as pd
+
+        try:
+            frames = [load_runs(folder, strict=args.strict) for folder in args.validators_from]
+            pooled = pd.concat(frames, ignore_index=True)
+            if args.sweep:
+                wanted = {cfg.config_hash() for name in args.sweep for cfg in load_sweep(name).configs()}
+                pooled = pooled[pooled["config_hash"].isin(wanted)].reset_index(drop=True)
+            write_validator_tables(pooled, Path(args.out) / "tables", "these folders: " + ", ".join(args.validators_from))
+        except (FileNotFoundError, ValueError, RecordError) as err:
+            ap.error(str(err))
+        print(f"validator table written to {Path(args.out) / 'tables'}")
         return 0
     try:
         runs = selected_runs(args.runs, args.sweep, args.selection, args.strict)
@@ -146,16 +176,19 @@ def main(argv=None) -> int:
         write_table(tables, "predicted_shares", table, factors,
                     "Share (%) of the target test images predicted as each class (no target label is read), mean ± "
                     "s.d. over seeds. Source class shares: " + ", ".join(f"{c} {v:.1f}" for c, v in source.items()) + ".")
+    pf = [f for f in (varying_factors(runs) or ["method"]) if f != "split_seed"]
+    pt = paired_table(runs, pf if "method" in pf else ["method", *pf])
+    if not pt.empty:
+        atomic_write_text(tables / "paired.md", render_paired_table(pt, (
+            f"Paired comparisons on {target} (epoch selected {chosen}): per seed, the target test accuracy of a "
+            f"configuration minus that of its source-only partner (same seed and split seed, same other factors), "
+            f"and of the best label-free configuration minus the runner-up; their mean ± s.d. and the 95 % paired t "
+            f"interval. A difference is read as one only where the interval excludes 0.")))
     if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
         try:
-            vt = validator_table(runs)
+            write_validator_tables(runs, tables, "these runs")
         except RecordError as err:
             ap.error(str(err))
-        caption = ("Label-free validators on these runs: target test accuracy (%) of the epoch each selects (mean ± "
-                   "s.d. over runs), its mean gap to the oracle epoch, how often it picks the oracle epoch, and the "
-                   "Spearman correlation of its score with target accuracy over all epochs of all runs.")
-        atomic_write_text(tables / "validators.md", caption + "\n\n" + render_validator_table(vt, "markdown"))
-        atomic_write_text(tables / "validators.tex", render_validator_table(vt, "latex"))
     print(f"tables written to {tables}")
     if not args.no_figures:
         from da.results import figures
