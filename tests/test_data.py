@@ -122,8 +122,65 @@ def test_no_shared_class(tmp_path):
     j.write_text(json.dumps({"classes": {}}))
     with pytest.raises(ValueError, match="share no class"):
         resolve_class_map(DATASETS["AID"], RSSCN7, j)
-    with pytest.raises(ValueError, match="no built-in class map from RSSCN7 to AID"):
-        resolve_class_map(RSSCN7, DATASETS["AID"])
+    with pytest.raises(ValueError, match="no built-in class map from RSSCN7 to UCMerced"):
+        resolve_class_map(RSSCN7, DATASETS["UCMerced"])
+
+
+def test_the_second_pair_reads_the_map_the_other_way_round():
+    """RSSCN7 -> AID: the 7 RSSCN7 classes, each with the AID classes that fall into it (River and Pond are
+    dRiverLake): the same label space as AID -> RSSCN7, the roles of the datasets swapped."""
+    forward = resolve_class_map(DATASETS["AID"], RSSCN7)
+    back = resolve_class_map(RSSCN7, DATASETS["AID"])
+    assert back.shared_classes == forward.shared_classes == list(RSSCN7.classes)
+    assert back.source_label() == forward.target_label()  # RSSCN7 class -> the same index both ways
+    assert back.target_label() == forward.source_label()  # AID class -> the same index both ways
+    assert sorted(back.target_classes) == sorted(forward.source_classes)
+    assert resolve_class_map(RSSCN7, DATASETS["AID"], None).to_dict()["classes"]["dRiverLake"] == {
+        "source": ["dRiverLake"], "target": ["River", "Pond"]}
+
+
+def test_grouped_map_errors_name_the_side_and_class(tmp_path):
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps({"classes": {"x": {"source": ["aGrass"], "target": ["Meadow", "Lawn"]}}}))
+    with pytest.raises(ValueError, match=r"\['Lawn'\] \(for x\) not classes of target AID"):
+        resolve_class_map(RSSCN7, DATASETS["AID"], j)
+    j.write_text(json.dumps({"classes": {"x": {"source": ["aGrass"], "target": ["Meadow"]},
+                                         "y": {"source": ["bField"], "target": ["Meadow"]}}}))
+    with pytest.raises(ValueError, match="target class Meadow maps to both x and y"):
+        resolve_class_map(RSSCN7, DATASETS["AID"], j)
+    j.write_text(json.dumps({"classes": {"x": {"source": ["aGrass"], "target": ["Meadow"]}, "y": ["bField"]}}))
+    with pytest.raises(ValueError, match="shared class y must be a mapping with 'source' and 'target'"):
+        resolve_class_map(RSSCN7, DATASETS["AID"], j)
+
+
+def test_named_builtin_map_the_six_class_benchmark(tmp_path):
+    """--class-map AID-RSSCN7-6class: the literature's 6 classes (no aGrass on RSSCN7; AID's Farmland, Forest,
+    Industrial, Parking, DenseResidential, River), chosen by name; it is not the pair's default map."""
+    six = resolve_class_map(DATASETS["AID"], RSSCN7, "AID-RSSCN7-6class")
+    assert six.shared_classes == ["bField", "cIndustry", "dRiverLake", "eForest", "fResident", "gParking"]
+    assert sorted(six.source_classes) == sorted(["Farmland", "Forest", "Industrial", "Parking", "DenseResidential",
+                                                 "River"])
+    assert builtin_maps()[("AID", "RSSCN7")].stem == "AID-RSSCN7"
+    make_folder_dataset(tmp_path, "AID", AID_SHARED, 10)
+    make_folder_dataset(tmp_path, "RSSCN7", list(RSSCN7.classes), 10)
+    s = adaptation_splits("AID", "RSSCN7", tmp_path, 0.2, 0.3, 0, class_map="AID-RSSCN7-6class")
+    assert len(s["source_train"]) + len(s["source_val"]) == 60 and len(s["target_train"]) + len(s["target_test"]) == 60
+
+
+def test_transductive_target_is_the_whole_target_set_twice(tmp_path):
+    """The published protocol: every target image is both unlabelled training data and test data."""
+    from da.config import ConfigError, RunConfig
+
+    make_folder_dataset(tmp_path, "RSSCN7", list(RSSCN7.classes), 10)
+    make_folder_dataset(tmp_path, "AID", AID_SHARED, 10)
+    s = adaptation_splits("RSSCN7", "AID", tmp_path, 0.2, 0.3, 0, transductive=True)
+    assert s["target_train"].samples == s["target_test"].samples and len(s["target_test"]) == 100
+    held = adaptation_splits("RSSCN7", "AID", tmp_path, 0.2, 0.3, 0)
+    assert len(held["target_test"]) == 30 and not set(held["target_train"].samples) & set(held["target_test"].samples)
+    assert {l for _, l in held["target_test"].samples} == set(range(7))
+    with pytest.raises(ConfigError, match="--transductive tests on the target training images"):
+        RunConfig(transductive=True, target_labeled_fraction=1.0).validate()
+    assert RunConfig(transductive=True).config_hash() != RunConfig().config_hash()
 
 
 def test_stratified_split_is_seeded_stratified_and_order_free():

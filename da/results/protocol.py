@@ -1,0 +1,41 @@
+"""Choices made from the other pair's records: the procedures that the protocol sweeps name, so that a test
+(and a reader) can recompute each choice from the committed records it cites.
+
+A pair's selection rule, best method and budget must never come from its own target labels; they come
+from the runs of the other pair, by a rule written in the sweep file before its runs (``choices``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from da.data.registry import get_spec
+from da.results.selection import validator_table
+from da.selection import LAST, RANK
+
+
+def pair_of(source: str, target: str) -> str:
+    """``"AID -> RSSCN7"``: a pair by the datasets' class-map names (a label-shifted view is its dataset)."""
+    return f"{get_spec(source).map_name} -> {get_spec(target).map_name}"
+
+
+def choose_selection(runs: pd.DataFrame) -> tuple[str, dict[str, tuple[float, float, float]]]:
+    """The selection rule the protocol takes from another pair's ``runs``: among the rules but ``last``
+    and ``rank``, those whose per-run paired difference in target accuracy against the last epoch has a
+    95 % interval above 0, the one with the largest mean difference; else ``last``, the control.  Returns
+    the rule and, per rule, (mean, low, high) of that difference (points)."""
+    evidence = {}
+    for _, row in validator_table(runs).iterrows():
+        if row["validator"] not in (LAST, RANK):
+            p = row["vs_last"]
+            evidence[row["validator"]] = (p.mean, *p.interval())
+    better = {n: e for n, e in evidence.items() if e[1] > 0}
+    return (max(better, key=lambda n: better[n][0]) if better else LAST), evidence
+
+
+def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
+    """The ``count`` label-free methods (no target label in training, no prior estimate) with the highest
+    mean target accuracy in ``runs`` (already selected by the rule of the pair)."""
+    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
+    means = free.groupby("method")["target_acc"].mean().sort_values(ascending=False, kind="stable")
+    return list(means.index[:count])

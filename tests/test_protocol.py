@@ -1,0 +1,175 @@
+"""The protocol of issue 27: every choice a protocol sweep names comes from the other pair's records (or a
+paper, or no data), and recomputes from the records it cites; the last epoch is a selection rule like any
+validator; paired comparisons."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from da.config import RunConfig
+from da.launch import load_sweep
+from da.launch.sweep import SWEEPS_DIR, known_names
+from da.results import load_runs
+from da.results.paired import Paired, paired, paired_table
+from da.results.protocol import choose_selection, pair_of
+from da.results.selection import reselect, validator_table
+from da.selection import best_epoch, selection_scores
+
+from conftest import REPO
+
+NOT_A_PAIR = {"a priori", "paper"}  # choices that read no target number of any pair
+PROTOCOL_SWEEPS = ("rsscn7_aid", "gap_splits")  # sweeps made under the protocol: they must name their choices
+
+
+def _own_pairs(sweep) -> set[str]:
+    return {pair_of(c.source, c.target) for c in sweep.configs()}
+
+
+def test_protocol_sweeps_name_their_choices():
+    for name in PROTOCOL_SWEEPS:
+        sweep = load_sweep(name)
+        assert {c["setting"] for c in sweep.choices} >= {"epochs"}, name
+        assert any(c["setting"] in ("selection", "reported_selection") for c in sweep.choices), name
+
+
+@pytest.mark.parametrize("name", known_names(SWEEPS_DIR))
+def test_no_choice_cites_its_own_pair(name):
+    sweep = load_sweep(name)
+    own = _own_pairs(sweep)
+    for choice in sweep.choices:
+        if choice["pair"] in NOT_A_PAIR:
+            assert not choice.get("records"), (name, choice["setting"])
+            continue
+        assert choice["pair"] not in own, f"sweep {name}: {choice['setting']} chosen on its own pair {choice['pair']}"
+        for folder in choice.get("records") or []:
+            path = REPO / folder
+            if not path.is_dir():  # the records of a sweep still running; the value is pending until they land
+                assert choice["value"] == "pending", (name, folder)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs = load_runs(path)
+            cited = {pair_of(s, t) for s, t in zip(runs["source"], runs["target"])}
+            assert cited == {choice["pair"]}, f"sweep {name}: {folder} holds {cited}, not {choice['pair']}"
+
+
+@pytest.mark.parametrize("name", known_names(SWEEPS_DIR))
+def test_choices_are_what_the_sweep_runs(name):
+    sweep = load_sweep(name)
+    configs = sweep.configs()
+    for choice in sweep.choices:
+        setting, value = choice["setting"], choice["value"]
+        if setting == "method":
+            ran = {c.method for c in configs if c.method != "source_only"}
+            assert ran == set(value), name
+        elif setting in RunConfig.__dataclass_fields__:
+            assert {getattr(c, setting) for c in configs} == {value}, (name, setting)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in PROTOCOL_SWEEPS])
+def test_selection_choice_recomputes_from_the_records_it_cites(name):
+    """The rule a sweep names is what choose_selection gives on the records it cites (today's records: a
+    later run added to those folders must not overturn it without the file saying so)."""
+    sweep = load_sweep(name)
+    for choice in sweep.choices:
+        if choice["setting"] not in ("selection", "reported_selection") or choice["value"] == "pending":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs = pd.concat([load_runs(REPO / f) for f in choice["records"]], ignore_index=True)
+        assert choose_selection(runs)[0] == choice["value"], name
+
+
+# ------------------------------------------------------------------------------------ the last-epoch control
+def test_last_is_the_final_epoch_and_needs_no_score():
+    history = [{"bnm": 0.9}, {"bnm": 0.1}, {}]  # an epoch without scores: the last rule reads none
+    assert selection_scores(history, "last") == [1.0, 2.0, 3.0]
+    assert best_epoch(history, "last") == 3
+    RunConfig(selection="last").validate()
+    with pytest.raises(ValueError, match="--rank-validators 'last' is not valid"):
+        RunConfig(rank_validators=("source_acc", "last")).validate()
+
+
+def _fake_runs(accs: list[list[float]], bnm: list[list[float]]) -> pd.DataFrame:
+    """Runs whose per-epoch target accuracies and BNM scores are given (other validators score 0)."""
+    from da.selection import scored_validator_names
+
+    rows = []
+    for i, (acc, score) in enumerate(zip(accs, bnm)):
+        epochs = [{"epoch": e + 1, "target_test": {"accuracy": a, "macro_f1": a},
+                   "scores": {**{n: 0.0 for n in scored_validator_names()}, "bnm": s}} for e, (a, s) in enumerate(zip(acc, score))]
+        best = int(np.argmax(acc))
+        rows.append({"run_dir": f"r{i}", "seed": i, "split_seed": 0, "oracle_acc": 100 * acc[best],
+                     "oracle_epoch": best + 1, "record": {"epochs": epochs, "config": {}, "schema_version": 2}})
+    return pd.DataFrame(rows)
+
+
+def test_choose_selection_takes_a_validator_only_when_it_beats_the_last_epoch():
+    # accuracy peaks mid-run and BNM sees it, by margins that vary: BNM's interval against last lies above 0
+    accs = [[0.5, 0.8, 0.6], [0.5, 0.8, 0.7], [0.4, 0.9, 0.65], [0.5, 0.8, 0.65]]
+    peak = [[0.1, 0.9, 0.2]] * 4
+    rule, evidence = choose_selection(_fake_runs(accs, peak))
+    diffs = [100 * (max(a) - a[-1]) for a in accs]
+    assert rule == "bnm" and evidence["bnm"][0] == pytest.approx(np.mean(diffs))
+    # BNM that prefers the first epoch loses to the last one: the control stays
+    rule, evidence = choose_selection(_fake_runs(accs, [[0.9, 0.1, 0.2]] * 4))
+    assert rule == "last" and evidence["bnm"][2] < 0
+
+
+def test_validator_table_puts_the_controls_first_and_compares_every_rule_with_the_last_epoch():
+    accs = [[0.5, 0.8, 0.6], [0.5, 0.75, 0.7], [0.4, 0.9, 0.6]]
+    runs = _fake_runs(accs, [[0.1, 0.9, 0.2]] * 3)
+    table = validator_table(runs)
+    assert list(table["validator"][:2]) == ["source_acc", "last"]
+    row = table.set_index("validator").loc["bnm"]
+    assert row["vs_last"].diffs == pytest.approx([100 * (max(a) - a[-1]) for a in accs])
+    last = table.set_index("validator").loc["last"]
+    assert last["selected_acc"] == pytest.approx(np.mean([100 * a[-1] for a in accs]))
+    # the last rule's score is the epoch number: its Spearman is that of accuracy with the epoch
+    epochs = [e + 1 for a in accs for e in range(len(a))]
+    assert last["spearman"] == pytest.approx(stats.spearmanr(epochs, [x for a in accs for x in a]).statistic)
+    assert list(reselect(runs, "last")["selected_epoch"]) == [3, 3, 3]
+
+
+# -------------------------------------------------------------------------------------------- paired stats
+def test_paired_interval_is_the_student_t_interval():
+    d = [1.43, 0.48, -1.79]
+    p = Paired(((0,), (1,), (2,)), tuple(d))
+    half = stats.t.ppf(0.975, 2) * np.std(d, ddof=1) / math.sqrt(3)
+    assert p.interval() == pytest.approx((np.mean(d) - half, np.mean(d) + half))
+    assert not p.excludes_zero and "no difference shown" in p.verdict("a", "b")
+    q = Paired(((0,), (1,), (2,)), (6.0, 7.1, 7.3))
+    assert q.excludes_zero and q.verdict("mcc", "source-only") == "mcc better"
+    # scipy's paired t-test agrees: p < 0.05 exactly when the 95 % interval excludes 0
+    assert (stats.ttest_1samp(q.diffs, 0).pvalue < 0.05) == q.excludes_zero
+    assert (stats.ttest_1samp(p.diffs, 0).pvalue < 0.05) == p.excludes_zero
+
+
+def test_pairs_match_on_seed_and_split_seed_and_skip_the_unmatched():
+    a = pd.DataFrame({"seed": [0, 1, 2, 0], "split_seed": [0, 0, 0, 1], "target_acc": [70.0, 71.0, 72.0, 60.0]})
+    b = pd.DataFrame({"seed": [2, 0, 1], "split_seed": [0, 0, 0], "target_acc": [69.0, 68.0, 70.0]})
+    p = paired(a, b)
+    assert p.keys == ((0, 0), (0, 1), (0, 2)) and p.diffs == pytest.approx((2.0, 1.0, 3.0))
+
+
+def test_paired_table_pairs_each_method_with_its_source_only_runs():
+    rows = []
+    for seed, (so, mcc, shot, ref) in enumerate([(68.0, 75.0, 74.0, 87.0), (69.0, 76.5, 74.5, 88.0),
+                                                 (67.0, 74.0, 73.5, 86.0)]):
+        for method, acc, frac in (("source_only", so, 0.0), ("mcc", mcc, 0.0), ("shot", shot, 0.0),
+                                  ("source_only", ref, 1.0)):
+            rows.append({"method": method, "prior": "", "target_labeled_fraction": frac, "seed": seed,
+                         "split_seed": 0, "target_acc": acc})
+    table = paired_table(pd.DataFrame(rows), ["method", "target_labeled_fraction"])
+    by = {r["comparison"]: r["paired"] for _, r in table.iterrows()}
+    assert by["mcc − source-only"].diffs == pytest.approx((7.0, 7.5, 7.0))
+    assert by["reference − source-only"].diffs == pytest.approx((19.0, 19.0, 19.0))
+    assert table.set_index("comparison").loc["reference − source-only", "uses_target_labels"]
+    # the best label-free row against the runner-up; the reference is neither
+    assert by["mcc − shot"].diffs == pytest.approx((1.0, 2.0, 0.5))
