@@ -23,7 +23,7 @@ from da.selection import best_epoch, selection_scores
 from conftest import REPO
 
 NOT_A_PAIR = {"a priori", "paper"}  # choices that read no target number of any pair
-PROTOCOL_SWEEPS = ("rsscn7_aid", "gap_splits")  # sweeps made under the protocol: they must name their choices
+PROTOCOL_SWEEPS = ("rsscn7_aid", "rsscn7_aid_splits", "gap_splits")  # sweeps made under the protocol: they must name their choices
 
 
 def _own_pairs(sweep) -> set[str]:
@@ -173,3 +173,29 @@ def test_paired_table_pairs_each_method_with_its_source_only_runs():
     assert table.set_index("comparison").loc["reference − source-only", "uses_target_labels"]
     # the best label-free row against the runner-up; the reference is neither
     assert by["mcc − shot"].diffs == pytest.approx((1.0, 2.0, 0.5))
+
+
+# ------------------------------------------------------------------------------------------------ split seeds
+def test_split_components_match_a_one_way_anova_by_hand():
+    from da.results.splits import split_components, split_table
+
+    acc = {0: [70.0, 71.0, 72.0], 1: [75.0, 74.0, 76.0], 2: [68.0, 69.5, 68.5]}
+    frame = pd.DataFrame([{"split_seed": k, "seed": i, "target_acc": v} for k, vals in acc.items()
+                          for i, v in enumerate(vals)])
+    c = split_components(frame)
+    groups = [np.array(v) for v in acc.values()]
+    ms_w = np.mean([g.var(ddof=1) for g in groups])
+    grand = np.mean(np.concatenate(groups))
+    ms_b = sum(3 * (g.mean() - grand) ** 2 for g in groups) / 2  # between-group mean square, k - 1 = 2
+    var_split = (ms_b - ms_w) / 3
+    assert c["seed_std"] == pytest.approx(math.sqrt(ms_w)) and c["split_std"] == pytest.approx(math.sqrt(var_split))
+    assert c["split_share"] == pytest.approx(var_split / (var_split + ms_w))
+    assert c["mean"] == pytest.approx(grand) and c["n"] == 9 and c["splits"] == 3
+    # scipy's one-way ANOVA has the same mean squares: F = MS_between / MS_within
+    assert stats.f_oneway(*groups).statistic == pytest.approx(ms_b / ms_w)
+    rows = [{"method": m, "prior": "", "target_labeled_fraction": f, "split_seed": k, "seed": i, "target_acc": v + d}
+            for m, f, d in (("source_only", 0.0, 0.0), ("mcc", 0.0, 5.0), ("source_only", 1.0, 20.0))
+            for k, vals in acc.items() for i, v in enumerate(vals)]
+    table, factors = split_table(pd.DataFrame(rows))
+    mcc = table[table["method"] == "mcc"].iloc[0]
+    assert mcc["gap_closed"] == pytest.approx(25.0) and mcc["split_share"] == pytest.approx(c["split_share"])

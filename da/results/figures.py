@@ -138,3 +138,62 @@ def tsne(features: dict[str, dict], classes: list[str], out_dir: Path, per_domai
     fig.suptitle("Bottleneck features of source validation and target test images (t-SNE)")
     fig.tight_layout()
     return _save(fig, out_dir, "tsne")
+
+
+def learning_curves(runs: pd.DataFrame, out_dir: Path, name: str = "learning_curves") -> list[Path]:
+    """One column per stage-2 budget (``epochs``): above, target test accuracy per epoch of each method (mean,
+    band: s.d. over seeds), with the source-only and reference runs; below, every validator's score per epoch,
+    rescaled within each run to [0, 1] (0: the run's lowest epoch, 1: its highest) and averaged over the
+    adaptation methods' runs, beside the target accuracy rescaled the same way: where a validator peaks
+    against where the accuracy does."""
+    from da.selection import scored_validator_names
+
+    acc_rows, score_rows = [], []
+    for _, r in runs.iterrows():
+        epochs = r["record"]["epochs"]
+        budget = f"{len(epochs)} epochs"
+        for e in epochs:
+            acc_rows.append({"budget": budget, "epoch": e["epoch"], "method": variant(r), "seed": r["seed"],
+                             "accuracy": 100 * e["target_test"]["accuracy"]})
+        if r["method"] == "source_only" or len(epochs) < 2:
+            continue
+        series = {v: [e["scores"][v] for e in epochs] for v in scored_validator_names() if "scores" in epochs[0]}
+        series["target accuracy (uses labels)"] = [e["target_test"]["accuracy"] for e in epochs]
+        for v, values in series.items():
+            values = np.asarray(values, dtype=float)
+            span = np.nanmax(values) - np.nanmin(values)
+            scaled = (values - np.nanmin(values)) / span if span > 0 else np.full_like(values, 0.5)
+            score_rows += [{"budget": budget, "epoch": i + 1, "validator": v, "score": s} for i, s in enumerate(scaled)]
+    acc, scores = pd.DataFrame(acc_rows), pd.DataFrame(score_rows)
+    budgets = sorted(acc["budget"].unique(), key=lambda b: int(b.split()[0]))
+    methods = sorted(acc["method"].unique(), key=lambda v: (v != "source_only", not v.startswith("reference"), v))
+    fig, axes = plt.subplots(2, len(budgets), figsize=(4.2 * len(budgets), 7.4), squeeze=False,
+                             sharey="row", gridspec_kw={"height_ratios": [1.3, 1]})
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    validators = sorted(scores["validator"].unique(), key=lambda v: (v.startswith("target"), v)) if len(scores) else []
+    vpalette = dict(zip(validators[:-1], sns.color_palette("tab10", max(1, len(validators) - 1))))
+    for j, budget in enumerate(budgets):
+        sns.lineplot(data=acc[acc["budget"] == budget], x="epoch", y="accuracy", hue="method", hue_order=methods,
+                     palette=palette, errorbar="sd", marker="o", ax=axes[0, j], legend=j == len(budgets) - 1)
+        axes[0, j].set_title(f"stage 2: {budget} (cosine)")
+        axes[0, j].set_ylabel(f"{_target(runs)} test accuracy (%)")
+        if len(scores):
+            part = scores[scores["budget"] == budget]
+            truth = part["validator"].str.startswith("target")
+            sns.lineplot(data=part[~truth], x="epoch", y="score", hue="validator", hue_order=validators[:-1],
+                         palette=vpalette, errorbar=None, ax=axes[1, j], legend=j == len(budgets) - 1)
+            means = part[truth].groupby("epoch")["score"].mean()
+            axes[1, j].plot(means.index, means.to_numpy(), color="black", linestyle="--", linewidth=2,
+                            label=validators[-1])
+            if j == len(budgets) - 1:
+                axes[1, j].legend()
+        axes[1, j].set_ylabel("score, rescaled within each run")
+        for i in range(2):
+            axes[i, j].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for i in range(2):
+        if axes[i, -1].get_legend():
+            sns.move_legend(axes[i, -1], "center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, title="")
+    fig.suptitle("Learning curves: target accuracy per epoch at each budget (above) and the validators' scores "
+                 "(below, adaptation methods' runs)", y=1.0)
+    fig.tight_layout()
+    return _save(fig, out_dir, name)

@@ -176,6 +176,15 @@ def main(argv=None) -> int:
         write_table(tables, "predicted_shares", table, factors,
                     "Share (%) of the target test images predicted as each class (no target label is read), mean ± "
                     "s.d. over seeds. Source class shares: " + ", ".join(f"{c} {v:.1f}" for c, v in source.items()) + ".")
+    if runs["split_seed"].nunique() > 1:
+        from da.results.splits import render_split_table, split_table
+
+        table, factors = split_table(runs)
+        atomic_write_text(tables / "splits.md", render_split_table(table, factors, (
+            f"Split seeds on {target} (epoch selected {chosen}): target test accuracy (%) over all runs of a "
+            f"configuration (every split seed x training seed), mean ± s.d., and the s.d. that comes from the data "
+            f"split and from the training seed (one-way random-effects analysis of variance), the split's share of "
+            f"the variance, and the gap closed by the pooled means.")))
     pf = [f for f in (varying_factors(runs) or ["method"]) if f != "split_seed"]
     pt = paired_table(runs, pf if "method" in pf else ["method", *pf])
     if not pt.empty:
