@@ -396,3 +396,33 @@ def test_committed_detection_table_regenerates(tmp_path):
     committed = REPO / "results" / "detection"
     write_detection_report(committed / "runs", tmp_path, figure=False)
     assert (tmp_path / "tables" / "detection.md").read_text() == (committed / "tables" / "detection.md").read_text()
+
+
+def test_nms_is_chosen_on_val_and_the_test_number_follows_it():
+    """The headline NMS threshold is a val choice: per configuration the threshold with the best mean val
+    mAP@0.5, and the test mAP@0.5 at that threshold (recomputed here from the records by hand)."""
+    import json
+
+    from conftest import REPO
+    from da.results.detection import detection_runs, detection_table
+
+    folder = REPO / "results" / "detection" / "runs"
+    table = detection_table(detection_runs(folder))
+    by_config = {}
+    for path in sorted(folder.glob("det-*/record.json")):
+        r = json.loads(path.read_text())
+        c = r["config"]
+        by_config.setdefault((c["anchors"], c["sampler"], c["weights"]), []).append(r)
+    checked = 0
+    for recs in by_config.values():
+        val = {t: np.mean([r["val"][f"nms_{t:g}"]["map_50"] for r in recs]) for t in recs[0]["config"]["nms_thresholds"]}
+        chosen = max(val, key=val.get)
+        test = np.mean([r["test"][f"nms_{chosen:g}"]["map_50"] for r in recs])
+        row = table[(table["anchors"] == recs[0]["config"]["anchors"]) & (table["sampler"] == recs[0]["config"]["sampler"])
+                    & (table["seeds"] == len(recs))]
+        assert f"{100 * test:.1f}" in set(row["test mAP@0.5 at it"].str.split(" ").str[0]) and f"{chosen:g}" in set(row["NMS chosen on val"])
+        checked += 1
+    assert checked >= 3
+    # the val-chosen configuration's headline is the test column of its val-chosen NMS, whichever test column is higher
+    best = table[table["chosen on val"] == "yes"].iloc[0]
+    assert best["test mAP@0.5 at it"] == best[f"mAP@0.5 NMS {best['NMS chosen on val']}"]
