@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import spearmanr
+
 from da.hpo.report import best_row, trial_rows
 from da.hpo.study import RESULTS_DIR, load_study_dir, quiet_optuna
 from da.records import load_record
@@ -97,6 +99,12 @@ def render_study_markdown(summary: dict[str, Any]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |",
              f"| {objective} | {summary['complete']} / {summary['failed']} | {_acc(default)} | {_acc(choice)} | "
              f"{_diff(choice, default)} | {_acc(oracle)} | {_diff(oracle, choice)} |", ""]
+    done = [r for r in summary["rows"] if r["state"] == "complete" and r["objective"] is not None
+            and r["target_acc"] is not None]
+    if len(done) > 2:  # at full precision: the trial table below rounds the objective to 4 decimals
+        rho = spearmanr([r["objective"] for r in done], [r["target_acc"] for r in done])
+        lines += [f"Spearman correlation of the objective with target accuracy over the {len(done)} complete trials "
+                  f"(objective at full precision): {rho.statistic:+.3f} (p = {rho.pvalue:.3f}).", ""]
     names = list(dict.fromkeys(k for r in summary["rows"] for k in r["params"]))
     lines += ["Every trial (default: the base config; chosen: the label-free choice; oracle: best target accuracy).", "",
               "| trial | " + " | ".join(names) + f" | {objective} (objective) | target acc (%), for judging only | "
