@@ -93,8 +93,9 @@ def _label(row: dict, factors: list[str]) -> str:
 
 
 def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc") -> pd.DataFrame:
-    """Every configuration against the source-only runs with the same other factors, and the best
-    label-free configuration against the runner-up (by mean ``col``): per-pair differences (points), their
+    """Every configuration against the source-only runs with the same other factors, each prior-aware
+    configuration against its uniform-prior counterpart, and the best label-free configuration against the
+    runner-up (by mean ``col``): per-pair differences (points), their
     mean ± s.d. and the 95 % paired t interval.  Rows that use target labels (the reference) are compared
     with source-only like the rest, but are never the best or the runner-up."""
     from da.results.gap import is_reference, is_source_only
@@ -113,6 +114,14 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
             rows.append({"comparison": f"{_label(row, factors)} − source-only", "kind": "vs source-only",
                          "uses_target_labels": bool(is_reference(g.iloc[:1]).iloc[0]),
                          "paired": paired(g, base[0], col)})
+    if "prior" in factors:  # a prior-aware variant against the same method with the uniform prior
+        for row, g in groups:
+            if not row["prior"]:
+                continue
+            base = [b for r, b in groups if not r["prior"] and all(r[f] == row[f] for f in factors if f != "prior")]
+            if base:
+                rows.append({"comparison": f"{_label(row, factors)} − {_label({**row, 'prior': ''}, factors)}",
+                             "kind": "prior vs uniform", "uses_target_labels": False, "paired": paired(g, base[0], col)})
     free = [(row, g) for row, g in groups if not (g["target_labeled_fraction"] >= 1).any()]
     free.sort(key=lambda rg: -rg[1][col].mean())
     if len(free) >= 2:

@@ -82,6 +82,11 @@ def main(argv=None) -> int:
     ap.add_argument("--validators-from", action="append", default=[], metavar="DIR",
                     help="runs folders of one pair (repeat for several; --sweep applies to each): write only "
                          "<out>/tables/validators.md/.tex, the validator table over all their runs pooled")
+    ap.add_argument("--headline", action="store_true",
+                    help="write only <out>/headline.md: both pairs under the protocol, from the committed records "
+                         "of the protocol sweeps (the block README.md quotes between its headline markers)")
+    ap.add_argument("--update-readme", metavar="FILE", default=None,
+                    help="with --headline: also replace the headline block of this README")
     ap.add_argument("--detection", metavar="DIR", default=None,
                     help="a folder of da-detect runs (det-*): write only <out>/tables/detection.md and, when the "
                          "val-chosen run's model is there, <out>/figures/detections.png")
@@ -106,6 +111,22 @@ def main(argv=None) -> int:
             except (FileNotFoundError, ValueError, RecordError) as err:
                 ap.error(str(err))
             print(f"study table written to {path}")
+        return 0
+    if args.headline:
+        from da.results.headline import END, START, headline_markdown
+
+        try:
+            block = headline_markdown(".")
+        except (FileNotFoundError, ValueError, RecordError) as err:
+            ap.error(str(err))
+        atomic_write_text(Path(args.out) / "headline.md", block)
+        if args.update_readme:
+            text = Path(args.update_readme).read_text()
+            start, end = text.find(START), text.find(END)
+            if start < 0 or end < 0:
+                ap.error(f"{args.update_readme} has no {START} ... {END} block to replace")
+            atomic_write_text(Path(args.update_readme), text[:start] + block.rstrip("\n") + text[end + len(END):])
+        print(f"headline written to {Path(args.out) / 'headline.md'}")
         return 0
     if args.validators_from:
         import pandas as pd
