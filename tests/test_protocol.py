@@ -199,3 +199,23 @@ def test_split_components_match_a_one_way_anova_by_hand():
     table, factors = split_table(pd.DataFrame(rows))
     mcc = table[table["method"] == "mcc"].iloc[0]
     assert mcc["gap_closed"] == pytest.approx(25.0) and mcc["split_share"] == pytest.approx(c["split_share"])
+
+
+# ------------------------------------------------------------------------------------- the published protocol
+def test_published_protocol_rows_use_the_oracle_epoch_and_ours_the_selected_one():
+    from da.results.published import published_table, render_published_table
+
+    rows = []
+    for transductive in (False, True):
+        for seed in range(3):
+            for method, sel, orc in (("source_only", 70.0 + seed, 72.0 + seed), ("mcc", 75.0 + seed, 78.0 + 2 * seed)):
+                rows.append({"method": method, "prior": "", "target_labeled_fraction": 0.0, "transductive": transductive,
+                             "seed": seed, "split_seed": 0, "target_acc": sel, "oracle_acc": orc,
+                             "backbone": "timm:tf_efficientnet_lite0", "img_size": 128, "epochs": 4})
+    table = published_table(pd.DataFrame(rows)).set_index(["protocol", "method"])
+    ours = table.xs("mcc", level="method").filter(like="ours", axis=0).iloc[0]
+    theirs = table.xs("mcc", level="method").filter(like="published", axis=0).iloc[0]
+    assert ours["acc"] == pytest.approx(76.0) and ours["gain"].startswith("+5.0 ± 0.0")
+    assert theirs["acc"] == pytest.approx(80.0) and theirs["gain"].startswith("+7.0 ± 1.0")
+    text = render_published_table(published_table(pd.DataFrame(rows)))
+    assert "uses target labels" in text and "76.88" in text and "AMRAN" in text

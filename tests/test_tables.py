@@ -132,10 +132,16 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, runs, swee
                           "--expected-seeds", "3", "--strict", *extra], capture_output=True, text=True, timeout=300,
                          cwd=REPO)
     assert res.returncode == 0, res.stderr
-    names = ("ablation.md", "oracle.md", "predicted_shares.md") + (("vs_baseline.md",) if extra else ())
-    names += ("gap.md", "confusions.md") if sweep.startswith("gap") else ()
+    names = ("ablation.md", "oracle.md", "predicted_shares.md", "paired.md") + (("vs_baseline.md",) if extra else ())
+    names += ("gap.md", "confusions.md") if sweep.startswith("gap") or sweep.startswith("rsscn7") else ()
+    names += ("validators.md",) if sweep != "ablation" else ()
+    names += ("splits.md",) if sweep.endswith("splits") else ()
     for name in names:
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
+    # and nothing committed that the records no longer give
+    produced = {p.name for p in (tmp_path / "tables").glob("*.md")}
+    committed = {p.name for p in (REPO / "results" / f"{out}tables").glob("*.md")}
+    assert committed - {"detection.md"} <= produced | {"vs_baseline.md"}, committed - produced
 
 
 def test_records_written_before_a_field_existed_get_its_default(tmp_path):

@@ -206,6 +206,14 @@ def main(argv=None) -> int:
             f"configuration (every split seed x training seed), mean ± s.d., and the s.d. that comes from the data "
             f"split and from the training seed (one-way random-effects analysis of variance), the split's share of "
             f"the variance, and the gap closed by the pooled means.")))
+    if runs["transductive"].nunique() > 1:
+        from da.results.published import render_published_table, published_table
+
+        atomic_write_text(tables / "published.md", (
+            f"The published protocol beside ours on {target}: target accuracy (%), mean ± s.d. over seeds; the "
+            f"gain is paired per seed with source-only of the same protocol. Rows of the published protocol use "
+            f"target labels to choose the epoch (the whole target set is also the test set): they are comparable "
+            f"with the papers' numbers, never a label-free result.\n\n") + render_published_table(published_table(runs)))
     pf = [f for f in (varying_factors(runs) or ["method"]) if f != "split_seed"]
     pt = paired_table(runs, pf if "method" in pf else ["method", *pf])
     if not pt.empty:
