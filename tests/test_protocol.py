@@ -34,7 +34,8 @@ def test_protocol_sweeps_name_their_choices():
     for name in PROTOCOL_SWEEPS:
         sweep = load_sweep(name)
         assert {c["setting"] for c in sweep.choices} >= {"epochs"}, name
-        assert any(c["setting"] in ("selection", "reported_selection") for c in sweep.choices), name
+        rule = [c for c in sweep.choices if c["setting"] in ("selection", "reported_selection")]
+        assert rule and rule[0].get("procedure") == "choose_selection", name
 
 
 @pytest.mark.parametrize("name", known_names(SWEEPS_DIR))
@@ -72,18 +73,26 @@ def test_choices_are_what_the_sweep_runs(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in PROTOCOL_SWEEPS])
-def test_selection_choice_recomputes_from_the_records_it_cites(name):
-    """The rule a sweep names is what choose_selection gives on the records it cites (today's records: a
-    later run added to those folders must not overturn it without the file saying so)."""
+@pytest.mark.parametrize("name", known_names(SWEEPS_DIR))
+def test_choices_recompute_from_the_records_they_cite(name):
+    """A choice that names its procedure (a function of da.results.protocol) is what that procedure gives on
+    the records it cites, as committed today: a later run added to those folders must not overturn it
+    without the sweep file saying so."""
+    from da.results import protocol
+
     sweep = load_sweep(name)
     for choice in sweep.choices:
-        if choice["setting"] not in ("selection", "reported_selection") or choice["value"] == "pending":
+        if "procedure" not in choice or choice["value"] == "pending":
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             runs = pd.concat([load_runs(REPO / f) for f in choice["records"]], ignore_index=True)
-        assert choose_selection(runs)[0] == choice["value"], name
+        if choice["procedure"] == "choose_selection":
+            assert protocol.choose_selection(runs)[0] == choice["value"], name
+        elif choice["procedure"] == "best_methods":
+            assert protocol.best_methods(runs, len(choice["value"])) == list(choice["value"]), name
+        else:
+            pytest.fail(f"sweep {name}: unknown procedure {choice['procedure']!r}")
 
 
 # ------------------------------------------------------------------------------------ the last-epoch control

@@ -17,11 +17,13 @@ runs are then variants x grid x seeds, in the order written::
 
 A sweep that reports label-free results says where each of its choices came from, before it runs
 (``choices``): the setting, its value, the pair whose records chose it, which records and by what rule.
-Only another pair's records (or a paper, or no data at all: ``from: a priori``) may choose for a pair;
-``tests/test_protocol.py`` checks every shipped sweep::
+Only another pair's records (or a paper, or no data at all: ``pair: a priori``) may choose for a pair; a
+choice that names its ``procedure`` (a function of ``da.results.protocol``) is recomputed from the records it
+cites by ``tests/test_protocol.py``, which checks every shipped sweep::
 
     choices:
       - {setting: selection, value: last, pair: AID -> RSSCN7, records: [results/gap/runs],
+         procedure: choose_selection,
          rule: "the validator whose paired difference to the last epoch has a 95 % interval above 0; none"}
 """
 
@@ -39,7 +41,7 @@ from da.config import ConfigError, RunConfig, stage1_config
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
-CHOICE_KEYS = {"setting", "value", "pair", "rule"}  # and records: the runs folders that chose it, if any
+CHOICE_KEYS = {"setting", "value", "pair", "rule"}  # optional: records (the runs folders that chose it), procedure
 
 
 def known_names(folder: Path) -> list[str]:
