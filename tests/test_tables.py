@@ -330,3 +330,31 @@ def test_gap_closed_prior_columns_and_confusions_recomputed_by_hand():
     with pytest.raises(ValueError, match="no target-supervised reference"):
         frame = _gap_runs()
         gap_table(frame[frame["target_labeled_fraction"] == 0])
+
+
+def test_readme_headline_recomputes_from_the_committed_records(tmp_path):
+    """Every number of the README's headline block (both pairs under the protocol) is what the committed
+    records give: the block is regenerated from them (da-tables --headline) and compared character for character,
+    with the README and with results/headline.md."""
+    from da.results.headline import headline_markdown, readme_block
+
+    block = headline_markdown(REPO)
+    assert readme_block((REPO / "README.md").read_text()) == block
+    assert (REPO / "results" / "headline.md").read_text() == block
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--headline", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "headline.md").read_text() == block
+
+
+@pytest.mark.parametrize("pair,folders", [
+    ("AID-RSSCN7", ["methods/runs", "fast_path/runs", "gap/runs", "gap_shifted/runs"]),
+    ("RSSCN7-AID", ["rsscn7_aid/runs", "rsscn7_aid_splits/runs", "rsscn7_aid_budget/runs"])])
+def test_committed_validator_tables_per_pair_regenerate(tmp_path, pair, folders):
+    present = [f for f in folders if (REPO / "results" / f).is_dir()]
+    args = [a for f in present for a in ("--validators-from", f"results/{f}")]
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), *args, "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    committed = REPO / "results" / "pairs" / pair / "tables" / "validators.md"
+    assert (tmp_path / "tables" / "validators.md").read_text() == committed.read_text()

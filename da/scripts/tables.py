@@ -235,6 +235,8 @@ def main(argv=None) -> int:
         classes = runs["record"].iloc[0]["classes"]
         figures.accuracy_by_method(runs, fig_dir)
         figures.training_curves(runs, fig_dir)
+        if runs["epochs"].nunique() > 1:  # a budget sweep: accuracy and every validator per epoch, per budget
+            figures.learning_curves(runs, fig_dir)
         if not kept_epoch_only:  # per-class numbers and features exist for the epoch kept in training only
             print(f"figures written to {fig_dir} (no per-class heatmap or t-SNE under --selection)")
             return 0
