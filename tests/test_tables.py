@@ -124,7 +124,8 @@ def test_latex_escapes_what_class_names_may_hold():
 @pytest.mark.parametrize("runs,sweep,out,extra", [
     ("runs", "ablation", "", []), ("methods/runs", "methods", "methods/", []),
     ("fast_path/runs", "fast_path", "fast_path/", ["--baseline", "results/methods/runs", "--baseline-sweep", "methods"]),
-    ("gap/runs", "gap", "gap/", []), ("gap_shifted/runs", "gap_shifted", "gap_shifted/", [])])
+    ("gap/runs", "gap", "gap/", []), ("gap_shifted/runs", "gap_shifted", "gap_shifted/", []),
+    ("rsscn7_aid/runs", "rsscn7_aid", "rsscn7_aid/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict)."""
     res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs",
@@ -348,7 +349,7 @@ def test_readme_headline_recomputes_from_the_committed_records(tmp_path):
 
 
 @pytest.mark.parametrize("pair,folders", [
-    ("AID-RSSCN7", ["methods/runs", "fast_path/runs", "gap/runs", "gap_shifted/runs"]),
+    ("AID-RSSCN7", ["methods/runs", "fast_path/runs", "gap/runs", "gap_shifted/runs", "gap_splits/runs", "budget/runs"]),
     ("RSSCN7-AID", ["rsscn7_aid/runs", "rsscn7_aid_splits/runs", "rsscn7_aid_budget/runs"])])
 def test_committed_validator_tables_per_pair_regenerate(tmp_path, pair, folders):
     present = [f for f in folders if (REPO / "results" / f).is_dir()]

@@ -133,7 +133,8 @@ def main(argv=None) -> int:
 
         try:
             frames = [load_runs(folder, strict=args.strict) for folder in args.validators_from]
-            pooled = pd.concat(frames, ignore_index=True)
+            # a run archived in two folders (a split-seed sweep shares its split-0 runs) counts once
+            pooled = pd.concat(frames, ignore_index=True).drop_duplicates(["config_hash", "seed"]).reset_index(drop=True)
             if args.sweep:
                 wanted = {cfg.config_hash() for name in args.sweep for cfg in load_sweep(name).configs()}
                 pooled = pooled[pooled["config_hash"].isin(wanted)].reset_index(drop=True)
