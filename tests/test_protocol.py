@@ -89,6 +89,8 @@ def test_choices_recompute_from_the_records_they_cite(name):
             runs = pd.concat([load_runs(REPO / f) for f in choice["records"]], ignore_index=True)
         if choice["procedure"] == "choose_selection":
             assert protocol.choose_selection(runs)[0] == choice["value"], name
+        elif choice["procedure"] == "choose_budget":
+            assert protocol.choose_budget(runs)[0] == choice["value"], name
         elif choice["procedure"] == "best_methods":
             assert protocol.best_methods(runs, len(choice["value"])) == list(choice["value"]), name
         else:
@@ -228,3 +230,16 @@ def test_published_protocol_rows_use_the_oracle_epoch_and_ours_the_selected_one(
     assert theirs["acc"] == pytest.approx(80.0) and theirs["gain"].startswith("+7.0 ± 1.0")
     text = render_published_table(published_table(pd.DataFrame(rows)))
     assert "uses target labels" in text and "76.88" in text and "AMRAN" in text
+
+
+def test_choose_budget_takes_the_smallest_budget_near_the_best():
+    from da.results.protocol import choose_budget
+
+    rows = [{"method": m, "prior": "", "target_labeled_fraction": f, "epochs": e, "target_acc": a}
+            for m, f, e, a in (("mcc", 0.0, 4, 75.0), ("mcc", 0.0, 8, 77.0), ("mcc", 0.0, 16, 77.3),
+                               ("shot+mcc", 0.0, 4, 75.4), ("shot+mcc", 0.0, 8, 77.2), ("shot+mcc", 0.0, 16, 77.5),
+                               ("source_only", 1.0, 16, 99.0), ("source_only", 0.0, 16, 10.0))]
+    budget, means = choose_budget(pd.DataFrame(rows))
+    assert means == pytest.approx({4: 75.2, 8: 77.1, 16: 77.4}) and budget == 8  # 16 gains only 0.3
+    budget, _ = choose_budget(pd.DataFrame(rows), tolerance=0.1)
+    assert budget == 16

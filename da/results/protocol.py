@@ -39,3 +39,16 @@ def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
     free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
     means = free.groupby("method")["target_acc"].mean().sort_values(ascending=False, kind="stable")
     return list(means.index[:count])
+
+
+def choose_budget(runs: pd.DataFrame, tolerance: float = 0.5) -> tuple[int, dict[int, float]]:
+    """The stage-2 budget the protocol takes from another pair's budget sweep: per budget (``epochs``), the
+    mean target accuracy of its label-free adaptation methods at the epoch of that pair's rule; the smallest
+    budget within ``tolerance`` points of the best one (a longer run must earn its cost).  Returns the budget
+    and the mean per budget."""
+    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
+    means = {int(e): float(g["target_acc"].mean()) for e, g in free.groupby("epochs")}
+    if not means:
+        raise ValueError("no label-free adaptation runs to choose a budget from")
+    top = max(means.values())
+    return min(e for e, m in means.items() if m >= top - tolerance), means
