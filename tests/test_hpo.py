@@ -131,6 +131,7 @@ def test_space_errors_name_the_file_the_key_and_the_problem(entry, message):
 
 def test_study_file_errors_name_the_file_and_key(tmp_path):
     cases = [({"objective": "accuracy"}, "objective 'accuracy' is not valid"),
+             ({"objective": "last"}, "objective 'last' is no score of a configuration"),
              ({"sampler": "cmaes"}, "sampler 'cmaes' is not valid"),
              ({"n_trials": 0}, "n_trials must be an integer >= 1"),
              ({"budget": 3}, r"unknown key\(s\) budget"),

@@ -189,7 +189,7 @@ def _base_config(data: dict[str, Any], path: Path, where: str) -> RunConfig:
 
 
 def _check(spec: StudySpec, data: dict[str, Any], where: str) -> None:
-    from da.selection import RANK, check_validator_name
+    from da.selection import LAST, RANK, check_validator_name
 
     if spec.sampler not in SAMPLERS:
         raise ValueError(f"{where}: sampler {spec.sampler!r} is not valid; choose from {', '.join(SAMPLERS)}")
@@ -201,6 +201,9 @@ def _check(spec: StudySpec, data: dict[str, Any], where: str) -> None:
             check_validator_name(v, "rank_validators", allow_rank=False)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+    if spec.objective == LAST:  # it ranks epochs of one run; configurations would all score the same
+        raise ValueError(f"{where}: objective 'last' is no score of a configuration (it picks each run's final "
+                         f"epoch); choose a scored validator or rank")
     if spec.objective != RANK and data.get("rank_validators"):
         raise ValueError(f"{where}: rank_validators applies to objective rank only (objective is {spec.objective!r})")
     for p in spec.space.params:
