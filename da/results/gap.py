@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from da.results.tables import summarise
+from da.results.tables import paired_gain_values, summarise
 
 GAP_FACTORS = ("method", "prior", "target_labeled_fraction")
 
@@ -54,18 +54,21 @@ def gap_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd
             factors.append(f)
     others = [f for f in factors if f not in GAP_FACTORS]
     anchors = is_source_only(table) | is_reference(table)
-    gains, closed = [], []
+    gains, closed, values = [], [], []
     for i, row in table.iterrows():
         same = np.logical_and.reduce([table[f] == row[f] for f in others] or [np.ones(len(table), bool)])
         base, ref = table[same & is_source_only(table)], table[same & is_reference(table)]
         if base.empty or ref.empty or anchors[i]:
             gains.append(np.nan)
             closed.append(np.nan)
+            values.append({})
             continue
         so, top = base["target_acc_mean"].iloc[0], ref["target_acc_mean"].iloc[0]
         gains.append(row["target_acc_mean"] - so)
         closed.append(100 * (row["target_acc_mean"] - so) / (top - so) if top != so else np.nan)
+        values.append(paired_gain_values(row["target_acc_values"], base["target_acc_values"].iloc[0]))
     table["target_acc_gain"] = gains
+    table["target_acc_gain_values"] = values
     table["gap_closed"] = closed
     return table, factors
 

@@ -42,10 +42,12 @@ def summarise(runs: pd.DataFrame, metrics: dict[str, str], expected_seeds: int |
         row["n"] = len(g)
         row["expected"] = expected
         row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
+        keys = list(zip(g["split_seed"], g["seed"])) if "split_seed" in g else [(0, sd) for sd in g["seed"]]
         for col in metrics:
             values = g[col].to_numpy(dtype=float)
             row[f"{col}_mean"] = float(np.mean(values))
             row[f"{col}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+            row[f"{col}_values"] = dict(zip(keys, values.tolist()))  # per (split seed, seed): for paired tests
         rows.append(row)
     table = pd.DataFrame(rows)
     order = {f: (sorted(table[f].unique(), key=_factor_key(f))) for f in factors}
@@ -67,16 +69,37 @@ def _factor_key(field: str):
 def add_gain(table: pd.DataFrame, factors: list[str], col: str) -> pd.DataFrame:
     """``<col>_gain``: the mean minus that of the source-only row with the same other factors."""
     table = table.copy()
-    gains = []
+    gains, values = [], []
     for _, row in table.iterrows():
         if "method" not in factors or row["method"] == "source_only":
             gains.append(float("nan"))
+            values.append({})
             continue
         match = table[(table["method"] == "source_only")
                       & np.logical_and.reduce([table[f] == row[f] for f in factors if f != "method"] or [True])]
         gains.append(float(row[f"{col}_mean"] - match[f"{col}_mean"].iloc[0]) if len(match) else float("nan"))
+        values.append(paired_gain_values(row[f"{col}_values"], match[f"{col}_values"].iloc[0]) if len(match) else {})
     table[f"{col}_gain"] = gains
+    table[f"{col}_gain_values"] = values
     return table
+
+
+def paired_gain_values(values: dict, base: dict) -> dict:
+    """Per (split seed, seed) present in both: the value minus its source-only partner's."""
+    return {k: values[k] - base[k] for k in values if k in base}
+
+
+def shown_best(rows: pd.DataFrame, mean_col: str, values_col: str, lower_better: bool = False) -> bool:
+    """Whether the best row of ``rows`` (highest mean, or lowest) is shown to be better than the runner-up:
+    the 95 % paired t interval of their per-seed differences excludes 0.  "Best" is written only then."""
+    from da.results.paired import Paired
+
+    ranked = rows.dropna(subset=[mean_col]).sort_values(mean_col, ascending=lower_better, kind="stable")
+    if len(ranked) < 2:
+        return False
+    a, b = ranked[values_col].iloc[0], ranked[values_col].iloc[1]
+    keys = sorted(set(a) & set(b))
+    return Paired(tuple(keys), tuple(a[k] - b[k] for k in keys)).excludes_zero
 
 
 def ablation_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -175,6 +198,10 @@ def _cells(table: pd.DataFrame, factors: list[str], bold, pm: str, fmt_gain, esc
     best = {c: (contenders[f"{c}_mean"].min() if c in lower_better else contenders[f"{c}_mean"].max())
             for c in metric_cols}
     best.update({c: table[c].max() for c in gain_cols})
+    # bold only where the best is shown to beat the runner-up (paired per seed, the interval excludes 0)
+    shown = {c: f"{c}_values" in table and shown_best(contenders, f"{c}_mean", f"{c}_values", c in lower_better)
+             for c in metric_cols}
+    shown.update({c: f"{c}_values" in table and shown_best(table, c, f"{c}_values") for c in gain_cols})
     rows = []
     for _, r in table.iterrows():
         cells = [esc(str(VALUE_TEXT.get(f, {}).get(r[f], r[f]))) for f in factors]
@@ -185,14 +212,15 @@ def _cells(table: pd.DataFrame, factors: list[str], bold, pm: str, fmt_gain, esc
                 continue
             std = "n/a" if math.isnan(r[f"{c}_std"]) else f"{r[f'{c}_std']:.{d}f}"
             text = f"{r[f'{c}_mean']:.{d}f} {pm} {std}"
-            is_best = c not in no_best and np.isclose(r[f"{c}_mean"], best[c]) and not _uses_target_labels(r)
+            is_best = (c not in no_best and shown[c] and np.isclose(r[f"{c}_mean"], best[c])
+                       and not _uses_target_labels(r))
             cells.append(bold(text) if is_best else text)
         for c in gain_cols:
             if math.isnan(r[c]):
                 cells.append("–")
             else:
                 text = fmt_gain(r[c])
-                cells.append(bold(text) if np.isclose(r[c], best[c]) else text)
+                cells.append(bold(text) if shown[c] and np.isclose(r[c], best[c]) else text)
         if "gap_closed" in table.columns:
             cells.append("–" if math.isnan(r["gap_closed"]) else f"{r['gap_closed']:.0f}")
         flag = "" if r["n"] >= r["expected"] else f" (missing {r['expected'] - r['n']})"

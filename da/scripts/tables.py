@@ -32,7 +32,13 @@ from da.selection import DEFAULT, validator_names
 from da.utils.io import atomic_write_text
 
 
+BOLD_NOTE = (" Bold: the best value of a column, only where its per-seed paired 95 % interval against the "
+             "runner-up excludes 0 (tables/paired.md).")
+
+
 def write_table(out: Path, name: str, table, factors, caption: str) -> None:
+    if any(c.endswith("_values") for c in table.columns) and not caption.endswith(BOLD_NOTE):
+        caption += BOLD_NOTE
     atomic_write_text(out / f"{name}.md", render_markdown(table, factors, caption))
     atomic_write_text(out / f"{name}.tex", render_latex(table, factors, caption, label=f"tab:{name}"))
 
@@ -43,7 +49,8 @@ def write_validator_tables(runs, tables: Path, what: str) -> None:
                "s.d. over runs), its mean gap to the oracle epoch, how often it picks the oracle epoch, the "
                "Spearman correlation of its score with target accuracy over all epochs of all runs, and, per run, "
                "its selected accuracy minus the last epoch's (mean and 95 % paired t interval). The two controls "
-               "come first: source accuracy, the classic rule, and the last epoch, which selects nothing.")
+               "come first: source accuracy, the classic rule, and the last epoch, which selects nothing. Bold: the best "
+               "selected accuracy, only where its per-run paired 95 % interval against the runner-up excludes 0.")
     atomic_write_text(tables / "validators.md", caption + "\n\n" + render_validator_table(vt, "markdown"))
     atomic_write_text(tables / "validators.tex", render_validator_table(vt, "latex"))
 
