@@ -110,7 +110,7 @@ def render_validator_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
         p = r["vs_last"]
         low, high = p.interval()
         cells.append("–" if r["validator"] == LAST else
-                     f"{p.mean:+.2f} [{low:+.2f}, {high:+.2f}]".replace("±", pm))
+                     f"{p.mean:+.2f} [{low:+.2f}, {high:+.2f}]")
         cells.append(str(int(r["runs"])))
         rows.append(cells)
     header = ["validator", *cols.values(), "vs last epoch, per run (points, 95 % interval)", "runs"]
