@@ -84,7 +84,9 @@ def test_prior_correction_is_the_runs_calibrated_posterior_times_the_prior_ratio
         expected = cal * np.array(prior["estimate"]) / np.array(prior["source_prior"])
         expected /= expected.sum()
         got = np.array([float(row[f"p_{c}"]) for c in run.classes])
-        assert np.allclose(got, expected, atol=2e-6)
+        # the CSV's batched float32 forward and this single-image one sum in different orders (CPU-dependent
+        # kernels), and 1 / temperature amplifies that: a few 1e-6 on some CPUs, beside the CSV's 5e-7 rounding
+        assert np.allclose(got, expected, atol=2e-5)
         assert row["predicted"] == run.classes[int(expected.argmax())]
         assert row["predicted_uncorrected"] == run.classes[int(logits.argmax())]
 
