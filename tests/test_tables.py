@@ -132,7 +132,10 @@ def test_latex_escapes_what_class_names_may_hold():
     ("runs", "ablation", "", []), ("methods/runs", "methods", "methods/", []),
     ("fast_path/runs", "fast_path", "fast_path/", ["--baseline", "results/methods/runs", "--baseline-sweep", "methods"]),
     ("gap/runs", "gap", "gap/", []), ("gap_shifted/runs", "gap_shifted", "gap_shifted/", []),
-    ("rsscn7_aid/runs", "rsscn7_aid", "rsscn7_aid/", []), ("published6/runs", "published6", "published6/", [])])
+    ("rsscn7_aid/runs", "rsscn7_aid", "rsscn7_aid/", []), ("published6/runs", "published6", "published6/", []),
+    # gap_splits trained with bnm and reports the last epoch, the rule chosen on the other pair
+    ("gap_splits/runs", "gap_splits", "gap_splits/", ["--selection", "last"]),
+    ("rsscn7_aid_splits/runs", "rsscn7_aid_splits", "rsscn7_aid_splits/", ["--selection", "last"])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -143,7 +146,9 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
                  "--expected-seeds", "3", "--strict", *extra]) == 0
     produced = {p.name for p in (tmp_path / "tables").glob("*.md")}
     committed = {p.name for p in (REPO / "results" / f"{out}tables").glob("*.md")}
-    assert {"ablation.md", "oracle.md", "predicted_shares.md", "paired.md"} <= committed
+    # a re-selected epoch has no stored predictions: its shares are not written
+    assert {"ablation.md", "oracle.md", "paired.md"} <= committed
+    assert ("predicted_shares.md" in committed) == (sweep != "gap_splits")
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
@@ -369,3 +374,17 @@ def test_committed_validator_tables_per_pair_regenerate(tmp_path, monkeypatch, p
     assert main([*args, "--out", str(tmp_path)]) == 0
     committed = REPO / "results" / "pairs" / pair / "tables" / "validators.md"
     assert (tmp_path / "tables" / "validators.md").read_text() == committed.read_text()
+
+
+def test_tables_copied_into_results_readme_are_the_committed_files():
+    """results/README.md copies tables between `<!-- from: PATH -->` and `<!-- end -->`: each copy is the
+    table of that committed file (which the tests above regenerate from the records), character for character."""
+    import re
+
+    text = (REPO / "results" / "README.md").read_text()
+    blocks = re.findall(r"<!-- from: (\S+) -->\n(.*?)\n<!-- end -->", text, flags=re.S)
+    assert len(blocks) >= 2 and len(blocks) == text.count("<!-- from: ")
+    for path, copy in blocks:
+        lines = (REPO / "results" / path).read_text().splitlines()
+        table = "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("|")):]).rstrip("\n")
+        assert copy == table, path
