@@ -118,7 +118,15 @@ def test_reuse_checks_what_the_run_saw(tiny_root, tmp_path):
     _swap_map(cmap, "aGrass", "bField")
     assert train_stage(cfg, stage=2) == first
 
+    for path in data.rglob("*.jpg"):  # the same files with other times, as after a copy to another machine
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert train_stage(cfg, stage=2) == first
     img = next((data / "RSSCN7" / "eForest").iterdir())
+    blob = img.read_bytes()  # one byte changed, same size and same file time: only the contents tell
+    img.write_bytes(blob[:-3] + bytes([blob[-3] ^ 1]) + blob[-2:])
+    os.utime(img, ns=(1_000_000_000, 1_000_000_000))
+    with pytest.raises(StaleRunError, match="the images"):
+        train_stage(cfg, stage=2)
     Image.new("RGB", (36, 36), (255, 0, 0)).save(img, format="JPEG")  # an image replaced in place
     with pytest.raises(StaleRunError, match="the images"):
         train_stage(cfg, stage=2)
@@ -139,3 +147,18 @@ def test_reuse_checks_the_weights_file(tiny_root, tmp_path):
     torch.save(state, weights)  # replaced: same path, other numbers
     with pytest.raises(StaleRunError, match="the weights file"):
         train_stage(cfg, stage=2)
+
+
+def test_a_record_that_fingerprinted_file_times_is_reused_with_a_warning(tiny_root, tmp_path, caplog):
+    """Records written before data fingerprints hashed contents hashed file times, which no copy keeps: such a
+    run is reused (its data cannot be checked), and the log says so; its other inputs are still compared."""
+    cfg = tiny_cfg(tiny_root, tmp_path / "runs", method="source_only", stages=1, epochs=1)
+    first = train_stage(cfg, stage=2)
+    record = run_dir_for(cfg, 2) / "record.json"
+    data = json.loads(record.read_text())
+    data["inputs"]["data"] = "6b827f11737e82a046dbd613051721f4cd54121b088eed7407a6f51165263c53"
+    record.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        assert train_stage(cfg, stage=2) == first
+    assert "fingerprinted its data by file times" in caplog.text
+

@@ -55,14 +55,21 @@ class Splits:
         return manifest_hash(self.manifest())
 
     def fingerprint(self) -> str:
-        """sha256 of every (split, image, class, size, modification time): changes when the class map
-        relabels an image, or an image is added, removed or replaced."""
+        """``content-sha256:`` + sha256 of every (split, image, class, sha256 of the file's bytes): changes when
+        the class map relabels an image, or an image is added, removed or replaced, and not when the same files
+        are copied to another disk or machine (file times are not part of it). Reading every file costs about
+        0.5 s for AID's 10,000 images."""
         h = hashlib.sha256()
         for name, s in sorted(self.parts.items()):
             for rel, label in s.samples:
-                st = (s.folder / rel).stat()
-                h.update(f"{name},{s.dataset}/{rel},{s.classes[label]},{st.st_size},{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
+                digest = hashlib.sha256((s.folder / rel).read_bytes()).hexdigest()
+                h.update(f"{name},{s.dataset}/{rel},{s.classes[label]},{digest}\n".encode())
+        return CONTENT_FINGERPRINT + h.hexdigest()
+
+
+# Marks a data fingerprint made from file contents; fingerprints without it (written before 2026-12-06)
+# hashed file sizes and modification times, which no copy of the data keeps.
+CONTENT_FINGERPRINT = "content-sha256:"
 
 
 def _labelled(samples, label_of: dict[str, int]) -> list[tuple[str, int]]:

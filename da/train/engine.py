@@ -26,6 +26,7 @@ import torch
 
 from da import records
 from da.config import RunConfig
+from da.data.domains import CONTENT_FINGERPRINT
 from da.data.splits import manifest_hash
 from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, LOG_FILE,
                        MANIFEST_FILE,
@@ -189,6 +190,12 @@ def _check_inputs(run_dir: Path, saved: dict | None, inputs: dict[str, str]) -> 
     if saved is None:  # written before runs recorded their inputs: nothing to compare
         log.warning("%s does not record its inputs; it cannot be checked against the current data", run_dir)
         return
+    if not str(saved.get("data", CONTENT_FINGERPRINT)).startswith(CONTENT_FINGERPRINT):
+        # an early record hashed file times: after a copy of the data it can only differ, so it is not compared
+        log.warning("%s fingerprinted its data by file times, which a copy of the data does not keep; its data "
+                    "cannot be checked against the current files", run_dir)
+        saved = {k: v for k, v in saved.items() if k != "data"}
+        inputs = {k: v for k, v in inputs.items() if k != "data"}
     changed = sorted(k for k in set(saved) | set(inputs) if saved.get(k) != inputs.get(k))
     if changed:
         what = {"data": "the images, their labels (class map) or their files", "weights": "the weights file",
