@@ -1,4 +1,5 @@
-"""Command-line flags generated from ``RunConfig``: every field is a flag, with its type and default.
+"""Command-line flags generated from the run config: every field is a flag, with its type and default; a
+method's or validator's setting takes its help and valid range from its own declaration (da.settings).
 
 Precedence: dataclass defaults < ``--preset`` < ``--config FILE`` (YAML or JSON) < explicit flags.
 """
@@ -6,15 +7,14 @@ Precedence: dataclass defaults < ``--preset`` < ``--config FILE`` (YAML or JSON)
 from __future__ import annotations
 
 import argparse
-import json
 import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from da.config import ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, OPTIMIZERS, PRESETS, SCHEDULES, ConfigError, RunConfig
+from da.config import (ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, OPTIMIZERS, PRESETS, SCHEDULES, ConfigError, RunConfig,
+                       config_fields, read_config_file)
 from da.methods import method_names
 from da.selection import validator_names
 
@@ -62,20 +62,10 @@ HELP = {
     "patience": "early stopping after this many epochs without a better selection score; 0: off",
     "selection": f"label-free rule that picks the kept epoch: {', '.join(validator_names())}",
     "rank_validators": "validators whose per-epoch ranks --selection rank averages",
-    "im_weight": "weight of information maximisation (im, and SHOT's IM term)",
-    "shot_weight": "SHOT's beta: its pseudo-label cross-entropy relative to IM (the paper's 0.3)",
-    "shot_freeze_classifier": "SHOT: keep the classifier (the source hypothesis) frozen",
-    "mcc_weight": "weight of the minimum class confusion loss",
-    "mcc_temperature": "MCC's softmax temperature (2.5 as in the Transfer-Learning-Library)",
-    "cbst_weight": "weight of CBST's pseudo-label cross-entropy",
     "prior": "estimate the target class prior each epoch: '' (off), em (EM after BCTS) or bbse; used as "
              "class-ratio weights on the source losses, IM's diversity target and to correct the predictions",
     "adapt_from_epoch": "first epoch (0-based) whose losses use pseudo-labels and the prior estimate; before it "
                         "the new stage-2 classifier trains on the source (0: from the start)",
-    "dann_hidden": "width of the DANN domain discriminator's two hidden layers",
-    "cdan_hidden": "width of the CDAN domain discriminator's two hidden layers",
-    "cdan_entropy": "CDAN+E: weight examples by 1 + exp(-entropy) of their prediction",
-    "cdan_randomized_dim": "width of CDAN's randomised multilinear map (used when d x C > 4096)",
     "max_steps_per_epoch": "cap on steps per epoch (smoke tests); 0: full epochs",
     "data_root": "folder holding the datasets; default: $DA_DATA_ROOT or ./data",
     "out": "folder of run directories (named by config hash) and the feature cache",
@@ -107,13 +97,15 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (defaults < presets < --config < flags) as YAML, which "
                              "--config reads back, and exit")
-    hints = typing.get_type_hints(RunConfig)
-    for f in fields(RunConfig):
+    for f in config_fields():
         flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        default = f.default if f.default is not MISSING else f.default_factory()
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": HELP.get(f.name, f.name.replace("_", " "))
-                                  + f" (default: {default!r})"}
+        kind, setting = f.type, f.metadata.get("setting")
+        if setting is not None:
+            limits = setting.range_text()
+            text = f"{setting.owner}: {setting.help}" + (f"; {limits}" if limits else "")
+        else:
+            text = HELP.get(f.name, f.name.replace("_", " "))
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text + f" (default: {f.default!r})"}
         if kind is bool:
             kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL")
         elif typing.get_origin(kind) is tuple:
@@ -126,21 +118,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
 def load_config_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise SystemExit(f"--config {path}: cannot read it ({err})")
-    try:
-        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise SystemExit(f"--config {path}: not valid YAML/JSON ({err})")
-    data = data.get("config", data) if isinstance(data, dict) else data  # a record's or config.json's config
-    if not isinstance(data, dict):
-        raise SystemExit(f"--config {path}: expected a mapping of config fields")
-    valid = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        raise SystemExit(f"--config {path}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(valid))}")
-    return data
+        return read_config_file(path)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
@@ -155,7 +135,7 @@ def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
         data = load_config_file(args.config)
         values.update(data)
         source.update({k: f"--config {args.config}, key {k}" for k in data})
-    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+    flags = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name) is not None}
     values.update(flags)
     source.update({k: "flag" for k in flags})
     try:

@@ -6,9 +6,13 @@ ImageNet EfficientNet-Lite0 weights, 128 px, the last stages fine-tuned on a cac
 (paths, devices, worker counts) do not change the numbers a run produces and are left out of its hash,
 so the same experiment has the same run directory on every machine.  Fields added after the first
 records were written are hashed only when they differ from their default, so adding a field does not
-move the run directories of earlier experiments; a method's own settings (``dann_hidden``, ...) are
-hashed only in runs that use that method.  Valid method and validator names come from their
-registries (``da.methods``, ``da.selection``), declared there once.
+move the run directories of earlier experiments.
+
+A method's or validator's own settings (``mcc_weight``, ``dann_hidden``, ...) are not written here: each
+declares them next to its code (:mod:`da.settings`), and they are fields of every config under the same
+flat names, typed, checked, hashed (by the setting's policy) and given flags from that declaration.
+``config_fields()`` lists the core fields and the declared settings together.  Which fields shape stage 1
+is metadata on the field (``stage1``), read by :func:`stage1_config`.
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from da import settings as declared
+
+# The core fields' choice lists, declared once: the modules that implement them (losses/factory.py,
+# models/optim.py) import them from here.  A method's or validator's choices live with it (da.settings).
 CLS_LOSSES = ("ce", "focal", "ohem")
 SCHEDULES = ("cosine", "restarts", "constant")
 OPTIMIZERS = ("adamw", "sgd", "lars")
@@ -55,8 +64,17 @@ def resolve_num_workers(requested: int) -> int:
     return max(0, min(MAX_AUTO_WORKERS, allotted_cpus() - 1))
 
 
-def _nohash(default: Any) -> Any:
-    return field(default=default, metadata={"hash": False})
+def _plain(default: Any, stage1: bool = False) -> Any:
+    return field(default=default, metadata={"stage1": True} if stage1 else {})
+
+
+def _s1(default: Any) -> Any:
+    """A field that shapes stage 1: stage_1_config keeps it."""
+    return _plain(default, stage1=True)
+
+
+def _nohash(default: Any, stage1: bool = False) -> Any:
+    return field(default=default, metadata={"hash": False, "stage1": stage1})
 
 
 def _added(default: Any) -> Any:
@@ -64,75 +82,73 @@ def _added(default: Any) -> Any:
     return field(default=default, metadata={"hash": "unless_default"})
 
 
-def _revised(default: Any, legacy: Any) -> Any:
+def _revised(default: Any, legacy: Any, stage1: bool = False) -> Any:
     """A field whose behaviour existed before the field: records and run directories made before it hold
     ``legacy``.  Hashed unless it holds ``legacy`` (earlier run directories keep their names), and read as
     ``legacy`` from a record that lacks it (:meth:`RunConfig.from_record`)."""
-    return field(default=default, metadata={"hash": "unless_legacy", "legacy": legacy})
+    return field(default=default, metadata={"hash": "unless_legacy", "legacy": legacy, "stage1": stage1})
 
 
-def _method_setting(method: str, default: Any) -> Any:
-    """A setting of one adaptation method: part of the hash only of runs that use ``method``."""
-    return field(default=default, metadata={"hash": "method", "method": method})
-
-
-@dataclass
+@dataclass(init=False, eq=False, repr=False)
 class RunConfig:
+    """Every setting of a run: the core fields below and each registered method's and validator's declared
+    settings (:func:`config_fields`), all under flat names: ``RunConfig(method="mcc", mcc_weight=2.0)``."""
+
     # --- what is compared
     method: str = "coral"  # a name of da.methods (source_only, coral, mmd, dann, cdan, ...), or a '+'-combination
     cls_loss: str = "ce"  # ce | focal | ohem
     stages: int = 2  # 2: ImageNet -> stage1 dataset -> adaptation; 1: ImageNet -> adaptation
     seed: int = 0
     # --- data
-    stage1: str = "AID"  # intermediate dataset, all its classes (NWPU-RESISC45 where you have it)
+    stage1: str = _s1("AID")  # intermediate dataset, all its classes (NWPU-RESISC45 where you have it)
     source: str = "AID"
     target: str = "RSSCN7"
     class_map: str = ""  # JSON/YAML file, or a built-in map's name; empty: the built-in map for (source, target)
-    val_fraction: float = 0.2  # of the source, for model selection (no target labels are ever used)
+    val_fraction: float = _s1(0.2)  # of the source, for model selection (no target labels are ever used)
     target_test_fraction: float = 0.3
     target_labeled_fraction: float = 0.0  # of target train, labelled, for semi-supervised fine-tuning
     # the published papers' protocol: the whole target set is the unlabelled training set *and* the test
     # set (target_test_fraction unused); only for comparison with them, since nothing is held out
     transductive: bool = _added(False)
-    split_seed: int = 0
-    img_size: int = 128
+    split_seed: int = _s1(0)
+    img_size: int = _s1(128)
     # --- model and fine-tuning strategy
-    backbone: str = "timm:tf_efficientnet_lite0"
-    weights: str = "tf_efficientnet_lite0"  # imagenet | none | tf_efficientnet_lite0 | path to a checkpoint
-    strategy: str = "partial:3"  # full | linear | partial:K | gradual
-    gradual_every: int = 1  # epochs between unfreezing steps (strategy gradual)
-    freeze_bn: bool = False
-    bottleneck_dim: int = 256  # 0: no bottleneck
-    dropout: float = 0.0
-    drop_path: float = 0.0
-    grad_checkpointing: bool = False
-    cache_views: int = 2  # augmented views per image cached for a frozen prefix; 0: no cache
+    backbone: str = _s1("timm:tf_efficientnet_lite0")
+    weights: str = _s1("tf_efficientnet_lite0")  # imagenet | none | tf_efficientnet_lite0 | path to a checkpoint
+    strategy: str = _s1("partial:3")  # full | linear | partial:K | gradual
+    gradual_every: int = _s1(1)  # epochs between unfreezing steps (strategy gradual)
+    freeze_bn: bool = _s1(False)
+    bottleneck_dim: int = _s1(256)  # 0: no bottleneck
+    dropout: float = _s1(0.0)
+    drop_path: float = _s1(0.0)
+    grad_checkpointing: bool = _s1(False)
+    cache_views: int = _s1(2)  # augmented views per image cached for a frozen prefix; 0: no cache
     # Speed levers that move float rounding (last-bit differences, no change of the maths), so they are
     # part of the hash: the activations' memory format (auto: channels_last on CUDA only, the behaviour
     # before this field), and the frozen prefix compiled by torch.compile (inductor, weights frozen:
     # BatchNorm folded into the convolutions) when its outputs are cached.  Measured in
     # results/benchmarks/ and, on the main comparison, in results/speed/.
-    memory_format: str = _revised("channels_last", legacy="auto")  # channels_last | contiguous | auto
-    compile_prefix: bool = _revised(True, legacy=False)
+    memory_format: str = _revised("channels_last", legacy="auto", stage1=True)  # channels_last | contiguous | auto
+    compile_prefix: bool = _revised(True, legacy=False, stage1=True)
     # --- optimisation
     epochs: int = 4
     stage1_epochs: int = 3
     stage1_seed: int = 0  # one stage-1 model serves every stage-2 seed
-    batch_size: int = 32  # per domain: a step sees batch_size source + batch_size target images
-    optimizer: str = "adamw"
-    lr: float = 1e-3  # head; the backbone gets lr * backbone_lr_factor
+    batch_size: int = _s1(32)  # per domain: a step sees batch_size source + batch_size target images
+    optimizer: str = _s1("adamw")
+    lr: float = _s1(1e-3)  # head; the backbone gets lr * backbone_lr_factor
     # stage 1's learning rate when it differs from stage 2's (0: the same, lr); a search over stage 2's lr
     # then shares one stage-1 model. Equal to lr it is the same run as 0, and hashed as such.
     stage1_lr: float = _added(0.0)
-    backbone_lr_factor: float = 0.1
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    restart_t0: int = 1  # epochs, for schedule=restarts
-    restart_t_mult: int = 2
-    clip_grad_norm: float = 5.0  # 0: off
-    amp: str = "auto"  # auto: fp16 + GradScaler on CUDA, off on CPU
+    backbone_lr_factor: float = _s1(0.1)
+    weight_decay: float = _s1(0.01)
+    momentum: float = _s1(0.9)
+    schedule: str = _s1("cosine")
+    warmup_epochs: float = _s1(0.0)
+    restart_t0: int = _s1(1)  # epochs, for schedule=restarts
+    restart_t_mult: int = _s1(2)
+    clip_grad_norm: float = _s1(5.0)  # 0: off
+    amp: str = _s1("auto")  # auto: fp16 + GradScaler on CUDA, off on CPU
     label_smoothing: float = 0.0
     class_weighting: str = ""  # '' | inverse | effective
     focal_gamma: float = 2.0
@@ -145,15 +161,7 @@ class RunConfig:
     # --- adaptation
     align_weight: float = 1.0  # lambda
     align_schedule: str = "constant"  # constant | ramp: lambda * (2 / (1 + exp(-10 p)) - 1)
-    coral_convention: str = "deep_coral"
-    mmd_estimator: str = "quadratic"
-    mmd_kernel_scales: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0)
-    im_weight: float = 0.3
-    shot_weight: float = _method_setting("shot", 0.3)  # beta: pseudo-label cross-entropy relative to IM
-    shot_freeze_classifier: bool = _method_setting("shot", False)  # SHOT's frozen source hypothesis
-    mcc_weight: float = _method_setting("mcc", 1.0)
-    mcc_temperature: float = _method_setting("mcc", 2.5)
-    cbst_weight: float = _method_setting("cbst", 1.0)
+    # (each method's own settings follow here in config_fields(): declared in its file, da/methods/)
     # target class-prior estimation ('' off; em: EM after BCTS, bbse), re-estimated from each epoch's
     # target pass: prior-corrected target predictions in the record, KL(pbar || q) as IM's diversity
     # target, and class-ratio weights q / p_train on the source cross-entropy and CORAL/MMD statistics
@@ -163,41 +171,52 @@ class RunConfig:
     adapt_from_epoch: int = _added(0)
     # 1.0 with method source_only: the target-supervised reference (source + all target-train labels)
     target_weight: float = 1.0  # cross-entropy on labelled target images
-    dann_hidden: int = _method_setting("dann", 1024)  # width of the domain discriminator's hidden layers
-    cdan_hidden: int = _method_setting("cdan", 1024)
-    cdan_entropy: bool = _method_setting("cdan", True)  # CDAN+E: weight examples by 1 + exp(-H(p))
-    # the multilinear map f (x) g is replaced by a randomised one of this width when d * C exceeds 4096
-    cdan_randomized_dim: int = _method_setting("cdan", 1024)
     # --- selection (label-free validators of da.selection, scored after every stage-2 epoch)
     selection: str = _added("source_acc")  # the validator whose best epoch is kept as the selected model
     rank_validators: tuple[str, ...] = _added(("source_acc", "im", "snd"))  # averaged by selection=rank
     patience: int = 0  # early stopping on the selection score; 0: off
-    max_steps_per_epoch: int = 0  # 0: full epochs (tests use a few steps)
+    max_steps_per_epoch: int = _s1(0)  # 0: full epochs (tests use a few steps)
     # --- where and how (not part of the hash)
-    data_root: str = _nohash("")  # empty: DA_DATA_ROOT or ./data
-    out: str = _nohash("runs")
-    device: str = _nohash("auto")
-    num_workers: int = _nohash(-1)  # -1: from the CPUs allotted (resolve_num_workers); batches never depend on it
-    eval_batch_size: int = _nohash(128)
-    download: bool = _nohash(False)
-    progress: bool = _nohash(True)  # progress bars, on a terminal only (a log file gets one line per epoch)
+    data_root: str = _nohash("", stage1=True)  # empty: DA_DATA_ROOT or ./data
+    out: str = _nohash("runs", stage1=True)
+    device: str = _nohash("auto", stage1=True)
+    num_workers: int = _nohash(-1, stage1=True)  # -1: from the CPUs allotted (resolve_num_workers); batches never depend on it
+    eval_batch_size: int = _nohash(128, stage1=True)
+    download: bool = _nohash(False, stage1=True)
+    progress: bool = _nohash(True, stage1=True)  # progress bars, on a terminal only (a log file gets one line per epoch)
     # torch's deterministic algorithms and cuDNN without autotuning: bit-exact GPU reruns, at some speed;
     # the CPU path is deterministic already. Recorded in the record's environment.
-    deterministic: bool = _nohash(False)
+    deterministic: bool = _nohash(False, stage1=True)
 
     # ------------------------------------------------------------------ helpers
+    def __init__(self, **values: Any):
+        specs = _field_map()
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            raise TypeError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(specs)}")
+        for name, f in specs.items():
+            object.__setattr__(self, name, values[name] if name in values else f.default)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # mutable, like any dataclass with eq
+
+    def __repr__(self) -> str:
+        return "RunConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         """A config from a dict of fields (a record's, config.json's, a sweep's): JSON lists become the
         tuples the fields hold; fields the dict lacks keep their defaults."""
-        tuples = {f.name for f in fields(cls) if typing.get_origin(_hints()[f.name]) is tuple}
+        tuples = {f.name for f in config_fields() if typing.get_origin(f.type) is tuple}
         return cls(**{k: (tuple(v) if k in tuples and isinstance(v, list) else v) for k, v in data.items()})
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> "RunConfig":
         """The config of a run record: like :meth:`from_dict`, but a revised field the record lacks holds
         the behaviour the run had, its legacy value, not today's default."""
-        legacy = {f.name: f.metadata["legacy"] for f in fields(cls)
+        legacy = {f.name: f.metadata["legacy"] for f in config_fields()
                   if f.metadata.get("hash") == "unless_legacy" and f.name not in data}
         return cls.from_dict({**legacy, **data})
 
@@ -207,34 +226,35 @@ class RunConfig:
 
     def hashed_dict(self) -> dict[str, Any]:
         out = {}
-        for f in fields(self):
+        for f in config_fields():
             mode, value = f.metadata.get("hash", True), getattr(self, f.name)
             if (mode is False or (mode == "unless_default" and value == f.default)
                     or (mode == "unless_legacy" and value == f.metadata["legacy"])):
                 continue
-            if mode == "method" and f.metadata["method"] not in self.method_parts:
+            if mode == declared.OWNER and not declared.used_by(f.name, self.method_parts):
                 continue
+            if mode == declared.ALWAYS and not declared.used_by(f.name, self.method_parts):
+                value = f.default  # a setting this run's methods never read cannot tell two runs apart
             if f.name == "stage1_lr" and value == self.lr:  # the same run as 0 (stage 1 at lr)
                 continue
             out[f.name] = _jsonable(value)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: _jsonable(getattr(self, f.name)) for f in config_fields()}
 
     def config_hash(self) -> str:
         text = json.dumps(self.hashed_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> "RunConfig":
-        return dataclasses.replace(self, **changes)
+        return RunConfig(**{**{f.name: getattr(self, f.name) for f in config_fields()}, **changes})
 
     def check_types(self) -> "RunConfig":
         """Every field holds a value of its declared type (a bool is no int, a string no number) and every
         float is finite; a :class:`ConfigError` names the field otherwise."""
-        hints = _hints()
-        for f in fields(self):
-            value, kind = getattr(self, f.name), hints[f.name]
+        for f in config_fields():
+            value, kind = getattr(self, f.name), f.type
             if typing.get_origin(kind) is tuple:
                 elem = typing.get_args(kind)[0]
                 if not isinstance(value, tuple) or not value or not all(_is(v, elem) for v in value):
@@ -260,17 +280,15 @@ class RunConfig:
                 raise ConfigError(name, f"--{name.replace('_', '-')} {getattr(self, name)!r} is not valid; choose from "
                                  f"{', '.join(repr(v) for v in valid)}")
 
-        from da.methods import check_method_name  # the registry holds the only list of names
-        from da.selection import check_validator_name
+        def registered(*names: str) -> None:  # the registries' own checks of their names (da.settings.declare_check)
+            for name in names:
+                for check in declared.FIELD_CHECKS.get(name, ()):
+                    try:
+                        check(self)
+                    except ValueError as err:
+                        raise ConfigError(name, str(err)) from None
 
-        for name, check in (("method", lambda: check_method_name(self.method)),
-                            ("selection", lambda: check_validator_name(self.selection, "--selection")),
-                            ("rank_validators", lambda: [check_validator_name(v, "--rank-validators", allow_rank=False)
-                                                         for v in self.rank_validators])):
-            try:
-                check()
-            except ValueError as err:
-                raise ConfigError(name, str(err)) from None
+        registered("method", "selection", "rank_validators")
         one_of("cls_loss", CLS_LOSSES)
         one_of("stages", (1, 2))
         one_of("schedule", SCHEDULES)
@@ -279,18 +297,8 @@ class RunConfig:
         one_of("align_schedule", ALIGN_SCHEDULES)
         one_of("class_weighting", CLASS_WEIGHTINGS)
         one_of("source_sampling", SOURCE_SAMPLINGS)
-        one_of("coral_convention", ("deep_coral", "domainbed"))
-        one_of("mmd_estimator", ("quadratic", "linear", "biased"))
         one_of("memory_format", ("channels_last", "contiguous", "auto"))
-        from da.data.registry import get_spec  # registry names fail here, before anything runs
-
-        for flag, name in (("stage1", self.stage1 if self.stages == 2 else ""), ("source", self.source),
-                           ("target", self.target)):
-            if name and not name.startswith("folder:"):
-                try:
-                    get_spec(name)
-                except ValueError as err:
-                    raise ConfigError(flag, f"--{flag}: {err}") from None
+        registered("stage1", "source", "target")  # dataset names fail here, before anything runs
         if not re.fullmatch(r"full|linear|gradual|partial:[1-9]\d*", self.strategy):
             raise ConfigError("strategy", f"--strategy {self.strategy!r} is not valid; choose from full, linear, gradual, "
                              f"partial:K (K >= 1 trainable stages)")
@@ -308,9 +316,7 @@ class RunConfig:
         if self.transductive and self.target_labeled_fraction > 0:
             raise ConfigError("transductive", "--transductive tests on the target training images: it cannot be "
                                               "combined with --target-labeled-fraction (their labels would be trained on)")
-        from da.prior import ESTIMATORS
-
-        one_of("prior", ("",) + ESTIMATORS)
+        registered("prior")
         if self.prior and (self.cls_loss != "ce" or self.class_weighting):
             raise ConfigError("prior", "--prior sets the source classes' weights to q-hat / p_train: use it with "
                                        "--cls-loss ce and no --class-weighting")
@@ -323,11 +329,6 @@ class RunConfig:
         frozen_prefix = self.strategy == "linear" or self.strategy.startswith("partial")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and frozen_prefix and self.cache_views > 0:
             raise ConfigError("cache_views", "MixUp/CutMix mix images: set --cache-views 0 to use them with a frozen prefix")
-        for name in ("dann_hidden", "cdan_hidden", "cdan_randomized_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.mcc_temperature > 0:
-            raise ConfigError("mcc_temperature", f"--mcc-temperature must be > 0, got {self.mcc_temperature}")
         if not 0 <= self.ohem_ratio <= 1:
             raise ConfigError("ohem_ratio", "--ohem-ratio must lie in [0, 1]")
         if self.num_workers < AUTO_WORKERS:
@@ -337,16 +338,19 @@ class RunConfig:
                           ("cache_views", 0), ("bottleneck_dim", 0), ("stage1_epochs", 0), ("seed", 0),
                           ("split_seed", 0), ("stage1_seed", 0), ("img_size", 32), ("clip_grad_norm", 0),
                           ("weight_decay", 0), ("warmup_epochs", 0), ("focal_gamma", 0), ("align_weight", 0),
-                          ("im_weight", 0), ("target_weight", 0), ("shot_weight", 0), ("mcc_weight", 0),
-                          ("cbst_weight", 0), ("adapt_from_epoch", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
+                          ("target_weight", 0), ("adapt_from_epoch", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
                           ("cutmix_alpha", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(name, f"{_flag(name)} must be >= {low}, got {getattr(self, name)}")
         for name in ("momentum", "label_smoothing", "dropout", "drop_path"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(name, f"{_flag(name)} must lie in [0, 1), got {getattr(self, name)}")
-        if any(s <= 0 for s in self.mmd_kernel_scales):
-            raise ConfigError("mmd_kernel_scales", f"--mmd-kernel-scales must all be > 0, got {self.mmd_kernel_scales}")
+        for f in config_fields():  # each method's and validator's settings, by their own declaration
+            if "setting" in f.metadata:
+                try:
+                    f.metadata["setting"].check(getattr(self, f.name))
+                except ValueError as err:
+                    raise ConfigError(f.name, str(err)) from None
         return self
 
 
@@ -378,8 +382,44 @@ def _kind_name(kind: type) -> str:
 
 
 @functools.cache
-def _hints() -> dict[str, Any]:
-    return typing.get_type_hints(RunConfig)
+def _core_fields() -> tuple[dataclasses.Field, ...]:
+    hints = typing.get_type_hints(RunConfig)
+    out = []
+    for f in fields(RunConfig):
+        f.type = hints[f.name]  # the resolved type, not its string annotation
+        out.append(f)
+    return tuple(out)
+
+
+def _setting_field(s: declared.Setting) -> dataclasses.Field:
+    f = field(default=s.default, metadata={"hash": s.hash, "setting": s, "stage1": False})
+    f.name, f.type = s.name, s.type
+    return f
+
+
+_SETTINGS_AFTER = "align_schedule"  # where the declared settings sit among the core fields (tables' column order)
+
+
+@functools.cache
+def _fields_for(declared_names: tuple[str, ...]) -> tuple[dataclasses.Field, ...]:
+    core = _core_fields()
+    at = next(i for i, f in enumerate(core) if f.name == _SETTINGS_AFTER) + 1
+    extra = [_setting_field(declared.SETTINGS[n]) for n in declared_names]
+    clash = {f.name for f in core} & set(declared_names)
+    if clash:
+        raise ValueError(f"declared setting(s) {', '.join(sorted(clash))} are also core fields of RunConfig")
+    return core[:at] + tuple(extra) + core[at:]
+
+
+def config_fields() -> tuple[dataclasses.Field, ...]:
+    """The fields of a run config: the core fields of :class:`RunConfig` and every declared method and validator
+    setting (``da.settings``), each with ``name``, ``type`` (resolved), ``default`` and ``metadata`` (``hash``,
+    ``stage1``, ``legacy``; a declared setting's :class:`~da.settings.Setting` under ``setting``)."""
+    return _fields_for(tuple(declared.SETTINGS))
+
+
+def _field_map() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in config_fields()}
 
 
 def _jsonable(value: Any) -> Any:
@@ -398,22 +438,41 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The config fields of a YAML or JSON file (a record's or config.json's ``config`` mapping too); a
+    ValueError names the file and what is wrong."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"--config {path}: cannot read it ({err})") from None
+    try:
+        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {path}: not valid YAML/JSON ({err})") from None
+    data = data.get("config", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of config fields")
+    valid = [f.name for f in config_fields()]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown field(s) {', '.join(unknown)}; valid fields: "
+                         f"{', '.join(sorted(valid))}")
+    return data
+
+
 def stage1_config(cfg: RunConfig) -> RunConfig:
     """The supervised stage-1 config a stage-2 config depends on.
 
-    Only what shapes stage 1 is kept; the rest is set to fixed values so that every stage-2 run with the
-    same stage-1 settings gets the same hash, hence the same stage-1 directory and checkpoint.
+    Only what shapes stage 1 (the fields marked ``stage1``) is kept; the rest is set to fixed values so that
+    every stage-2 run with the same stage-1 settings gets the same hash, hence the same stage-1 directory and
+    checkpoint.  A new field that shapes stage 1 says so in its declaration (``_s1``), not in a list here.
     """
     base = RunConfig()
-    keep = ("stage1", "val_fraction", "split_seed", "img_size", "backbone", "weights", "strategy", "gradual_every",
-            "freeze_bn", "bottleneck_dim", "dropout", "drop_path", "grad_checkpointing", "cache_views",
-            "memory_format", "compile_prefix",
-            "batch_size", "optimizer", "lr", "backbone_lr_factor", "weight_decay", "momentum", "schedule",
-            "warmup_epochs", "restart_t0", "restart_t_mult", "clip_grad_norm", "amp", "max_steps_per_epoch",
-            "data_root", "out", "device", "num_workers", "eval_batch_size", "download", "progress", "deterministic")
-    changes = {k: getattr(cfg, k) for k in keep}
+    changes = {f.name: getattr(cfg, f.name) for f in config_fields() if f.metadata.get("stage1")}
     changes["lr"] = cfg.stage1_lr or cfg.lr
     changes.update(method="source_only", cls_loss="ce", stages=1, seed=cfg.stage1_seed, source=cfg.stage1,
                    target="", class_map="", epochs=cfg.stage1_epochs, stage1_epochs=0, stage1_seed=0,
                    target_test_fraction=base.target_test_fraction, target_labeled_fraction=0.0)
-    return dataclasses.replace(base, **changes)
+    return base.replace(**changes)

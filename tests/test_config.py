@@ -163,3 +163,43 @@ def test_stage1_lr_shares_stage1_across_stage2_learning_rates():
     assert stage1_config(RunConfig(lr=3e-3)).lr == 3e-3
     with pytest.raises(ConfigError, match="stage1-lr must be >= 0"):
         RunConfig(stage1_lr=-1.0).validate()
+
+
+# --------------------------------------------------------------- settings declared by methods (da.settings)
+def test_a_setting_its_method_does_not_read_cannot_split_runs():
+    """mmd's, coral's and im's settings were hashed in every run before they were declared: they stay in every
+    hash (committed run directories keep their names) but at their default where no method of the run reads
+    them, so a DANN run no longer depends on MMD's kernel scales."""
+    dann = RunConfig(method="dann")
+    assert dann.hashed_dict()["mmd_kernel_scales"] == [0.125, 0.25, 0.5, 1.0, 2.0]
+    assert RunConfig(method="dann", mmd_kernel_scales=(1.0,), im_weight=2.0).config_hash() == dann.config_hash()
+    assert RunConfig(method="mmd", mmd_kernel_scales=(1.0,)).config_hash() != RunConfig(method="mmd").config_hash()
+    # ent and shot read im's weight through their base class
+    for method in ("im", "ent", "shot", "coral+ent"):
+        assert RunConfig(method=method, im_weight=2.0).config_hash() != RunConfig(method=method).config_hash(), method
+
+
+def test_declarations_are_refused_twice_and_checked_at_declaration():
+    from da.settings import Setting, declare
+
+    with pytest.raises(ValueError, match="'mcc_weight' of other is declared already by mcc"):
+        declare("other", "method", [Setting("mcc_weight", float, 1.0, "x")])
+    with pytest.raises(ValueError, match="default 'a' is not a"):
+        declare("other", "method", [Setting("other_weight", float, "a", "x")])
+    with pytest.raises(ValueError, match="must be >= 0"):
+        declare("other", "method", [Setting("other_weight", float, -1.0, "x", low=0)])
+    from da.settings import SETTINGS
+
+    assert "other_weight" not in SETTINGS
+
+
+def test_stage1_keeps_exactly_the_fields_marked_stage1():
+    from da.config import config_fields, stage1_config
+
+    marked = {f.name for f in config_fields() if f.metadata.get("stage1")}
+    assert {"img_size", "backbone", "lr", "split_seed", "stage1"} <= marked
+    assert not any("setting" in f.metadata for f in config_fields() if f.name in marked)  # no method shapes stage 1
+    base = stage1_config(RunConfig()).config_hash()
+    assert stage1_config(RunConfig(method="mcc", mcc_weight=3.0, epochs=9, seed=4)).config_hash() == base
+    assert stage1_config(RunConfig(img_size=96)).config_hash() != base
+    assert stage1_config(RunConfig(stage1_lr=0.01)).lr == 0.01

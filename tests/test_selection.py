@@ -68,6 +68,13 @@ def test_snd_against_numpy():
         s /= s.sum()
         ent.append(_entropy(s))
     assert score("snd", out) == pytest.approx(np.mean(ent))
+    # its temperature is a declared setting: read from the run's config, hashed only off its default
+    cooler = RunConfig(snd_temperature=0.5)
+    assert REGISTRY["snd"](cooler).score(out) != pytest.approx(np.mean(ent))
+    assert score_epoch(out, cooler)[0]["snd"] == REGISTRY["snd"](cooler).score(out)
+    assert "snd_temperature" not in RunConfig().hashed_dict() and cooler.hashed_dict()["snd_temperature"] == 0.5
+    with pytest.raises(ValueError, match=r"--snd-temperature must be > 0 \(snd's setting\)"):
+        RunConfig(snd_temperature=0.0).validate()
 
 
 def test_class_ami_sees_cluster_structure():

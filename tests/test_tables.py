@@ -388,3 +388,23 @@ def test_tables_copied_into_results_readme_are_the_committed_files():
         lines = (REPO / "results" / path).read_text().splitlines()
         table = "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("|")):]).rstrip("\n")
         assert copy == table, path
+
+
+def test_a_validator_newer_than_the_records_is_left_out_of_the_validator_table_and_named(tmp_path, monkeypatch):
+    from da.scripts.tables import write_validator_tables
+    from da.selection import REGISTRY, Validator
+
+    class Newer(Validator):
+        name = "newer_cls_test"
+
+        def score(self, out):
+            return 0.0
+
+    runs = load_runs(REPO / "results" / "rsscn7_aid" / "runs", strict=True)
+    monkeypatch.setitem(REGISTRY, Newer.name, Newer)
+    write_validator_tables(runs, tmp_path, "these runs")
+    text = (tmp_path / "validators.md").read_text()
+    assert "Left out: newer_cls_test, which some of these records have no score for" in text
+    assert "| newer_cls_test" not in text and "| snd |" in text.replace(" (control)", "")
+    committed = (REPO / "results" / "rsscn7_aid" / "tables" / "validators.md").read_text()
+    assert text.split("\n\n", 1)[1] == committed.split("\n\n", 1)[1]  # the rest of the table is unchanged

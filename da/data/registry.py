@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from da.settings import declare_check
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
@@ -208,3 +210,17 @@ def missing_dataset_message(spec: DatasetSpec, root: str | os.PathLike) -> str:
            else f"download it from {spec.homepage or 'its publisher'} and unpack it")
     return (f"dataset {spec.name}: folder {spec.folder(root)} not found. {how}, so that the layout is "
             f"{spec.layout()}. Set the data root with --data-root or DA_DATA_ROOT (now {root}).")
+
+
+def _check_name(flag: str, name: str) -> None:
+    """RunConfig.validate()'s check of a dataset field (a folder: dataset is checked when it is read)."""
+    if name and not name.startswith("folder:"):
+        try:
+            get_spec(name)
+        except ValueError as err:
+            raise ValueError(f"--{flag}: {err}") from None
+
+
+declare_check("stage1", lambda cfg: _check_name("stage1", cfg.stage1 if cfg.stages == 2 else ""))
+declare_check("source", lambda cfg: _check_name("source", cfg.source))
+declare_check("target", lambda cfg: _check_name("target", cfg.target))

@@ -20,7 +20,7 @@ import submitit
 import yaml
 
 from da.detection.config import DetectionConfig, DetectionConfigError
-from da.launch.submit import _queued_job_ids, cluster_parameters
+from da.launch.submit import queued_job_ids, cluster_parameters
 from da.launch.sweep import named_yaml
 from da.rundir import DONE_FILE, FAILED_FILE, RECORD_FILE, SUBMITTED_FILE
 from da.utils.io import atomic_write_json, atomic_write_text
@@ -117,7 +117,7 @@ def submit_detection_sweep(sweep: DetectionSweep, cluster: str | None = None, pr
     """Submit the runs of ``sweep`` that are neither done nor queued, as one array job."""
     cluster, params = cluster_parameters(cluster, profile)
     configs = sweep.configs(**overrides)
-    queued = _queued_job_ids() if cluster == "slurm" else set()
+    queued = queued_job_ids() if cluster == "slurm" else set()
     states = [run_state(c, queued) for c in configs]
     todo = [c for c, s in zip(configs, states) if s == "missing"]
     summary = {"cluster": cluster, "runs": len(configs), "done": states.count("done"),

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from da.config import RunConfig
+from da.config import config_fields
 
 TYPES = ("loguniform", "uniform", "int", "categorical")
 _KEYS = {"loguniform": {"low", "high"}, "uniform": {"low", "high", "step"}, "int": {"low", "high", "step"},
@@ -98,15 +98,14 @@ def _number(value: Any) -> bool:
 
 
 def _field_kinds() -> dict[str, Any]:
-    hints = typing.get_type_hints(RunConfig)
-    return {f.name: hints[f.name] for f in fields(RunConfig) if f.metadata.get("hash", True) is not False}
+    return {f.name: f.type for f in config_fields() if f.metadata.get("hash", True) is not False}
 
 
 def parse_param(name: Any, spec: Any, where: str) -> Param:
     """One entry of a space; ``where`` (the file, or the file and its key) starts every error message."""
     kinds = _field_kinds()
     if name not in kinds:
-        every = {f.name for f in fields(RunConfig)}
+        every = {f.name for f in config_fields()}
         if name in every:
             raise SpaceError(f"{where}: {name}: cannot be searched: it does not change a run's numbers (where or how "
                              f"a run executes); search fields such as lr, mcc_weight, ...")

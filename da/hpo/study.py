@@ -42,7 +42,7 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
-from da.config import PRESETS, ConfigError, RunConfig
+from da.config import PRESETS, ConfigError, RunConfig, config_fields, read_config_file
 from da.hpo.space import SearchSpace, SpaceError, parse_space
 from da.launch.sweep import named_yaml
 
@@ -159,18 +159,16 @@ def _base_config(data: dict[str, Any], path: Path, where: str) -> RunConfig:
         values.update(PRESETS[p])
         source.update({k: f"presets ({p})" for k in PRESETS[p]})
     if data.get("config"):
-        from da.cli import load_config_file
-
         try:
-            config = load_config_file(path.parent / str(data["config"]))
-        except SystemExit as err:  # the CLI's loader exits with a message that names the file and key
+            config = read_config_file(path.parent / str(data["config"]))
+        except ValueError as err:  # names the file and key
             raise ValueError(f"{where}: config: {err}") from None
         values.update(config)
         source.update({k: f"config {data['config']}, key {k}" for k in config})
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise ValueError(f"{where}: base must be a mapping of config fields")
-    valid = set(RunConfig.__dataclass_fields__)
+    valid = {f.name for f in config_fields()}
     unknown = sorted(set(base) - valid)
     if unknown:
         raise ValueError(f"{where}: unknown config field(s) in base: {', '.join(unknown)}")

@@ -19,7 +19,7 @@ from da.hpo.report import counts, trial_rows
 from da.hpo.study import JOURNAL_FILE, LOGS_DIR, StudySpec, open_study, quiet_optuna, study_dir
 from da.hpo.worker import HpoWorker
 from da.launch.local import local_gpus, map_one_per_gpu
-from da.launch.submit import _queued_job_ids, cluster_parameters, sbatch_script
+from da.launch.submit import queued_job_ids, cluster_parameters, sbatch_script
 from da.utils.io import atomic_write_json
 
 SUBMITTED_FILE = "submitted.json"
@@ -34,7 +34,7 @@ def _live_workers(sdir: Path) -> list[str]:
         jobs = json.loads(path.read_text()).get("jobs", [])
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is unreadable ({err}); delete it and submit again") from None
-    queued = _queued_job_ids()
+    queued = queued_job_ids()
     return [j for j in jobs if j in queued]
 
 

@@ -132,7 +132,7 @@ def max_array_size() -> int:
     return 1001
 
 
-def _queued_job_ids() -> set[str]:
+def queued_job_ids() -> set[str]:
     """Ids of this user's pending or running jobs, array tasks as ``A_i`` (empty without squeue)."""
     if not shutil.which("squeue"):
         return set()
@@ -178,7 +178,7 @@ def _state(run_dir: Path, queued: set[str]) -> tuple[str, str | None, str | None
 
 
 def plan(sweep: Sweep, **overrides: Any) -> list[PlannedRun]:
-    queued = _queued_job_ids()
+    queued = queued_job_ids()
     runs = []
     for cfg in sweep.stage1_configs(**overrides):
         d = run_dir_for(cfg, 1)
@@ -215,7 +215,9 @@ def _record_submission(run: PlannedRun, job: submitit.Job) -> None:
 
 def sbatch_script(params: dict[str, Any], folder: Path, n_tasks: int, name: str = "da") -> str:
     """The whole sbatch script an array of ``n_tasks`` would be submitted with (for --dry-run): its #SBATCH
-    lines, the profile's setup lines and the command."""
+    lines, the profile's setup lines and the command.  The project's one use of a private submitit function
+    (submitit has no public way to render a script without submitting it); tests/test_sweep.py pins what it
+    writes, so a submitit release that changes it fails there first."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     slurm = {k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")}

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from da.config import ConfigError, RunConfig, stage1_config
+from da.config import ConfigError, RunConfig, config_fields, stage1_config
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -109,7 +109,7 @@ def load_sweep(name: str | os.PathLike) -> Sweep:
         raise ValueError(f"sweep {path}: not readable YAML ({err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"sweep {path}: expected a mapping with base, grid, variants, seeds")
-    valid = {f.name for f in fields(RunConfig)}
+    valid = {f.name for f in config_fields()}
     unknown_top = sorted(set(data) - {"base", "grid", "variants", "seeds", "description", "choices"})
     if unknown_top:
         raise ValueError(f"sweep {path}: unknown key(s) {unknown_top}; expected base, grid, variants, seeds, "

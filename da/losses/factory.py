@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from da.config import CLS_LOSSES
 from da.losses.class_weights import class_weights
 from da.losses.focal import FocalLoss
 from da.losses.ohem import OHEM
-
-CLASSIFICATION = ("ce", "focal", "ohem")
 
 
 def build_classification_loss(name: str, num_classes: int, class_counts=None, class_weighting: str | None = None,
@@ -22,8 +21,8 @@ def build_classification_loss(name: str, num_classes: int, class_counts=None, cl
     with the same weights and smoothing.  ``class_weighting``: None/'' , ``inverse`` or ``effective``
     (beta ``class_weight_beta``), from ``class_counts`` (C,).
     """
-    if name not in CLASSIFICATION:
-        raise ValueError(f"classification loss {name!r} is not valid; choose from {', '.join(CLASSIFICATION)}")
+    if name not in CLS_LOSSES:
+        raise ValueError(f"classification loss {name!r} is not valid; choose from {', '.join(CLS_LOSSES)}")
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
     if name == "focal" and label_smoothing > 0:

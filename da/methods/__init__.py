@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 
 from da.methods.base import REGISTRY, Composite, Method, StepOutputs, TargetPass, register
+from da.settings import declare_check
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
@@ -33,6 +34,9 @@ def check_method_name(method: str) -> None:
     if any(p not in combinable for p in parts) or len(set(parts)) != len(parts):
         raise ValueError(f"--method {method!r} is not valid; choose from {', '.join(method_names())} "
                          f"or '+'-combinations of {', '.join(combinable)} (e.g. mmd+im)")
+
+
+declare_check("method", lambda cfg: check_method_name(cfg.method))
 
 
 def build_method(cfg, num_classes: int, feature_dim: int) -> Method:

@@ -4,7 +4,9 @@ A method is an ``nn.Module`` that turns one training step's outputs into named l
 whether it needs a target batch (``needs_target``), owns its parameters (a domain discriminator: they
 join the optimizer in a parameter group of their own and the checkpoint), and may look at the model's
 predictions on the whole unlabelled target training split at the start of each epoch
-(``on_epoch_start``, when ``uses_target_pass``).  Methods wire the pure losses of ``da.losses`` into the
+(``on_epoch_start``, when ``uses_target_pass``).  Its own settings are declared in its class
+(``settings = (Setting(...), ...)``, :mod:`da.settings`): they become config fields, flags and checks, and
+enter the hash of the runs that use the method; a subclass reads its base's settings too.  Methods wire the pure losses of ``da.losses`` into the
 step; ``a+b`` composes registered methods.  Registering a class (``@register``) in a module of this
 package is all it takes for ``--method``, the CLI help and sweep validation to know its name.
 """
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from da.losses.adversarial import grl_coefficient
+from da.settings import Setting, declare
 
 REGISTRY: dict[str, type["Method"]] = {}
 
@@ -53,6 +56,7 @@ class TargetPass:
 
 class Method(nn.Module):
     name: ClassVar[str]
+    settings: ClassVar[tuple[Setting, ...]] = ()
     needs_target: ClassVar[bool] = True
     uses_target_pass: ClassVar[bool] = False
 
@@ -88,6 +92,8 @@ class Method(nn.Module):
 def register(cls: type[Method]) -> type[Method]:
     if "+" in cls.name or cls.name in REGISTRY:
         raise ValueError(f"method name {cls.name!r} is taken or contains '+'")
+    inherited = [s for base in cls.__mro__[1:] for s in vars(base).get("settings", ())]
+    declare(cls.name, "method", vars(cls).get("settings", ()), inherited)
     REGISTRY[cls.name] = cls
     return cls
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from da.methods.base import Method, StepOutputs, TargetPass, register
+from da.methods.base import Method, Setting, StepOutputs, TargetPass, register
 
 
 def class_balanced_pseudo_labels(logits: torch.Tensor, portion: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +44,7 @@ class ClassBalancedSelfTraining(Method):
     """
 
     name = "cbst"
+    settings = (Setting("cbst_weight", float, 1.0, "weight of CBST's pseudo-label cross-entropy", low=0),)
     uses_target_pass = True
     portion_start, portion_step, portion_max = 0.2, 0.05, 0.5
 

@@ -15,13 +15,17 @@ import torch.nn.functional as F
 
 from da.losses.adversarial import (RANDOMIZE_ABOVE, DomainAdversarialLoss, RandomizedMultilinearMap, entropy_weights,
                                    grad_reverse, grl_coefficient, multilinear_map)
-from da.methods.base import Method, StepOutputs, register
+from da.methods.base import Method, Setting, StepOutputs, register
 from da.methods.dann import discriminator
 
 
 @register
 class CDAN(Method):
     name = "cdan"
+    settings = (Setting("cdan_hidden", int, 1024, "width of the domain discriminator's two hidden layers", low=1),
+                Setting("cdan_entropy", bool, True, "CDAN+E: weight examples by 1 + exp(-entropy) of their prediction"),
+                Setting("cdan_randomized_dim", int, 1024, "width of the randomised multilinear map, used when "
+                        "d x C > 4096", low=1))
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from da.losses.coral import CORAL
-from da.methods.base import Method, StepOutputs, register
+from da.losses.coral import CONVENTIONS, CORAL
+from da.methods.base import Method, Setting, StepOutputs, register
 
 
 @register
 class CoralMethod(Method):
     name = "coral"
+    settings = (Setting("coral_convention", str, "deep_coral", "deep_coral (||C_s - C_t||_F^2 / 4d^2, the paper's) "
+                        "or domainbed (mean and covariance differences averaged over entries, as DomainBed and tllib)", choices=CONVENTIONS, hash="always"),)
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from da.losses.adversarial import DomainAdversarialLoss, grad_reverse, grl_coefficient
-from da.methods.base import Method, StepOutputs, register
+from da.methods.base import Method, Setting, StepOutputs, register
 
 
 def discriminator(in_dim: int, hidden: int) -> nn.Sequential:
@@ -26,6 +26,7 @@ def discriminator(in_dim: int, hidden: int) -> nn.Sequential:
 @register
 class DANN(Method):
     name = "dann"
+    settings = (Setting("dann_hidden", int, 1024, "width of the domain discriminator's two hidden layers", low=1),)
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)

@@ -7,12 +7,14 @@ With ``--prior`` the diversity term pulls the mean prediction towards the estima
 from __future__ import annotations
 
 from da.losses.information import InformationMaximization
-from da.methods.base import Method, StepOutputs, TargetPass, register
+from da.methods.base import Method, Setting, StepOutputs, TargetPass, register
 
 
 @register
 class InformationMaximizationMethod(Method):
     name = "im"
+    settings = (Setting("im_weight", float, 0.3, "weight of information maximisation (im, ent, and SHOT's IM term)",
+                        low=0, hash="always"),)
     diversity_weight = 1.0
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):

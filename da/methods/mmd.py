@@ -3,13 +3,17 @@ source examples weighted by their class ratio q-hat / p_train (WDAN, Yan et al. 
 
 from __future__ import annotations
 
-from da.losses.mmd import MMD
-from da.methods.base import Method, StepOutputs, register
+from da.losses.mmd import DEFAULT_SCALES, ESTIMATORS, MMD
+from da.methods.base import Method, Setting, StepOutputs, register
 
 
 @register
 class MMDMethod(Method):
     name = "mmd"
+    settings = (Setting("mmd_estimator", str, "quadratic", "unbiased quadratic (DAN's reported form), linear-time, "
+                        "or biased (V-statistic)", choices=ESTIMATORS, hash="always"),
+                Setting("mmd_kernel_scales", tuple[float, ...], DEFAULT_SCALES, "Gaussian kernel bandwidths as "
+                        "multiples of the joint batch's mean squared pairwise distance", low=0, low_open=True, hash="always"))
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from da.methods.base import StepOutputs, TargetPass, register
+from da.methods.base import Setting, StepOutputs, TargetPass, register
 from da.methods.im import InformationMaximizationMethod
 
 
@@ -50,6 +50,10 @@ class ShotMethod(InformationMaximizationMethod):
     """
 
     name = "shot"
+    settings = (Setting("shot_weight", float, 0.3, "SHOT's beta: its pseudo-label cross-entropy relative to IM "
+                        "(the paper's 0.3)", low=0),
+                Setting("shot_freeze_classifier", bool, False, "keep the classifier (the source hypothesis) frozen, "
+                        "as SHOT does"))
     uses_target_pass = True
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):

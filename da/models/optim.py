@@ -9,7 +9,7 @@ import torch
 from timm.optim import Lars
 from torch import nn
 
-OPTIMIZERS = ("adamw", "sgd", "lars")
+from da.config import OPTIMIZERS  # the run config declares the choices; this module implements them
 # position embeddings and class tokens are not weights to shrink (as in ViT training recipes)
 _NO_DECAY_NAMES = ("class_token", "cls_token", "reg_token", "pos_embedding", "pos_embed")
 

@@ -57,12 +57,17 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
     Spearman rank correlation of its score with target accuracy over all epochs of all runs (pooled;
     ``rank`` is relative within a run, so it has none; ``last``'s score is the epoch number), and, per run,
     its selected accuracy minus that of the last epoch (the control that selects nothing) as a paired
-    comparison (``vs_last``)."""
-    rows = []
+    comparison (``vs_last``).  A validator that some record has no score for (the record predates it) is left
+    out, and named in ``table.attrs["left_out"]``."""
+    rows, left_out = [], []
     last = reselect(runs, LAST)["target_acc"].to_numpy(dtype=float)
     keys = tuple((r["run_dir"],) for _, r in runs.iterrows())
     for name in control_first(validator_names()):
-        chosen = reselect(runs, name)
+        try:
+            chosen = reselect(runs, name)
+        except RecordError:
+            left_out.append(name)
+            continue
         oracle = runs["oracle_acc"].to_numpy(dtype=float)
         row = {"validator": name, "runs": len(runs), "selected_acc": float(chosen["target_acc"].mean()),
                "selected_acc_std": float(chosen["target_acc"].std(ddof=1)) if len(runs) > 1 else float("nan"),
@@ -78,7 +83,9 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
         else:
             row["spearman"] = float("nan")
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["left_out"] = left_out
+    return table
 
 
 def render_validator_table(table: pd.DataFrame, fmt: str = "markdown") -> str:

@@ -14,10 +14,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from da.config import RunConfig
+from da.config import RunConfig, config_fields
 
 # Fields that never define an ablation row: the seed is what rows average over; the rest say where a run ran.
-NON_FACTORS = {"seed"} | {f for f, meta in RunConfig.__dataclass_fields__.items() if meta.metadata.get("hash") is False}
+NON_FACTORS = {"seed"} | {f.name for f in config_fields() if f.metadata.get("hash") is False}
 FACTOR_ORDER = ("stages", "method", "cls_loss")
 LABELS = {"stages": "stages", "method": "method", "cls_loss": "cls loss", "prior": "target prior",
           "target_labeled_fraction": "target labels"}
@@ -27,7 +27,7 @@ VALUE_TEXT = {"prior": {"": "uniform"},
 
 
 def varying_factors(runs: pd.DataFrame) -> list[str]:
-    fields = [f for f in RunConfig.__dataclass_fields__ if f not in NON_FACTORS and f in runs.columns]
+    fields = [f.name for f in config_fields() if f.name not in NON_FACTORS and f.name in runs.columns]
     varying = [f for f in fields if runs[f].astype(str).nunique() > 1]
     return sorted(varying, key=lambda f: (FACTOR_ORDER.index(f) if f in FACTOR_ORDER else len(FACTOR_ORDER), f))
 

@@ -51,6 +51,9 @@ def write_validator_tables(runs, tables: Path, what: str) -> None:
                "its selected accuracy minus the last epoch's (mean and 95 % paired t interval). The two controls "
                "come first: source accuracy, the classic rule, and the last epoch, which selects nothing. Bold: the best "
                "selected accuracy, only where its per-run paired 95 % interval against the runner-up excludes 0.")
+    if vt.attrs["left_out"]:
+        caption += (f" Left out: {', '.join(vt.attrs['left_out'])}, which some of these records have no score for "
+                    f"(they were made before it); rerun them to include it.")
     atomic_write_text(tables / "validators.md", caption + "\n\n" + render_validator_table(vt, "markdown"))
     atomic_write_text(tables / "validators.tex", render_validator_table(vt, "latex"))
 

@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 
 from da.selection.base import REGISTRY, EpochOutputs, SourcePredictions, Validator, register
+from da.settings import declare_check
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("base", "select"):
@@ -38,6 +39,10 @@ def check_validator_name(name: str, option: str = "--selection", allow_rank: boo
     if name not in valid:
         raise ValueError(f"{option} {name!r} is not valid; choose from {', '.join(valid)}")
 
+
+declare_check("selection", lambda cfg: check_validator_name(cfg.selection, "--selection"))
+declare_check("rank_validators", lambda cfg: [check_validator_name(v, "--rank-validators", allow_rank=False)
+                                              for v in cfg.rank_validators])
 
 __all__ = ["EpochOutputs", "SourcePredictions", "Validator", "register", "validator_names",
            "check_validator_name", "scored_validator_names", "score_epoch", "best_epoch", "selection_scores",

@@ -3,7 +3,9 @@
 A validator scores one epoch's model from :class:`EpochOutputs`: the labelled source-validation split
 and the *unlabelled* target training split (a :class:`~da.methods.TargetPass`, which has no labels).
 Scores follow one convention: higher is better.  Registering a class (``@register``) in a module of this
-package is all it takes for ``--selection`` and the tables to know its name.
+package is all it takes for ``--selection`` and the tables to know its name; a validator's own settings
+are declared in its class (``settings``, :mod:`da.settings`, hashed only where they differ from their
+default) and read from the run's config (``self.cfg``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import ClassVar
 
 import torch
 
+from da.config import RunConfig
 from da.methods.base import TargetPass
+from da.settings import Setting, declare
 
 REGISTRY: dict[str, type["Validator"]] = {}
 
@@ -35,6 +39,10 @@ class EpochOutputs:
 
 class Validator:
     name: ClassVar[str]
+    settings: ClassVar[tuple[Setting, ...]] = ()
+
+    def __init__(self, cfg=None):
+        self.cfg = RunConfig() if cfg is None else cfg  # scored outside a run: the declared defaults
 
     def score(self, out: EpochOutputs) -> float:
         raise NotImplementedError
@@ -43,6 +51,7 @@ class Validator:
 def register(cls: type[Validator]) -> type[Validator]:
     if cls.name in REGISTRY:
         raise ValueError(f"validator name {cls.name!r} is taken")
+    declare(cls.name, "validator", vars(cls).get("settings", ()))
     REGISTRY[cls.name] = cls
     return cls
 

@@ -6,19 +6,21 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score
 
-from da.selection.base import EpochOutputs, Validator, register
+from da.selection.base import EpochOutputs, Setting, Validator, register
 
 
 @register
 class ClassAMI(Validator):
     r"""score = AMI(k-means_C(z_t), argmax p_t): the adjusted mutual information between the C-way k-means
     clustering of the L2-normalised target features and the predicted classes (C classes; k-means seeded,
-    3 restarts).  High when the classifier's decision follows the cluster structure of the target."""
+    ``class_ami_restarts`` restarts).  High when the classifier's decision follows the cluster structure of the target."""
 
     name = "class_ami"
+    settings = (Setting("class_ami_restarts", int, 3, "k-means restarts (the best of them is kept)", low=1,
+                        hash="unless_default"),)
 
     def score(self, out: EpochOutputs) -> float:
         tp = out.target_train
         z = F.normalize(tp.features.double(), dim=1).numpy()
-        clusters = KMeans(n_clusters=tp.logits.shape[1], n_init=3, random_state=0).fit_predict(z)
+        clusters = KMeans(n_clusters=tp.logits.shape[1], n_init=self.cfg.class_ami_restarts, random_state=0).fit_predict(z)
         return float(adjusted_mutual_info_score(clusters, tp.logits.argmax(1).numpy()))

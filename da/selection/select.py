@@ -17,12 +17,13 @@ LAST = "last"
 RULES = (LAST, RANK)  # rules computed from the history, not scored by a validator
 
 
-def score_epoch(out: EpochOutputs) -> tuple[dict[str, float], dict[str, float]]:
-    """Every registered validator's score of one epoch, and the seconds each took."""
+def score_epoch(out: EpochOutputs, cfg=None) -> tuple[dict[str, float], dict[str, float]]:
+    """Every registered validator's score of one epoch (with the settings of ``cfg``, the run's config; None:
+    the declared defaults), and the seconds each took."""
     scores, seconds = {}, {}
     for name, cls in REGISTRY.items():
         t = time.perf_counter()
-        scores[name] = cls().score(out)
+        scores[name] = cls(cfg).score(out)
         seconds[name] = time.perf_counter() - t
     return scores, seconds
 

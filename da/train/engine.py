@@ -66,7 +66,7 @@ def evaluate_epoch(run: Run) -> tuple[Predictions, Predictions | None, dict, dic
     t = time.perf_counter()
     target = target_pass(run)
     cost = {"target_pass": time.perf_counter() - t}
-    scores, seconds = score_epoch(EpochOutputs(src.for_source(), target))
+    scores, seconds = score_epoch(EpochOutputs(src.for_source(), target), run.cfg)
     run.last_target_pass = target  # the next epoch's start hook sees the same model
     if run.cfg.prior:
         t = time.perf_counter()

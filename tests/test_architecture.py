@@ -1,0 +1,50 @@
+"""The layering docs/architecture.md describes, checked on the source: the config layer imports no registry,
+no library module imports the command line, and no private name crosses a package."""
+
+import ast
+
+from conftest import REPO
+
+DA = REPO / "da"
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, []
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_the_config_layer_imports_only_the_settings_table():
+    for layer in ("config.py", "settings.py"):
+        used = {m for m, _ in _imports(DA / layer) if m == "da" or m.startswith("da.")}
+        assert used <= {"da", "da.settings"}, (layer, used)
+    assert not {m for m, names in _imports(DA / "config.py") if m == "da" and set(names) - {"settings"}}
+
+
+def test_no_library_module_imports_the_command_line():
+    for path in DA.rglob("*.py"):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith("da/scripts/") or rel == "da/cli.py":
+            continue
+        for module, _ in _imports(path):
+            assert not (module == "da.cli" or module.startswith("da.scripts")), (rel, module)
+
+
+def test_no_private_name_is_imported_from_another_package():
+    for path in DA.rglob("*.py"):
+        rel = path.relative_to(REPO).with_suffix("").as_posix().replace("/", ".")
+        here = _package(rel.removesuffix(".__init__"))
+        for module, names in _imports(path):
+            if not module.startswith("da."):
+                continue
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            assert not private or _package(module) == here, (rel, module, private)
