@@ -87,9 +87,16 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+class Parser(argparse.ArgumentParser):
+    """An error is one line that names the option, not the usage of ~90 flags before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(--help lists every option with its default)\n")
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
     # each config flag states its dataclass default itself: argparse's own default is None (not given)
-    parser = argparse.ArgumentParser(description=description)
+    parser = Parser(allow_abbrev=False, description=description)
     parser.add_argument("--config", type=Path, help="YAML or JSON file of config fields")
     parser.add_argument("--preset", choices=sorted(PRESETS), nargs="+", metavar="PRESET",
                         help="named sets of fields, applied in order (e.g. --preset resisc45-ucm smoke): "

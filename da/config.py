@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from da import settings as declared
+from da.utils.safeload import load_file
 
 # The core fields' choice lists, declared once: the modules that implement them (losses/factory.py,
 # models/optim.py) import them from here.  A method's or validator's choices live with it (da.settings).
@@ -254,26 +255,17 @@ class RunConfig:
         """Every field holds a value of its declared type (a bool is no int, a string no number) and every
         float is finite; a :class:`ConfigError` names the field otherwise."""
         for f in config_fields():
-            value, kind = getattr(self, f.name), f.type
-            if typing.get_origin(kind) is tuple:
-                elem = typing.get_args(kind)[0]
-                if not isinstance(value, tuple) or not value or not all(_is(v, elem) for v in value):
-                    raise ConfigError(f.name, f"{_flag(f.name)} expects a non-empty list of {_kind_name(elem)}s, "
-                                              f"got {value!r}")
-                continue
-            if not _is(value, kind):
-                hint = ""
-                if kind in (int, float) and isinstance(value, str):
-                    hint = (" (a string: YAML 1.1 reads a number like 1e-3 without a dot as text; write 1.0e-3)"
-                            if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()) else " (a string)")
-                raise ConfigError(f.name, f"{_flag(f.name)} expects {_kind_name(kind)}, got {value!r}{hint}")
-            if kind is float and not math.isfinite(value):
-                raise ConfigError(f.name, f"{_flag(f.name)} must be a finite number, got {value!r}")
+            problem = type_problem(_flag(f.name), getattr(self, f.name), f.type)
+            if problem:
+                raise ConfigError(f.name, problem)
         return self
 
     def validate(self) -> "RunConfig":
-        """Fail at once, naming the field and the valid values, on a config that cannot run."""
+        """Fail at once, naming the field and the valid values, on a config that cannot run; registered names are
+        rewritten as their registry spells them (``--target rsscn7`` is RSSCN7)."""
         self.check_types()
+        for name, canonical in declared.FIELD_CANONICAL.items():  # rsscn7 -> RSSCN7: one dataset, one hash
+            object.__setattr__(self, name, canonical(getattr(self, name)))
 
         def one_of(name: str, valid) -> None:
             if getattr(self, name) not in valid:
@@ -367,6 +359,28 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def type_problem(name: str, value: Any, kind: Any) -> str | None:
+    """What is wrong with ``value`` as a value of the field ``name`` of type ``kind`` (bool, int, float, str or a
+    tuple of one of them): a bool is no int, a string no number, a float must be finite; None when it fits.
+    Shared by every task's config (classification's RunConfig, detection's DetectionConfig)."""
+    if typing.get_origin(kind) is tuple:
+        elem = typing.get_args(kind)[0]
+        if not isinstance(value, tuple) or not value or not all(_is(v, elem) for v in value):
+            return f"{name} expects a non-empty list of {_kind_name(elem)}s, got {value!r}"
+        if elem is float and not all(math.isfinite(v) for v in value):
+            return f"{name} must hold finite numbers, got {value!r}"
+        return None
+    if not _is(value, kind):
+        hint = ""
+        if kind in (int, float) and isinstance(value, str):
+            hint = (" (a string: YAML 1.1 reads a number like 1e-3 without a dot as text; write 1.0e-3)"
+                    if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()) else " (a string)")
+        return f"{name} expects {_kind_name(kind)}, got {value!r}{hint}"
+    if kind is float and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value!r}"
+    return None
+
+
 def _is(value: Any, kind: type) -> bool:
     if kind is bool:
         return isinstance(value, bool)
@@ -441,16 +455,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def read_config_file(path: Path) -> dict[str, Any]:
     """The config fields of a YAML or JSON file (a record's or config.json's ``config`` mapping too); a
     ValueError names the file and what is wrong."""
-    import yaml
-
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ValueError(f"--config {path}: cannot read it ({err})") from None
-    try:
-        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ValueError(f"--config {path}: not valid YAML/JSON ({err})") from None
+    data = load_file(path, "--config")
     data = data.get("config", data) if isinstance(data, dict) else data
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of config fields")

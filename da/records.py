@@ -118,6 +118,16 @@ def peak_memory_mb(device_type: str = "cpu") -> dict[str, float | None]:
     return {"rss": rss, "cuda_allocated": cuda}
 
 
+def summary(record: dict[str, Any]) -> str:
+    """How a run went, in one line: the selected epoch and rule, target-test and source-val accuracy, time."""
+    epochs = len(record["epochs"])
+    text = (f"stage {record['stage']}: epoch {record['selected_epoch']} of {epochs} selected by "
+            f"{record.get('selection', 'source_acc')}; source-val accuracy {100 * record['source_val']['accuracy']:.1f} %")
+    if record.get("target_test"):
+        text += f", target-test accuracy {100 * record['target_test']['accuracy']:.1f} %"
+    return text + f" ({record['wall_time_s']:.0f} s)"
+
+
 def is_done(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / DONE_FILE).exists() and (Path(run_dir) / RECORD_FILE).exists()
 

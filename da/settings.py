@@ -110,6 +110,16 @@ def declare(owner: str, kind: str, settings: typing.Iterable[Setting], inherited
 FIELD_CHECKS: dict[str, list[typing.Callable[[Any], None]]] = {}
 
 
+# core config field -> the function that spells a value as its registry does (rsscn7 -> RSSCN7)
+FIELD_CANONICAL: dict[str, typing.Callable[[Any], Any]] = {}
+
+
+def declare_canonical(field_name: str, canonical: typing.Callable[[Any], Any]) -> None:
+    """Let RunConfig.validate() rewrite ``field_name`` to its canonical spelling, so that one dataset (or any
+    registered name) is one hash, one run directory and one row of a table however it was typed."""
+    FIELD_CANONICAL[field_name] = canonical
+
+
 def declare_check(field_name: str, check: typing.Callable[[Any], None]) -> None:
     """Let RunConfig.validate() check ``field_name`` with ``check`` (a registry's list of names) without the
     config layer importing the registry."""

@@ -53,7 +53,8 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tiny_root, tmp_path):
     assert set(det) == {"default sampler, default anchors", "fitted anchors", "OHEM", "focal box loss"}
     assert det["default sampler, default anchors"][2] == "1.00x"  # the baseline against itself
     for s_step, ips, ratio in det.values():
-        assert float(ips) == pytest.approx(1 / float(s_step), rel=0.02)  # batch 1
+        # batch 1; both printed rounded (images/s to 2 decimals): on a slow machine 0.23 stands for 0.2347
+        assert float(ips) == pytest.approx(1 / float(s_step), rel=0.02, abs=0.006)
     assert re.search(r"^1\s+[\d.]+\s+[\d.]+$", text, re.M)  # inference at batch 1
     assert text == res.stdout
     rows = [line.split() for line in text.splitlines() if re.match(r"(fp32|bf16)\s", line)]

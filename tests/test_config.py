@@ -203,3 +203,13 @@ def test_stage1_keeps_exactly_the_fields_marked_stage1():
     assert stage1_config(RunConfig(method="mcc", mcc_weight=3.0, epochs=9, seed=4)).config_hash() == base
     assert stage1_config(RunConfig(img_size=96)).config_hash() != base
     assert stage1_config(RunConfig(stage1_lr=0.01)).lr == 0.01
+
+
+def test_dataset_names_are_spelled_as_the_registry_does():
+    """--target rsscn7 used to train a second copy of an existing run under another hash, and tables then split
+    'RSSCN7' and 'rsscn7': a registered name is one spelling, one hash."""
+    typed = RunConfig(stage1="aid", source="Aid", target="rsscn7").validate()
+    assert (typed.stage1, typed.source, typed.target) == ("AID", "AID", "RSSCN7")
+    assert typed.config_hash() == RunConfig().validate().config_hash()
+    assert RunConfig(target="rsscn7-lt").validate().target == "RSSCN7-LT"
+    assert RunConfig(target="folder:/x/y", stages=1).target == "folder:/x/y"

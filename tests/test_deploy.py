@@ -141,3 +141,59 @@ def test_refusals_name_the_file_and_what_to_do(finished, tiny_root, tmp_path, ca
         assert predict_main(["--run", str(no_prior), "--images", str(tmp_path / "imgs"), "--prior-correction"]) == 2
     assert "no target-prior estimate (it ran without --prior)" in capsys.readouterr().err
     assert not (no_prior / "predictions").exists()
+
+
+def test_prediction_csv_cells_that_a_spreadsheet_would_run_are_escaped(tmp_path):
+    from da.deploy.predict import write_csv
+
+    rows = [{"path": "=HYPERLINK(\"http://x\").jpg", "predicted": "bField", "p_a": 0.25},
+            {"path": "+1.jpg", "predicted": "@cls", "p_a": -0.0},
+            {"path": "site/-x.jpg", "predicted": "aGrass", "p_a": 0.75}]
+    write_csv(rows, tmp_path / "p.csv")
+    got = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [r["path"] for r in got] == ["'=HYPERLINK(\"http://x\").jpg", "'+1.jpg", "site/-x.jpg"]
+    assert [r["predicted"] for r in got] == ["bField", "'@cls", "aGrass"]
+    assert [float(r["p_a"]) for r in got] == [0.25, -0.0, 0.75]  # numbers are no formulas
+
+
+def test_evaluate_on_the_runs_split_refuses_other_images(finished, tiny_root, tmp_path, capsys):
+    """--split test must score the images the run was tested on: added images and replaced contents are refused
+    (it used to score 35 images where the run's test split had 28, exit 0)."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_root, data)
+    assert evaluate_main(["--run", str(finished), "--dataset", "RSSCN7", "--split", "test", "--data-root", str(data),
+                          "--out", str(tmp_path / "same.json")]) == 0  # a copy of the same files is the same data
+    img = sorted((data / "RSSCN7" / "bField").iterdir())[0]
+    blob = img.read_bytes()
+    img.write_bytes(blob[:-3] + bytes([blob[-3] ^ 1]) + blob[-2:])  # one byte of one image
+    assert evaluate_main(["--run", str(finished), "--dataset", "RSSCN7", "--split", "test", "--data-root",
+                          str(data)]) == 2
+    assert "are not the files run" in capsys.readouterr().err
+    img.write_bytes(blob)
+    shutil.copyfile(img, img.with_name("added.jpg"))
+    assert evaluate_main(["--run", str(finished), "--dataset", "RSSCN7", "--split", "test", "--data-root",
+                          str(data)]) == 2
+    assert "images were added, removed or relabelled" in capsys.readouterr().err
+
+
+def test_predict_never_writes_among_its_inputs_and_default_names_do_not_collide(finished, tiny_root, tmp_path,
+                                                                                capsys):
+    imgs = tmp_path / "imgs"
+    readable = image_folder(tiny_root, imgs)
+    first = imgs / readable[0]
+    before = first.read_bytes()
+    assert predict_main(["--run", str(finished), "--images", str(imgs), "--out", str(first)]) == 2
+    assert "lies inside --images" in capsys.readouterr().err and first.read_bytes() == before
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert predict_main(["--run", str(finished), "--images", str(imgs), "--out", str(tmp_path / "notes.txt")]) == 2
+    assert "is not a CSV file" in capsys.readouterr().err and (tmp_path / "notes.txt").read_text() == "keep me"
+    # two folders named alike write two files
+    other = tmp_path / "elsewhere" / "imgs"
+    image_folder(tiny_root, other)
+    home = tmp_path / "home"
+    shutil.copytree(finished, home)
+    with pytest.warns(UserWarning):
+        for folder in (imgs, other):
+            assert predict_main(["--run", str(home), "--images", str(folder)]) == 0
+    written = sorted(p.name for p in (home / "predictions").iterdir())
+    assert len(written) == 2 and all(n.startswith("imgs-") and n.endswith(".csv") for n in written)

@@ -251,6 +251,17 @@ def test_config_hash_and_validation():
         DetectionConfig(nms_thresholds=(0.5, 1.5)).validate()
     with pytest.raises(DetectionConfigError, match="unknown detection config keys \\['anchor'\\]"):
         DetectionConfig.from_dict({"anchor": "fitted"})
+    # types and ranges as RunConfig checks them: each of these ran before, silently wrong
+    for fields_, message in [({"rot90": "false"}, "rot90 expects true or false, got 'false'"),
+                             ({"lr": float("inf")}, "lr must be a finite number"),
+                             ({"epochs": 2.5}, "epochs expects an integer"),
+                             ({"val_fraction": 0.0}, "val_fraction=0.0: must lie strictly between 0 and 1"),
+                             ({"val_fraction": 0.5, "test_fraction": 0.5}, "leaves no training images"),
+                             ({"scale_range": (0.8, float("nan"))}, "scale_range must hold finite numbers"),
+                             ({"momentum": 1.0}, "momentum=1.0: must lie in"),
+                             ({"dataset": "NWPU-VHR-11"}, "dataset='NWPU-VHR-11': unknown detection dataset; known: NWPU-VHR-10")]:
+        with pytest.raises(DetectionConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+            DetectionConfig.from_dict(fields_)
 
 
 def test_cli_print_config_and_bad_flag(capsys, tmp_path):

@@ -243,3 +243,27 @@ def test_resisc45_ucm_preset_runs_end_to_end_from_downloads(tmp_path, server, mo
     stage1 = json.loads(next((tmp_path / "runs").glob("stage1-*/record.json")).read_text())
     assert stage1["data"]["NWPU-RESISC45"]["images"] == 45 * 6
     assert leftovers(tmp_path / "data") == []
+
+
+def test_a_download_has_a_deadline_and_a_size_cap(tmp_path, server, monkeypatch):
+    from da.data import download as dl
+
+    data = make_archive(DATASETS["NWPU-RESISC45"])
+    spec = serve(server, monkeypatch, "NWPU-RESISC45", data)
+    monkeypatch.setattr(dl, "DEADLINE_S", -1)  # past it after the first chunk
+    with pytest.raises(DownloadError, match=r"interrupted after [\d,]+ of [\d,]+ bytes \(over the -1 s deadline\).*resume"):
+        download(spec, tmp_path, progress=False)
+    monkeypatch.setattr(dl, "DEADLINE_S", 3600)
+    monkeypatch.setattr(dl, "MAX_BYTES", 1000)
+    with pytest.raises(DownloadError, match="announces [\\d,]+ bytes, more than the 1,000"):
+        download(spec, tmp_path / "b", progress=False)
+
+
+def test_the_run_program_reports_a_failed_download_as_one_error_line(tmp_path, monkeypatch, capsys):
+    from da.scripts.run import main
+
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9/none")  # nothing listens
+    rc = main(["--stage1", "UCMerced", "--source", "UCMerced", "--target", "RSSCN7", "--download", "--data-root",
+               str(tmp_path), "--out", str(tmp_path / "runs"), "--progress", "false"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: dataset UCMerced: cannot reach") and "Traceback" not in err

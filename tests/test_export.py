@@ -174,8 +174,12 @@ def test_failed_check_leaves_nothing_and_keeps_the_earlier_export(tiny_run, expo
 def test_program_replaces_an_earlier_export_only_after_success(tiny_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "deploy"
     out.mkdir()
-    (out / ex.CARD_FILE).write_text("{}")  # an earlier export
+    # an earlier export (its card lists what it wrote), and what others put beside it since
+    (out / ex.CARD_FILE).write_text(json.dumps({"files": {"stale.txt": {"sha256": "0" * 64}}}))
     (out / "stale.txt").write_text("from the earlier export")
+    (out / "notes.txt").write_text("a user's file")
+    (out / "predictions").mkdir()
+    (out / "predictions" / "imgs-0123abcd.csv").write_text("path,predicted\n")
     # compiling and timing is the slow test's; here the program runs with the eager INT8 evaluation
     monkeypatch.setattr(ex, "export_run", _eager(ex.export_run))
     import da.scripts.export as script
@@ -184,7 +188,9 @@ def test_program_replaces_an_earlier_export_only_after_success(tiny_run, tmp_pat
                         "5"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == f"{out}/{ex.CARD_FILE}" and any("ONNX: max |logit difference|" in s for s in printed)
-    assert sorted(p.name for p in out.iterdir()) == sorted(ex.EXPORT_FILES)
+    # the earlier export's own files are replaced; nothing else in the folder is lost
+    assert sorted(p.name for p in out.iterdir()) == sorted([*ex.EXPORT_FILES, "notes.txt", "predictions"])
+    assert (out / "notes.txt").read_text() == "a user's file" and (out / "predictions" / "imgs-0123abcd.csv").exists()
     card = json.loads((out / ex.CARD_FILE).read_text())
     assert card["checks"]["onnx"]["images"] == 5 and card["checks"]["target_test_split_size"] > 5
     assert [p.name for p in tmp_path.iterdir()] == ["deploy"]
@@ -301,3 +307,33 @@ def test_predict_with_the_onnx_export_matches_the_run(tiny_run, tiny_root, expor
         assert a["path"] == b["path"] and a["predicted"] == b["predicted"]
         assert max(abs(float(a[k]) - float(b[k])) for k in a if k.startswith("p_")) < 1e-4
     assert predict_main(["--model", str(out), "--images", str(images), "--prior-correction"]) == 2
+
+
+def test_an_export_verifies_itself_on_load(exported, tmp_path):
+    """A changed model file (an edited classifier bias), and hand edits of the card that would mislabel the
+    outputs (fewer class names, a repeated one), are refused when the export is loaded."""
+    from da.deploy.load import RunNotUsable, load_exported
+
+    out, _, _ = exported
+    assert load_exported(out).classes  # the export as written loads
+
+    def copy(name):
+        dest = tmp_path / name
+        shutil.copytree(out, dest)
+        return dest, json.loads((dest / "model_card.json").read_text())
+
+    changed, _ = copy("changed")
+    data = bytearray((changed / "model.onnx").read_bytes())
+    data[-20] ^= 0xFF  # a weight (the classifier's bias is stored last) with other bits
+    (changed / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(RunNotUsable, match=r"model.onnx has sha256 .*the card says .*changed or replaced"):
+        load_exported(changed)
+    for name, edit, message in [
+            ("short", lambda c: c.update(classes=c["classes"][:-1]), r"names \d+ classes, model.onnx has \d+ outputs"),
+            ("twice", lambda c: c.update(classes=[c["classes"][0]] * len(c["classes"])), "named more than once"),
+            ("no_sum", lambda c: c.pop("files"), "files: model.onnx: sha256")]:
+        folder, card = copy(name)
+        edit(card)
+        (folder / "model_card.json").write_text(json.dumps(card))
+        with pytest.raises(RunNotUsable, match=message):
+            load_exported(folder)

@@ -181,6 +181,20 @@ def test_same_seed_same_trials_also_across_sequential_workers(tmp_path):
     assert params_of(tmp_path / "ra", "r") == params_of(tmp_path / "rb", "r")
 
 
+def test_a_journal_cut_mid_line_is_repaired_not_appended_to(tmp_path):
+    """A worker killed in the middle of an append leaves half a line; the next worker used to glue its line to
+    it, after which no worker, --status or table could read the study (every trial lost)."""
+    spec = load_study_spec(study_file(tmp_path, n_trials=3))
+    run_worker(spec, tmp_path / "o", run_fn=FakeRun(), max_trials=2)
+    journal = study_dir(tmp_path / "o", "s") / JOURNAL_FILE
+    intact = journal.read_bytes()
+    journal.write_bytes(intact + b'{"op_code": 5, "worker_id": "x", "trial_id": 1, "param_na')  # killed mid-write
+    with pytest.warns(UserWarning, match=r"journal.log: its last line was cut \(\d+ bytes"):
+        run_worker(spec, tmp_path / "o", run_fn=FakeRun())  # the third trial
+    assert journal.read_bytes().startswith(intact) and journal.read_bytes().endswith(b"\n")
+    assert len(params_of(tmp_path / "o")) == 3
+
+
 # ------------------------------------------------------------------------------------------ workers
 # Worker processes are forked: they share nothing with the test but the journal and the run folders, and
 # a fork starts at once where a fresh interpreter would spend seconds importing torch

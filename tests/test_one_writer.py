@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 from da.launch import load_sweep
 
@@ -59,3 +61,35 @@ def test_missing_data_root_creates_nothing(tmp_path):
                           "--out", str(tmp_path / "runs"), "--stages", "1"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "error: dataset AID: folder" in res.stderr and str(tmp_path / "none") in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_signal_that_ends_the_job_during_a_write_is_handled_after_it(tmp_path):
+    """Preemption may come at any moment: submitit's handler requeues and raises SystemExit from whatever line
+    runs. Inside torch.save that failed the job; now the write completes first, then the handler runs."""
+    import os
+    import signal
+
+    import torch
+
+    from da.utils.io import atomic_write
+
+    events = []
+
+    def submitit_like(signum, frame):
+        events.append(("handled", (tmp_path / "x.pt").exists()))
+        raise SystemExit(-1)
+
+    def write(f):
+        os.kill(os.getpid(), signal.SIGUSR2)  # preempted in the middle of the write
+        events.append("writing")
+        torch.save({"w": torch.arange(1000)}, f)
+
+    old = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        with pytest.raises(SystemExit):
+            atomic_write(tmp_path / "x.pt", write, mode="wb")
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # the job's handler is back in place
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert events == ["writing", ("handled", True)]
+    assert torch.equal(torch.load(tmp_path / "x.pt")["w"], torch.arange(1000))

@@ -60,6 +60,20 @@ def test_bbse_recovers_a_known_prior():
     assert np.abs(q.numpy() - TARGET).sum() < 0.08 and abs(float(q.sum()) - 1) < 1e-12
 
 
+
+def test_bbse_warns_and_keeps_the_source_prior_when_the_confusion_matrix_is_singular():
+    """A class the model never predicts on the source makes C singular: least squares would still return some
+    w (the minimum-norm one), a prior the data do not determine. Warn and keep the source prior instead."""
+    ys, src_loglik = sample(SOURCE, 2000, seed=5)
+    src_logits = bayes_logits(src_loglik, SOURCE)
+    src_logits[:, 3] = -50.0  # class 3 is never predicted
+    _, tgt_loglik = sample(TARGET, 2000, seed=6)
+    with pytest.warns(UserWarning, match=r"BBSE: the source confusion matrix is singular .*never predicted: \[3\]"):
+        q = bbse_prior(torch.softmax(src_logits, 1), torch.tensor(ys), torch.softmax(bayes_logits(tgt_loglik, SOURCE), 1))
+    expected = np.bincount(ys, minlength=4) / len(ys)
+    np.testing.assert_allclose(q.numpy(), expected)
+
+
 def test_bcts_lowers_the_source_nll_and_undoes_a_known_miscalibration():
     ys, loglik = sample(SOURCE, 3000, seed=5)
     true_logits = bayes_logits(loglik, SOURCE)

@@ -53,6 +53,11 @@ def test_config_file_and_record_path_last_line(tiny_root, tmp_path):
     record = Path(res.stdout.strip().splitlines()[-1])
     rec = json.loads(record.read_text())
     assert rec["config"]["method"] == "mmd" and rec["config"]["stages"] == 1 and len(rec["epochs"]) == 1
+    # the line before says how the run went, from the record
+    said = res.stdout.strip().splitlines()[-2]
+    assert said.startswith("stage 2: epoch 1 of 1 selected by source_acc; source-val accuracy ")
+    assert f"target-test accuracy {100 * rec['target_test']['accuracy']:.1f} %" in said
+    assert said in (record.parent / "log.txt").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text("methd: mmd\n")
     res = run(["--config", str(bad)])
@@ -88,3 +93,13 @@ def test_signal_then_same_command_resumes_bit_identically(tiny_root, tmp_path, s
     assert [{k: v for k, v in e.items() if k not in timings} for e in a["epochs"]] == \
         [{k: v for k, v in e.items() if k not in timings} for e in b["epochs"]]
     assert a["target_test"] == b["target_test"] and a["selected_epoch"] == b["selected_epoch"]
+
+
+def test_a_flag_prefix_is_not_taken_for_a_flag(capsys):
+    """--epoch 2 used to be read as --epochs 2 (argparse's prefix matching): a typo must fail, not guess."""
+    from da.cli import config_from_args
+
+    with pytest.raises(SystemExit):
+        config_from_args(["--epoch", "2"], "x")
+    assert "unrecognized arguments: --epoch 2" in capsys.readouterr().err
+    assert config_from_args(["--epochs", "2"], "x").epochs == 2

@@ -77,3 +77,15 @@ def test_unknown_argument_is_refused(tmp_path: Path) -> None:
 def test_stop_without_state_is_a_no_op(tmp_path: Path) -> None:
     out = run(STOP, env={"DA_SLURM_STATE": str(tmp_path / "none")})
     assert out.returncode == 0 and "nothing to stop" in out.stdout
+
+
+def test_a_state_folder_below_a_private_folder_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """munged refuses a socket below a folder other users cannot traverse (a checkout under a 0700 home):
+    start.sh says which folder and what to do, before it starts anything."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    out = run(START, env={"DA_SLURM_STATE": str(private / "checkout" / "state"), "DA_SLURM_PKGS": "bash coreutils"})
+    assert out.returncode == 1
+    assert "munged refuses a socket below" in out.stderr and "chmod o+x" in out.stderr
+    assert "DA_SLURM_STATE=/tmp/da-slurm-$USER" in out.stderr

@@ -143,3 +143,15 @@ def test_debug_cluster_runs_everything_then_nothing(tiny_root, tmp_path):
     rows = list(csv.DictReader((tmp_path / "runs" / "index.csv").open()))
     assert sorted(r["run"] for r in rows) == sorted(r.run_dir.name for r in plan(sweep, **kw))
     assert {r["status"] for r in rows} == {"done"} and all(r["target_test_accuracy"] for r in rows if r["stage"] == "2")
+
+
+def test_a_job_receives_every_setting_of_its_config():
+    """Submitted runs are rebuilt from a payload in the job: a method's declared settings must travel with it, or
+    a sweep over mcc_weight would run the default weight under another run's name."""
+    from da.config import RunConfig
+    from da.launch.submit import job_payload
+
+    cfg = RunConfig(method="mcc+aad", mcc_weight=2.0, aad_k=3, snd_temperature=0.1, mmd_kernel_scales=(1.0, 2.0))
+    back = RunConfig.from_dict(job_payload(cfg))
+    assert back == cfg and back.config_hash() == cfg.config_hash()
+    assert (back.mcc_weight, back.aad_k, back.snd_temperature) == (2.0, 3, 0.1)

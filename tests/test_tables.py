@@ -135,7 +135,8 @@ def test_latex_escapes_what_class_names_may_hold():
     ("rsscn7_aid/runs", "rsscn7_aid", "rsscn7_aid/", []), ("published6/runs", "published6", "published6/", []),
     # gap_splits trained with bnm and reports the last epoch, the rule chosen on the other pair
     ("gap_splits/runs", "gap_splits", "gap_splits/", ["--selection", "last"]),
-    ("rsscn7_aid_splits/runs", "rsscn7_aid_splits", "rsscn7_aid_splits/", ["--selection", "last"])])
+    ("rsscn7_aid_splits/runs", "rsscn7_aid_splits", "rsscn7_aid_splits/", ["--selection", "last"]),
+    ("rsscn7_aid_budget/runs", "rsscn7_aid_budget", "rsscn7_aid_budget/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""

@@ -26,9 +26,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from da.data.registry import DatasetSpec
+from da.utils.safeload import load_file
 
 BUILTIN_DIR = Path(__file__).with_name("maps")
 
@@ -100,40 +100,15 @@ def map_file(name: str | os.PathLike) -> Path:
     return Path(text)
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple]) -> dict:
-    keys = [k for k, _ in pairs]
-    dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)
-    if dup:
-        raise _DuplicateKey(f"key(s) {', '.join(map(str, dup))} given more than once (a later one would silently "
-                            f"replace the earlier)")
-    return dict(pairs)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but a mapping that repeats a key is an error, not a silent overwrite."""
-
-    def construct_mapping(self, node, deep=False):
-        self.flatten_mapping(node)
-        return _no_duplicates([(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
-                               for k, v in node.value])
-
-
 def _read(path: Path) -> dict:
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
+        path.stat()
+    except OSError as err:
         raise FileNotFoundError(f"class map {path}: cannot read it ({err})") from err
     try:
-        data = (yaml.load(text, Loader=_StrictLoader) if path.suffix.lower() in (".yaml", ".yml")
-                else json.loads(text, object_pairs_hook=_no_duplicates))
-    except _DuplicateKey as err:
-        raise ValueError(f"class map {path}: {err}") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"class map {path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {err}") from err
+        data = load_file(path, "class map")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"class map {path}: not text ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("classes"), dict):
         raise ValueError(f"class map {path}: expected a mapping with a 'classes' mapping "
                          f"{{target class: [source classes]}}")

@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -30,7 +31,9 @@ from da.data.registry import DatasetSpec
 MIRROR_ENV = "DA_DATASET_MIRROR"
 DOWNLOADS_DIR = ".downloads"
 CHUNK = 1 << 20
-TIMEOUT_S = 60
+TIMEOUT_S = 60  # a stalled connection: no byte for this long
+DEADLINE_S = 6 * 3600  # the whole download (resumable: a rerun continues from the part)
+MAX_BYTES = 50 << 30  # no registered archive comes near this; a server that streams forever is cut here
 
 
 class DownloadError(RuntimeError):
@@ -97,6 +100,10 @@ def fetch(url: str, dest: Path, md5: str | None, progress: bool = True) -> Path:
             length = response.headers.get("Content-Length")
             expected = have + int(length) if length is not None else None
             got = have
+            if expected is not None and expected > MAX_BYTES:
+                raise DownloadError(f"{url}: the server announces {expected:,} bytes, more than the {MAX_BYTES:,} "
+                                    f"a dataset archive may have; refused")
+            start = time.monotonic()
             try:
                 with open(part, "ab" if resumed else "wb") as out, tqdm(
                         total=expected, initial=have, unit="B", unit_scale=True, desc=dest.name,
@@ -105,6 +112,13 @@ def fetch(url: str, dest: Path, md5: str | None, progress: bool = True) -> Path:
                         out.write(chunk)
                         got += len(chunk)
                         bar.update(len(chunk))
+                        if got > MAX_BYTES:
+                            part.unlink()
+                            raise DownloadError(f"{url}: more than {MAX_BYTES:,} bytes and still sending; refused "
+                                                f"and deleted what came")
+                        if time.monotonic() - start > DEADLINE_S:
+                            raise DownloadError(_interrupted(url, part, got, expected,
+                                                             f"over the {DEADLINE_S:,} s deadline"))
             except (OSError, HTTPException) as err:  # a dropped connection, a timeout
                 raise DownloadError(_interrupted(url, part, got, expected, err)) from err
             if expected is not None and got < expected:

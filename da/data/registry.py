@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from da.settings import declare_check
+from da.settings import declare_canonical, declare_check
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -224,3 +224,18 @@ def _check_name(flag: str, name: str) -> None:
 declare_check("stage1", lambda cfg: _check_name("stage1", cfg.stage1 if cfg.stages == 2 else ""))
 declare_check("source", lambda cfg: _check_name("source", cfg.source))
 declare_check("target", lambda cfg: _check_name("target", cfg.target))
+
+
+def _canonical_name(name: str) -> str:
+    """A dataset name as the registry spells it; a folder: dataset, an empty or unknown name as given (the
+    check then names the problem)."""
+    if not name or name.startswith("folder:"):
+        return name
+    try:
+        return get_spec(name).name
+    except ValueError:
+        return name
+
+
+for _field in ("stage1", "source", "target"):
+    declare_canonical(_field, _canonical_name)

@@ -36,9 +36,7 @@ def labelled_images(run: FinishedRun, dataset: str, root: str | os.PathLike, cla
         if get_spec(dataset, root).name != get_spec(cfg.target, root).name or class_map:
             raise ValueError(f"--split test scores the run's own target-test split: it needs --dataset {cfg.target} "
                              f"(the run's target) and no --class-map; use --split all for another dataset")
-        from da.train.setup import load_splits
-
-        splits = load_splits(cfg.replace(data_root=str(root), download=False), 2)
+        splits = run.own_splits(root)  # refused unless they are the images the run saw
         part = splits["target_test"]
         name_of = {i: c for i, c in enumerate(part.classes)}
         samples = [(rel, run.classes.index(name_of[label])) for rel, label in part.samples]

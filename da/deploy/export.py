@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import io
+import json
 import logging
 import os
 import platform
@@ -56,7 +56,7 @@ from torch import nn
 
 from da.data.domains import Split
 from da.deploy.load import FinishedRun, RunNotUsable, load_run
-from da.utils.io import atomic_write_json
+from da.utils.io import atomic_write_json, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +106,13 @@ class RunImages:
 def run_images(run: FinishedRun, data_root: str | os.PathLike | None = None) -> RunImages:
     """The run's own splits, rebuilt from its config, refused when they differ from what the run saw."""
     from da.data import default_data_root
-    from da.train.setup import load_splits
 
     cfg = run.config
     root = str(data_root) if data_root else (cfg.data_root or str(default_data_root()))
     if not Path(root).is_dir():
         raise FileNotFoundError(f"data root {root} (of run {run.run_dir}) does not exist; give the folder that holds "
                                 f"{cfg.source} and {cfg.target} with --data-root")
-    splits = load_splits(cfg.replace(data_root=root, download=False), 2)
-    expected = run.record.get("manifest_sha256")
-    if expected and splits.manifest_hash() != expected:
-        raise RunNotUsable(f"the images under {root} do not give the splits run {run.run_dir} saw (its manifest.csv "
-                           f"has sha256 {expected[:12]}..., these {splits.manifest_hash()[:12]}...): images were "
-                           f"added, removed or relabelled; give --data-root with the data the run trained on")
-    if list(splits.classes) != list(run.classes):
-        raise RunNotUsable(f"run {run.run_dir}: its classes {run.classes} differ from its splits' {splits.classes}; "
-                           f"rerun the run")
+    splits = run.own_splits(root)
     return RunImages(target_test=splits["target_test"], source_train=splits["source_train"], root=root)
 
 
@@ -346,14 +337,6 @@ def measure_latency(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], imag
 
 # --------------------------------------------------------------------------------------------- the export
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("torchao", "onnx", "onnxruntime", "onnxscript", "timm"):
@@ -375,17 +358,35 @@ def _check_out(out: Path) -> None:
                               f"empty or new folder, or remove it")
 
 
+def _own_files(folder: Path) -> set[str]:
+    """What an earlier export wrote into ``folder``: its card and the files the card lists."""
+    try:
+        card = json.loads((folder / CARD_FILE).read_text())
+        return {CARD_FILE, *card.get("files", {})}
+    except (OSError, ValueError, AttributeError):
+        return {CARD_FILE}
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished export ``tmp`` to ``out``; an earlier export there is removed only after the move."""
-    old = None
+    """Move the finished export ``tmp`` to ``out``.  An earlier export there is replaced, but only what it wrote
+    (its card's files): anything else in the folder (da-predict's predictions, a user's notes) moves into the new
+    export first, and back if the move fails."""
+    old, kept = None, []
     if out.exists():
+        ours = _own_files(out)
+        for entry in sorted(out.iterdir()):
+            if entry.name not in ours and not (tmp / entry.name).exists():
+                os.replace(entry, tmp / entry.name)
+                kept.append(entry.name)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     try:
         os.replace(tmp, out)
     except OSError:
         if old is not None:
-            os.replace(old, out)  # put the earlier export back
+            os.replace(old, out)  # put the earlier export back, with what it held
+            for name in kept:
+                os.replace(tmp / name, out / name)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -528,7 +529,7 @@ def _export_into(tmp: Path, run: FinishedRun, module: nn.Module, images: RunImag
               "seconds": round(time.time() - started, 1)}
     atomic_write_json(tmp / CHECKS_FILE, checks)
     files = [*onnx_files, tmp / INT8_FILE, tmp / CHECKS_FILE]
-    card = model_card(run, checks, {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size} for f in files})
+    card = model_card(run, checks, {f.name: {"sha256": file_digest(f), "bytes": f.stat().st_size} for f in files})
     atomic_write_json(tmp / CARD_FILE, card)
     return card
 

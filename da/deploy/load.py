@@ -17,7 +17,9 @@ from da.data.transforms import eval_transform
 from da.models import build_model
 from da.prior.calibration import BiasCorrectedTemperature
 from da.prior.estimate import correct_posteriors
+from da.utils.io import file_digest
 from da.rundir import BEST_FILE, DONE_FILE, RECORD_FILE
+from da.utils.safeload import load_file
 
 
 class RunNotUsable(ValueError):
@@ -44,6 +46,29 @@ class FinishedRun:
     @property
     def std(self) -> list[float]:
         return [round(float(v), 6) for v in self.model.norm_std]
+
+    def own_splits(self, root: str | os.PathLike):
+        """The run's splits rebuilt from its config under ``root``, refused unless they are the images the run
+        saw: the same (split, image, class) list (its manifest) and, where the record fingerprints contents, the
+        same file contents."""
+        from da.data.domains import CONTENT_FINGERPRINT
+        from da.train.setup import load_splits
+
+        splits = load_splits(self.config.replace(data_root=str(root), download=False), 2)
+        expected = self.record.get("manifest_sha256")
+        if expected and splits.manifest_hash() != expected:
+            raise RunNotUsable(f"the images under {root} do not give the splits run {self.run_dir} saw (its "
+                               f"manifest.csv has sha256 {expected[:12]}..., these {splits.manifest_hash()[:12]}...): "
+                               f"images were added, removed or relabelled; give --data-root with the data the run "
+                               f"trained on")
+        saved = (self.record.get("inputs") or {}).get("data", "")
+        if saved.startswith(CONTENT_FINGERPRINT) and splits.fingerprint() != saved:
+            raise RunNotUsable(f"the images under {root} are not the files run {self.run_dir} saw (same names, other "
+                               f"contents: replaced or edited); give --data-root with the data the run trained on")
+        if list(splits.classes) != list(self.classes):
+            raise RunNotUsable(f"run {self.run_dir}: its classes {self.classes} differ from its splits' "
+                               f"{splits.classes}; rerun the run")
+        return splits
 
     @torch.no_grad()
     def logits(self, folder: Path, samples: list[tuple[str, int]], batch_size: int = 64, device: str = "cpu",
@@ -149,8 +174,35 @@ class ExportedModel:
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
 
+def _check_card(card: dict, card_file: Path, onnx_file: Path) -> list[str]:
+    """The card's classes and input, and the sha256 it gives for the ONNX file, against that file: the
+    classes, checked (a list of distinct names)."""
+    classes = card["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise ValueError("classes: expected a non-empty list of class names")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ValueError(f"classes: {', '.join(repeated)} named more than once, so two outputs would read as one")
+    inp = card["input"]
+    if not {"img_size", "mean", "std"} <= set(inp):
+        raise KeyError("input: img_size, mean, std")
+    if not (isinstance(inp["img_size"], int) and inp["img_size"] > 0 and len(inp["mean"]) == len(inp["std"]) == 3
+            and all(isinstance(s, (int, float)) and s > 0 for s in inp["std"])):
+        raise ValueError(f"input: img_size {inp['img_size']!r}, mean {inp['mean']!r}, std {inp['std']!r} are not an "
+                         f"image size and 3 channel means and positive standard deviations")
+    expected = (card.get("files") or {}).get(onnx_file.name, {}).get("sha256")
+    if not expected:
+        raise KeyError(f"files: {onnx_file.name}: sha256")
+    actual = file_digest(onnx_file)
+    if actual != expected:
+        raise ValueError(f"{onnx_file} has sha256 {actual[:12]}..., the card says {expected[:12]}...: the model file "
+                         f"was changed or replaced after the export")
+    return classes
+
+
 def load_exported(path: str | os.PathLike) -> ExportedModel:
-    """An export folder (or its ``model.onnx``) with ``model_card.json`` beside it."""
+    """An export folder (or its ``model.onnx``) with ``model_card.json`` beside it, verified: the model file
+    has the sha256 the card gives, and the card's classes, input and output width fit the model."""
     path = Path(path)
     onnx_file = path / "model.onnx" if path.is_dir() else path
     card_file = onnx_file.parent / "model_card.json"
@@ -158,15 +210,17 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
         raise FileNotFoundError(f"{path}: expected an export of da-export (model.onnx with model_card.json beside "
                                 f"it); run da-export --run RUN_DIR first")
     try:
-        card = json.loads(card_file.read_text())
-        classes = list(card["classes"])
-        if not {"img_size", "mean", "std"} <= set(card["input"]):
-            raise KeyError("input: img_size, mean, std")
+        card = load_file(card_file, "model card")
+        classes = _check_card(card, card_file, onnx_file)
     except (ValueError, KeyError, TypeError) as err:
-        raise RunNotUsable(f"{card_file} is not a model card of da-export ({err}); export the run again") from err
+        raise RunNotUsable(f"{card_file} does not describe {onnx_file.name} ({err}); export the run again") from err
     try:
         import onnxruntime as ort
     except ImportError as err:
         raise ModuleNotFoundError('predicting with an ONNX export needs onnxruntime: pip install "da[export]"') from err
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    width = session.get_outputs()[0].shape[-1]
+    if isinstance(width, int) and width != len(classes):
+        raise RunNotUsable(f"{card_file} names {len(classes)} classes, {onnx_file.name} has {width} outputs; export "
+                           f"the run again")
     return ExportedModel(path=onnx_file, card=card, classes=classes, session=session)

@@ -62,12 +62,22 @@ def predict_folder(run: FinishedRun | ExportedModel, folder: str | os.PathLike, 
     return rows, skipped
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets run as a formula at the start of a cell
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet would run as a formula (a file named ``=HYPERLINK(...).jpg``) with a leading
+    apostrophe, which shows the text as text; numbers and other text unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_LEADS) else value
+
+
 def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
-    """The rows as CSV, written atomically (a reader never sees half a file)."""
+    """The rows as CSV, written atomically (a reader never sees half a file); text cells that a spreadsheet
+    would run as formulas are escaped (:func:`spreadsheet_safe`)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=[spreadsheet_safe(k) for k in rows[0]], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{spreadsheet_safe(k): spreadsheet_safe(v) for k, v in row.items()} for row in rows])
     return atomic_write_text(path, buf.getvalue())
 
 

@@ -12,10 +12,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from da.config import type_problem
 from da.detection.roi_heads import BOX_CLS_LOSSES, SAMPLERS
 from da.models.backbones import OFFLINE_BACKBONE, OFFLINE_WEIGHTS
 
@@ -124,6 +126,16 @@ class DetectionConfig:
         def bad(name, why):
             raise DetectionConfigError(f"detection config {name}={getattr(self, name)!r}: {why}")
 
+        hints = typing.get_type_hints(DetectionConfig)
+        for f in fields(self):  # types first, as for RunConfig: rot90 "false" is no bool, lr inf no learning rate
+            problem = type_problem(f.name, getattr(self, f.name), hints[f.name])
+            if problem:
+                raise DetectionConfigError(f"detection config {problem}")
+
+        from da.detection.data import DETECTION_DATASETS  # the registry holds the only list of names
+
+        if self.dataset not in DETECTION_DATASETS:
+            bad("dataset", f"unknown detection dataset; known: {', '.join(sorted(DETECTION_DATASETS))}")
         if self.anchors not in ANCHOR_CHOICES:
             bad("anchors", f"choose from {', '.join(ANCHOR_CHOICES)}")
         if self.sampler not in SAMPLERS:
@@ -144,6 +156,20 @@ class DetectionConfig:
             bad("ohem_nms", "must be in (0, 1] (1 turns the NMS among hard RoIs off)")
         if not self.lr > 0:
             bad("lr", "must be > 0")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                bad(name, "must lie strictly between 0 and 1 (the run selects and reports on these images)")
+        if self.val_fraction + self.test_fraction >= 1:
+            bad("test_fraction", f"with val_fraction={self.val_fraction} leaves no training images")
+        for name in ("seed", "split_seed", "warmup_iters", "max_steps_per_epoch", "max_eval_images",
+                     "rpn_pre_nms_train", "rpn_pre_nms_test", "raw_detections_per_img"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        for name in ("weight_decay", "clip_grad_norm", "focal_gamma"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", "must lie in [0, 1)")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             bad("scale_range", "must be two factors 0 < low <= high")
         return self

@@ -368,7 +368,7 @@ DETECTION_DATASETS = {NWPU_VHR10.name: NWPU_VHR10}
 def load_detection(name: str, root: str | Path, include_negatives: bool = True) -> DetectionSet:
     """A registered detection dataset from its folder under the data root."""
     if name not in DETECTION_DATASETS:
-        raise KeyError(f"unknown detection dataset {name!r}; known: {sorted(DETECTION_DATASETS)}")
+        raise ValueError(f"unknown detection dataset {name!r}; known: {', '.join(sorted(DETECTION_DATASETS))}")
     spec = DETECTION_DATASETS[name]
     folder = Path(root) / spec.folder
     if not folder.is_dir():

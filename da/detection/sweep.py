@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-import yaml
 
 from da.detection.config import DetectionConfig, DetectionConfigError
 from da.launch.submit import queued_job_ids, cluster_parameters
 from da.launch.sweep import named_yaml
 from da.rundir import DONE_FILE, FAILED_FILE, RECORD_FILE, SUBMITTED_FILE
 from da.utils.io import atomic_write_json, atomic_write_text
+from da.utils.safeload import load_file, plain_line
 
 SWEEPS_DIR = Path(__file__).parent / "sweeps"
 
@@ -51,10 +51,7 @@ class DetectionSweep:
 def load_detection_sweep(name: str | os.PathLike) -> DetectionSweep:
     """A detection sweep by shipped name or path; errors name the file and the field."""
     path = named_yaml(name, SWEEPS_DIR, "detection sweep")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"detection sweep {path}: not readable YAML ({err})") from None
+    data = load_file(path, "detection sweep", yaml_only=True) or {}
     if not isinstance(data, dict):
         raise ValueError(f"detection sweep {path}: expected a mapping with base, grid, variants, seeds")
     unknown = sorted(set(data) - {"base", "grid", "variants", "seeds", "description"})
@@ -67,7 +64,7 @@ def load_detection_sweep(name: str | os.PathLike) -> DetectionSweep:
     variants = data.get("variants") or [{}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ValueError(f"detection sweep {path}: variants must be a list of mappings of config fields")
-    sweep = DetectionSweep(path.stem, data.get("base") or {}, grid, list(data.get("seeds") or [0]), variants)
+    sweep = DetectionSweep(plain_line(path.stem, f"detection sweep {path}: its file name"), data.get("base") or {}, grid, list(data.get("seeds") or [0]), variants)
     try:
         sweep.configs()
     except (DetectionConfigError, TypeError) as err:

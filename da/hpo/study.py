@@ -36,15 +36,16 @@ import datetime
 import fcntl
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import yaml
 
 from da.config import PRESETS, ConfigError, RunConfig, config_fields, read_config_file
 from da.hpo.space import SearchSpace, SpaceError, parse_space
 from da.launch.sweep import named_yaml
+from da.utils.safeload import load_file, plain_line
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "launch" / "studies"
@@ -95,10 +96,7 @@ def load_study_spec(name: str | os.PathLike) -> StudySpec:
     """A study by name (shipped: ``da/launch/studies/<name>.yaml``) or by path; errors name the file and key."""
     path = named_yaml(name, STUDIES_DIR, "study")
     where = f"study {path}"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{where}: not readable YAML ({err})") from None
+    data = load_file(path, "study", yaml_only=True) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping with base, space, objective, n_trials, seed, sampler")
     unknown = sorted(set(data) - TOP_KEYS)
@@ -113,10 +111,7 @@ def load_study_spec(name: str | os.PathLike) -> StudySpec:
     if isinstance(space_data, str):  # a space of its own file, relative to the study file
         space_path = (path.parent / space_data)
         space_where = f"search space {space_path}"
-        try:
-            space_data = yaml.safe_load(space_path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"{where}: space {space_data}: not readable YAML ({err})") from None
+        space_data = load_file(space_path, f"{where}: space", yaml_only=True)
     try:
         space = parse_space(space_data, space_where)
     except SpaceError as err:
@@ -139,7 +134,7 @@ def load_study_spec(name: str | os.PathLike) -> StudySpec:
 def _text(value: Any, key: str, where: str) -> str:
     if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
         raise ValueError(f"{where}: {key} must be a plain name (it names the study's folder), got {value!r}")
-    return value
+    return plain_line(value, f"{where}: {key}")  # it names the Slurm job too
 
 
 def _count(value: Any, key: str, where: str, low: int = 0) -> int:
@@ -233,7 +228,35 @@ def journal_storage(sdir: Path):
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     path = str(sdir / JOURNAL_FILE)
-    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path)))
+    lock = JournalFileSymlinkLock(path)
+    lock.acquire()  # the lock every writer appends under: no line is being written while we look
+    try:
+        repair_journal(Path(path))
+    finally:
+        lock.release()
+    return JournalStorage(JournalFileBackend(path, lock_obj=lock))
+
+
+def repair_journal(path: Path) -> int:
+    """Cut a journal back to its last complete line (a worker killed in the middle of an append leaves half a
+    line, and the next append would glue itself to it and make the whole journal unreadable); returns the bytes
+    removed, with a warning.  Call it under the journal's lock."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return 0
+        f.seek(0)
+        content = f.read()
+        keep = content.rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    cut = len(content) - keep
+    warnings.warn(f"{path}: its last line was cut ({cut} bytes: a worker killed while writing it); removed it, the "
+                  f"trials before it are intact", stacklevel=2)
+    return cut
 
 
 @contextlib.contextmanager

@@ -10,10 +10,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import traceback
@@ -22,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-import yaml
 
 from da import records
 from da.config import RunConfig
@@ -31,12 +28,19 @@ from da.launch.sweep import Sweep, named_yaml
 from da.rundir import CHECKPOINT_FILE, FAILED_FILE, SUBMITTED_FILE, run_dir_for
 from da.runindex import update_index
 from da.utils.io import atomic_write_json, atomic_write_text
+from da.utils.safeload import load_file, plain_line
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 GENERIC_KEYS = {"timeout_min", "mem_gb", "cpus_per_task", "gpus_per_node", "nodes", "tasks_per_node"}
 SLURM_KEYS = {"partition", "account", "constraint", "qos", "exclude", "setup", "array_parallelism",
               "signal_delay_s", "additional_parameters", "gres", "comment"}
+
+
+def job_payload(cfg: RunConfig) -> dict[str, Any]:
+    """What a job receives: every field of the config, the declared method and validator settings included
+    (``dataclasses.asdict`` would give the core fields only, and the job would run other settings)."""
+    return cfg.to_dict()
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -81,10 +85,7 @@ def load_profile(name: str | None) -> dict[str, Any]:
     if not name:
         return {}
     path = named_yaml(name, PROFILES_DIR, "profile")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"profile {path}: not readable YAML ({err})") from None
+    data = load_file(path, "profile", yaml_only=True) or {}
     if not isinstance(data, dict):
         raise ValueError(f"profile {path}: expected a mapping of Slurm settings")
     unknown = sorted(set(data) - GENERIC_KEYS - SLURM_KEYS)
@@ -99,9 +100,7 @@ def load_profile(name: str | None) -> dict[str, Any]:
         for v in values:
             if isinstance(v, dict):
                 v = " ".join(f"{k}={x}" for k, x in v.items())
-            if re.search(r"[\x00-\x1f\x7f]", str(v)):
-                raise ValueError(f"profile {path}: {key} holds a control character (newline, tab, ...) in {v!r}; "
-                                 f"each value is one plain line, and shell commands belong in setup, one line each")
+            plain_line(v, f"profile {path}: {key}")
     check_single_process(data, path)
     return data
 
@@ -279,7 +278,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
     s1_ids = list(waiting_s1)
     s1_jobs = []
     for chunk in _chunks(stage1, array_size):
-        jobs = launch(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [1] * len(chunk))
+        jobs = launch(RunJob(), [job_payload(r.cfg) for r in chunk], [1] * len(chunk))
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
             _record_submission(r, job)
@@ -293,7 +292,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
         if cluster == "slurm":
             if s1_ids:
                 executor.update_parameters(slurm_dependency="afterok:" + ":".join(s1_ids))
-        jobs = launch(RunJob(), [dataclasses.asdict(r.cfg) for r in chunk], [2] * len(chunk))
+        jobs = launch(RunJob(), [job_payload(r.cfg) for r in chunk], [2] * len(chunk))
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
             _record_submission(r, job)

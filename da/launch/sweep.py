@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from da.config import ConfigError, RunConfig, config_fields, stage1_config
+from da.utils.safeload import load_file, plain_line
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -103,10 +103,7 @@ class Sweep:
 def load_sweep(name: str | os.PathLike) -> Sweep:
     """A sweep by name (shipped: ``da/launch/sweeps/<name>.yaml``) or by path; errors name the file and field."""
     path = named_yaml(name, SWEEPS_DIR, "sweep")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"sweep {path}: not readable YAML ({err})") from None
+    data = load_file(path, "sweep", yaml_only=True) or {}
     if not isinstance(data, dict):
         raise ValueError(f"sweep {path}: expected a mapping with base, grid, variants, seeds")
     valid = {f.name for f in config_fields()}
@@ -136,7 +133,7 @@ def load_sweep(name: str | os.PathLike) -> Sweep:
         raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
     if "seed" in {k for v in variants for k in v}:
         raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
-    sweep = Sweep(name=path.stem, base=base, grid=grid, seeds=[int(s) for s in seeds], variants=variants,
+    sweep = Sweep(name=plain_line(path.stem, f"sweep {path}: its file name"), base=base, grid=grid, seeds=[int(s) for s in seeds], variants=variants,
                   choices=choices)
     try:
         sweep.configs()  # validate every run now, before anything is submitted

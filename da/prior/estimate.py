@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,12 +39,17 @@ def em_prior(posteriors: torch.Tensor, source_prior: torch.Tensor, tol: float = 
     return q, it
 
 
+BBSE_MAX_CONDITION = 1e6
+
+
 def bbse_prior(source_probs: torch.Tensor, source_labels: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     r"""Black-box shift estimation (Lipton, Wang and Smola, ICML 2018), with hard predictions.
 
     On labelled source data, C_ij = P_s(yhat = i, y = j); on the target, mu_i = P_t(yhat = i).  Under label
     shift mu = C w with w_j = q_j / p_s(j), solved by least squares; w is clipped at 0 and q = w * p_s
-    renormalised.  Returns q (C,) in float64.
+    renormalised.  Returns q (C,) in float64.  Where C is singular or ill-conditioned (condition number above
+    BBSE_MAX_CONDITION: a class the model never predicts, or two it cannot tell apart), w is not determined by
+    the data: a warning says so and the source prior is returned (no correction).
     """
     k = source_probs.shape[1]
     pred_s = source_probs.argmax(1).numpy()
@@ -52,10 +58,18 @@ def bbse_prior(source_probs: torch.Tensor, source_labels: torch.Tensor, target_p
     np.add.at(joint, (pred_s, y), 1.0)
     joint /= len(y)
     mu = np.bincount(target_probs.argmax(1).numpy(), minlength=k) / len(target_probs)
+    source_prior = np.bincount(y, minlength=k) / len(y)
+    condition = np.linalg.cond(joint)
+    if not np.isfinite(condition) or condition > BBSE_MAX_CONDITION:
+        warnings.warn(f"BBSE: the source confusion matrix is singular or ill-conditioned (condition number "
+                      f"{condition:.3g}; classes never predicted: {np.flatnonzero(joint.sum(1) == 0).tolist()}): the "
+                      f"target prior is not identified, so the source prior is kept (no correction); --prior em "
+                      f"does not need this matrix", stacklevel=2)
+        return torch.from_numpy(source_prior)
     w = np.clip(np.linalg.lstsq(joint, mu, rcond=None)[0], 0, None)
-    q = w * np.bincount(y, minlength=k) / len(y)
-    if q.sum() <= 0:  # degenerate confusion matrix: no information, keep the source prior
-        q = np.bincount(y, minlength=k) / len(y)
+    q = w * source_prior
+    if q.sum() <= 0:  # every weight clipped: no information, keep the source prior
+        q = source_prior
     return torch.from_numpy(q / q.sum())
 
 

@@ -23,10 +23,11 @@ import yaml
 
 from da.detection.config import DetectionConfig, DetectionConfigError
 from da.rundir import RECORD_FILE
+from da.utils.safeload import load_file
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="da-detect", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="da-detect", description=__doc__.split("\n")[0])
     p.add_argument("--config", help="YAML mapping of DetectionConfig fields (flags override it)")
     p.add_argument("--sweep", help="submit a detection sweep (a shipped name such as det_nwpu, or a YAML path)")
     p.add_argument("--cluster", choices=("slurm", "local", "debug"), help="with --sweep (default: slurm if sbatch "
@@ -59,9 +60,9 @@ def config_from_args(args: argparse.Namespace) -> dict:
     values: dict = {}
     if args.config:
         try:
-            data = yaml.safe_load(open(args.config)) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise DetectionConfigError(f"--config {args.config}: not readable YAML ({err})") from None
+            data = load_file(args.config, "--config", yaml_only=True) or {}
+        except ValueError as err:
+            raise DetectionConfigError(str(err)) from None
         if not isinstance(data, dict):
             raise DetectionConfigError(f"--config {args.config}: expected a mapping of DetectionConfig fields")
         values.update(data)

@@ -21,7 +21,7 @@ from da.deploy.evaluate import SPLITS, evaluate_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True, help="a finished run directory (runs/stage2-<hash>)")
     p.add_argument("--dataset", required=True, help=f"one of {', '.join(known_names())}")
     p.add_argument("--split", choices=SPLITS, default="all",

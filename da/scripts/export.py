@@ -35,7 +35,7 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="da-export", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="da-export", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="a finished stage-2 run directory (runs/stage2-<hash>)")
     p.add_argument("--out", default=None, help="the export folder (default: RUN/export)")

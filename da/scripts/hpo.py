@@ -39,7 +39,7 @@ def _stop(signum, frame):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--study", required=True,
                     help=f"a study shipped with da, by name ({', '.join(known_names(STUDIES_DIR)) or 'none'}), or "

@@ -17,6 +17,8 @@ import signal
 import sys
 
 from da.cli import config_from_args
+from da.data.download import DownloadError
+from da.records import load_record, summary
 from da.models import OfflineWeightsError, WeightsError
 from da.train import run_experiment
 
@@ -41,9 +43,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, WeightsError, OfflineWeightsError) as err:  # bad input: the message says what to do
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a read-only --out, a full disk: the message names the file
-        print(f"error: {err}", file=sys.stderr)
+    except (OSError, DownloadError) as err:  # a read-only --out, a full disk, a failed download: the message says
+        print(f"error: {err}", file=sys.stderr)  # which file or address, and what to do
         return 1
-    print(record)
+    print(summary(load_record(record)), flush=True)
+    print(record)  # the last line: scripts read the record path from it
     return 0
 

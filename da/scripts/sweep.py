@@ -25,7 +25,7 @@ from da.launch.sweep import SWEEPS_DIR, known_names
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--sweep", help=f"a sweep shipped with da, by name ({', '.join(known_names(SWEEPS_DIR))}), "

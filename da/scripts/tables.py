@@ -70,7 +70,7 @@ def selected_runs(folder: str, sweeps: list[str], selection: str | None, strict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="results/runs", help="folder of run directories with record.json + DONE")
     ap.add_argument("--out", default="results", help="writes <out>/tables and <out>/figures")
     ap.add_argument("--expected-seeds", type=int, default=None, help="flag rows with fewer seeds (default: the most any row has)")

@@ -346,6 +346,7 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
     }
     path = records.write_record(run_dir, record)
     _log_hparams(run_dir, record)
+    log.info("%s; record: %s", records.summary(record), path)
     return path
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes (a reader sees the old file or the new one, never half of one) and advisory locks."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one, and a signal that ends the
+process waits until the write is over) and advisory locks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,24 +21,57 @@ def _umask() -> int:
     return mask
 
 
+# The signals that end or preempt a job: Slurm's (via submitit, whose handler checkpoints, requeues and exits
+# with SystemExit from whatever line is running), a plain kill, Ctrl-C.
+DEFERRED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT")
+                         if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold the signals of DEFERRED_SIGNALS while the block runs, then hand each one that arrived to the
+    handler that was in place (a write is never cut by an exception raised inside it: torch's zip writer, for
+    one, turns that into a failed job).  Python handles signals in the main thread only: elsewhere, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    previous = {s: signal.getsignal(s) for s in DEFERRED_SIGNALS}
+    for s in DEFERRED_SIGNALS:
+        signal.signal(s, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for signum, frame in caught:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler != signal.SIG_IGN:
+                signal.raise_signal(signum)  # the default action, now that the file is whole
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``; a
+    signal that would end the process during the write is handled after it (:func:`signals_deferred`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results on a shared file system must stay readable
-        os.replace(tmp, path)
-    except BaseException:
+    with signals_deferred():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, mode) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results on a shared file system must stay readable
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
     return path
 
 

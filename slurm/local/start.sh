@@ -88,6 +88,15 @@ if ((${#missing[@]})); then
     say "installed in $((SECONDS - t0)) s"
 fi
 
+# munged needs every folder above its socket traversable by all: a checkout under a private home (mode 0700)
+# is refused here, at once, rather than by munged after the set-up
+dir=$STATE
+while [[ $dir != / ]]; do
+    dir=$(dirname "$dir")
+    perms=$(stat -c %A "$dir")
+    [[ ${perms:9:1} == [xt] ]] || die "munged refuses a socket below $dir (mode ${perms:1}, not traversable by other users); run 'chmod o+x $dir' or put the cluster's state elsewhere: DA_SLURM_STATE=/tmp/da-slurm-\$USER bash $HERE/start.sh"
+done
+
 # RUN_*: what we execute. Debian's slurmctld/slurmd are alternatives symlinks to *-wlm binaries, and they must
 # be run by the symlink name: Slurm decides it is the daemon from argv[0], and slurmctld started as
 # "slurmctld-wlm" segfaults on a fresh state folder. BIN_*: the real file, which /proc/PID/exe points at.
