@@ -21,7 +21,7 @@ from da.launch import load_sweep, plan
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--sweep", action="append", default=[], help="sweep name(s); repeat for several")
     ap.add_argument("--detection-sweep", action="append", default=[],
                     help="detection sweep name(s) (da/detection/sweeps); their det-* runs")

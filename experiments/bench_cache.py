@@ -21,7 +21,7 @@ from da.train import train_stage
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default="")
     ap.add_argument("--steps", type=int, default=30, help="training steps measured per variant")
     ap.add_argument("--method", default="coral")

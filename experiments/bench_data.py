@@ -55,7 +55,7 @@ def scan_seconds(root: str, cache_dir: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", "data"))
     ap.add_argument("--batches", type=int, default=12, help="batches of 64 timed per worker count")
     ap.add_argument("--out", default="results/benchmarks/data.txt")

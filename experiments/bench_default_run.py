@@ -47,7 +47,7 @@ def measure(code: Path, tmp: Path, data_root: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", ""))
     ap.add_argument("--baseline", default="", help="a git revision measured first, in the same run (before/after)")
     ap.add_argument("--sweep-size", type=int, default=15, help="K stage-2 runs of a sweep, for the shared-stage-1 line")

@@ -120,7 +120,7 @@ def detection_lines(device: torch.device, data_root: str, batch: int, repeats: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", ""))
     ap.add_argument("--batch", type=int, default=0, help="default: 4 on the CPU, 8 on a GPU")
     ap.add_argument("--repeats", type=int, default=0, help="default: 5 on the CPU, 20 on a GPU")

@@ -129,7 +129,7 @@ def pipeline_throughput(args, device, workers: int) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet50", help="a torchvision classification model name")
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=0, help="default: 256 on a GPU, 8 on the CPU")

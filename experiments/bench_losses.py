@@ -64,7 +64,7 @@ def step_time(name: str, batch: int, size: int, reps: int, num_classes: int = 30
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64, help="features per domain, and images per backbone step")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--loss-reps", type=int, default=30)

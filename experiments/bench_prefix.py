@@ -46,7 +46,7 @@ def fresh_model(strategy: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", "data"))
     ap.add_argument("--batch", type=int, default=128, help="prefix batch (the cache's)")
     ap.add_argument("--repeats", type=int, default=5)

@@ -107,7 +107,7 @@ def peak_rss_mb(args, method: str, extra: tuple[str, ...] = ()) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", ""))
     ap.add_argument("--steps", type=int, default=20, help="steps per timed epoch")
     ap.add_argument("--repeats", type=int, default=7, help="timed epochs per variant (median)")

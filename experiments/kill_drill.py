@@ -49,7 +49,7 @@ def damaged_checkpoints(out: Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", "../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/da-kill-drill"))
