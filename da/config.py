@@ -265,7 +265,7 @@ class RunConfig:
         rewritten as their registry spells them (``--target rsscn7`` is RSSCN7)."""
         self.check_types()
         for name, canonical in declared.FIELD_CANONICAL.items():  # rsscn7 -> RSSCN7: one dataset, one hash
-            object.__setattr__(self, name, canonical(getattr(self, name)))
+            setattr(self, name, canonical(getattr(self, name)))
 
         def one_of(name: str, valid) -> None:
             if getattr(self, name) not in valid:

@@ -13,6 +13,7 @@ the complete table).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def declare(owner: str, kind: str, settings: typing.Iterable[Setting], inherited
             raise ValueError(f"setting {s.name!r} of {owner} is declared already by {SETTINGS[s.name].owner}")
         if not isinstance(s.default, s.type if typing.get_origin(s.type) is None else tuple):
             raise ValueError(f"setting {s.name!r} of {owner}: default {s.default!r} is not a {s.type}")
-        s = Setting(**{**s.__dict__, "owner": owner, "kind": kind})
+        s = dataclasses.replace(s, owner=owner, kind=kind)
         s.check(s.default)
         SETTINGS[s.name] = s
         if kind == "method":

@@ -243,3 +243,18 @@ def test_choose_budget_takes_the_smallest_budget_near_the_best():
     assert means == pytest.approx({4: 75.2, 8: 77.1, 16: 77.4}) and budget == 8  # 16 gains only 0.3
     budget, _ = choose_budget(pd.DataFrame(rows), tolerance=0.1)
     assert budget == 16
+
+
+def test_the_budget_results_readme_reports_is_what_the_second_pairs_curves_give():
+    """results/README: choose_budget on rsscn7_aid_budget's committed runs gives 4 epochs for AID -> RSSCN7, from
+    means of 84.0, 84.0 and 84.3 % (last epoch)."""
+    from da.results.protocol import choose_budget
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = reselect(load_runs(REPO / "results" / "rsscn7_aid_budget" / "runs", strict=True), "last")
+    budget, means = choose_budget(runs)
+    assert budget == 4 and {e: round(m, 1) for e, m in means.items()} == {4: 84.0, 8: 84.0, 16: 84.3}
+    text = (REPO / "results" / "README.md").read_text()
+    assert "are 84.0, 84.0 and 84.3 % for 4, 8 and 16 epochs, so AID -> RSSCN7 keeps 4 epochs" in " ".join(text.split())
+

@@ -174,7 +174,7 @@ class ExportedModel:
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
 
-def _check_card(card: dict, card_file: Path, onnx_file: Path) -> list[str]:
+def _check_card(card: dict, onnx_file: Path) -> list[str]:
     """The card's classes and input, and the sha256 it gives for the ONNX file, against that file: the
     classes, checked (a list of distinct names)."""
     classes = card["classes"]
@@ -211,7 +211,7 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
                                 f"it); run da-export --run RUN_DIR first")
     try:
         card = load_file(card_file, "model card")
-        classes = _check_card(card, card_file, onnx_file)
+        classes = _check_card(card, onnx_file)
     except (ValueError, KeyError, TypeError) as err:
         raise RunNotUsable(f"{card_file} does not describe {onnx_file.name} ({err}); export the run again") from err
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from da.config import type_problem
+from da.detection.data import DETECTION_DATASETS  # the registry holds the only list of names
 from da.detection.roi_heads import BOX_CLS_LOSSES, SAMPLERS
 from da.models.backbones import OFFLINE_BACKBONE, OFFLINE_WEIGHTS
 
@@ -131,8 +132,6 @@ class DetectionConfig:
             problem = type_problem(f.name, getattr(self, f.name), hints[f.name])
             if problem:
                 raise DetectionConfigError(f"detection config {problem}")
-
-        from da.detection.data import DETECTION_DATASETS  # the registry holds the only list of names
 
         if self.dataset not in DETECTION_DATASETS:
             bad("dataset", f"unknown detection dataset; known: {', '.join(sorted(DETECTION_DATASETS))}")
