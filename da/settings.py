@@ -21,8 +21,8 @@ from typing import Any
 
 # How a setting enters the config hash (RunConfig.hashed_dict):
 OWNER = "owner"  # only in runs that use its owner (a method of the run's '+'-combination), default included
-# in every run (the runs made before it was declared hash it so), but at its default in runs that do not use
-# its owner, so that it no longer tells apart runs it cannot change
+# in every run (the runs made before it was declared hashed it so), but at its default in runs that do not
+# use its owner, so that it no longer tells apart runs it cannot change
 ALWAYS = "always"
 UNLESS_DEFAULT = "unless_default"  # only where it differs from its default (added after records existed)
 HASH_POLICIES = (OWNER, ALWAYS, UNLESS_DEFAULT)
