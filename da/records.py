@@ -22,6 +22,13 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("schema_version", "config", "config_hash", "seed", "git_commit", "stage", "epochs",
                  "selected_epoch", "target_test", "source_val", "oracle", "wall_time_s", "images_per_s")
+# A detection run's record (da.detection.engine): val and test are per NMS threshold, history per epoch.
+DETECTION_SCHEMA_VERSION = 1
+DETECTION_REQUIRED_KEYS = ("schema_version", "kind", "config", "config_hash", "seed", "git_commit", "history",
+                           "selected_epoch", "val", "test", "wall_time_s")
+# kind -> (the schema versions this code reads, the keys every record of that kind has)
+SCHEMAS = {"classification": (READABLE_SCHEMA_VERSIONS, REQUIRED_KEYS),
+           "detection": ((DETECTION_SCHEMA_VERSION,), DETECTION_REQUIRED_KEYS)}
 
 
 class RecordError(ValueError):
@@ -132,8 +139,9 @@ def is_done(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / DONE_FILE).exists() and (Path(run_dir) / RECORD_FILE).exists()
 
 
-def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+def write_record(run_dir: str | os.PathLike, record: dict[str, Any], kind: str = "classification") -> Path:
+    """Write a run's record, then its done marker; a record that lacks a key of its kind is refused."""
+    missing = [k for k in SCHEMAS[kind][1] if k not in record]
     if missing:
         raise RecordError(f"record for {run_dir} lacks {missing}")
     path = atomic_write_json(Path(run_dir) / RECORD_FILE, record)
@@ -141,8 +149,9 @@ def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
     return path
 
 
-def load_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check one record; the error names the file and what is wrong."""
+def load_record(path: str | os.PathLike, kind: str = "classification") -> dict[str, Any]:
+    """Read and check one record of ``kind``; the error names the file and what is wrong."""
+    versions, required = SCHEMAS[kind]
     path = Path(path)
     try:
         record = json.loads(path.read_text())
@@ -150,10 +159,12 @@ def load_record(path: str | os.PathLike) -> dict[str, Any]:
         raise RecordError(f"run record {path}: unreadable ({err}); delete its run directory and rerun") from err
     if not isinstance(record, dict):
         raise RecordError(f"run record {path}: not a JSON object")
-    if record.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+    if record.get("kind", "classification") != kind:
+        raise RecordError(f"run record {path}: a {record.get('kind')} record where a {kind} record was expected")
+    if record.get("schema_version") not in versions:
         raise RecordError(f"run record {path}: schema_version {record.get('schema_version')!r}, this code reads "
-                          f"{READABLE_SCHEMA_VERSIONS}; rerun it with this version or use the matching code")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+                          f"{versions}; rerun it with this version or use the matching code")
+    missing = [k for k in required if k not in record]
     if missing:
         raise RecordError(f"run record {path}: incomplete, lacks {', '.join(missing)}")
     return record

@@ -1,7 +1,8 @@
-"""The run directory: its name and the files in it, declared once for the engine, the launcher, the
-archiver, the results loader and the tests.
+"""The run directory of every task (classification, detection, HPO trials): its name, the files in it, its
+state as the launcher sees it and the check that it was made from the inputs given now, declared once for
+the engines, the launcher, the archiver, the results loader and the tests.
 
-``<out>/stage<S>-<config hash>/`` holds::
+``<out>/stage<S>-<config hash>/`` (detection: ``<out>/det-<config hash>/``) holds::
 
     config.json      the full config, its hash, the stage and the initial weights (written first)
     manifest.csv     split, path, label of every image the run saw
@@ -22,6 +23,7 @@ archiver, the results loader and the tests.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
@@ -48,3 +50,47 @@ def run_dir_for(cfg, stage: int) -> Path:
 
 def epoch_model_file(epoch: int) -> str:
     return f"{EPOCHS_DIR}/epoch-{epoch:04d}.pt"
+
+
+# ---------------------------------------------------------------------------------------------- state
+SUBMISSION_STATES = ("done", "queued", "failed", "partial", "missing")
+
+
+def submission_state(run_dir: Path, queued: set[str]) -> tuple[str, str | None, str | None]:
+    """``(state, job id, log)`` of a run directory as a sweep sees it, in the order a state wins: ``done``
+    (record and marker), ``queued`` (its job is pending or running), ``failed`` (``FAILED``; the log it
+    names), ``partial`` (a checkpoint to resume), ``missing``.  Every state but done and queued needs a job."""
+    sub = run_dir / SUBMITTED_FILE
+    try:
+        info = json.loads(sub.read_text()) if sub.exists() else {}
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{sub} is unreadable ({err}); delete it and submit again") from None
+    job_id, log = info.get("job_id"), info.get("stderr")
+    if (run_dir / DONE_FILE).exists() and (run_dir / RECORD_FILE).exists():
+        return "done", job_id, log
+    if job_id and job_id in queued:
+        return "queued", job_id, log
+    if (run_dir / FAILED_FILE).exists():
+        text = (run_dir / FAILED_FILE).read_text().splitlines()
+        return "failed", job_id, next((line[5:] for line in text if line.startswith("log: ")), log)
+    if (run_dir / CHECKPOINT_FILE).exists():
+        return "partial", job_id, log
+    return "missing", job_id, log
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+class StaleRunError(ValueError):
+    """A run directory made from other inputs than the ones given now (same config hash)."""
+
+
+def check_inputs(run_dir: Path, saved: dict | None, inputs: dict[str, str], what: dict[str, str]) -> None:
+    """Refuse to reuse or resume ``run_dir`` when what it was made from (``saved``: name -> digest, from its
+    config.json or record) differs from ``inputs`` now; ``what`` says in words what each name stands for.
+    ``saved`` None: the run predates recorded inputs and cannot be checked (the caller says so)."""
+    if saved is None:
+        return
+    changed = sorted(k for k in set(saved) | set(inputs) if saved.get(k) != inputs.get(k))
+    if changed:
+        raise StaleRunError(f"{run_dir} was made from other inputs than now ({'; '.join(what.get(k, k) for k in changed)} "
+                            f"changed); its numbers do not describe the current ones. Delete it to run it again: "
+                            f"rm -r {run_dir}")

@@ -335,9 +335,8 @@ def test_shipped_sweep_and_local_submission(tmp_path):
     assert len(shipped) == 12 == len({c.config_hash() for c in shipped})
     assert [c.seed for c in shipped].count(0) == 8 and shipped[0].weights == "tf_efficientnet_lite0"
     cfg = _tiny(tmp_path, epochs=1)
-    (tmp_path / "s.yaml").write_text(
-        "base: " + json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_root")})
-        + "\ngrid:\n  sampler: [default, ohem]\n")
+    base = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_root", "seed")})
+    (tmp_path / "s.yaml").write_text(f"base: {base}\ngrid:\n  sampler: [default, ohem]\n")
     sweep = load_detection_sweep(tmp_path / "s.yaml")
     summary = submit_detection_sweep(sweep, cluster="debug", out=cfg.out, data_root=cfg.data_root)
     assert summary["submit"] == 2
@@ -345,9 +344,61 @@ def test_shipped_sweep_and_local_submission(tmp_path):
         job.result()
     again = submit_detection_sweep(sweep, cluster="debug", out=cfg.out, data_root=cfg.data_root)
     assert (again["done"], again["submit"]) == (2, 0)
-    (tmp_path / "bad.yaml").write_text("grid:\n  anchors: [default, bogus]\n")
-    with pytest.raises(ValueError, match="bad.yaml.*anchors"):
-        load_detection_sweep(tmp_path / "bad.yaml")
+    # the run states are classification's: a failed run (its FAILED file) is submitted again, and says where
+    # its log is; a run with a checkpoint and no record is partial and resumes
+    failed, partial = (c.run_dir() for c in sweep.configs(out=cfg.out, data_root=cfg.data_root))
+    for d in (failed, partial):
+        (d / "DONE").unlink()
+    (failed / "FAILED").write_text("RuntimeError: boom\nlog: /logs/7.err\n")
+    plan = submit_detection_sweep(sweep, cluster="debug", dry_run=True, out=cfg.out, data_root=cfg.data_root)
+    assert (plan["failed"], plan["partial"], plan["submit"]) == (1, 1, 2)
+    for text, message in (("grid:\n  anchors: [default, bogus]\n", "bad.yaml.*anchors"),
+                          ("variants: [{seed: 1}]\n", "give seeds under 'seeds'"),
+                          ("variants: [{sampler: ohem, seeds: [1, 2]}]\nseeds: [0]\n", None)):
+        (tmp_path / "bad.yaml").write_text(text)
+        if message:
+            with pytest.raises(ValueError, match=message):
+                load_detection_sweep(tmp_path / "bad.yaml")
+        else:  # the same format as classification's: a variant's own seeds
+            assert [c.seed for c in load_detection_sweep(tmp_path / "bad.yaml").configs()] == [1, 2]
+
+
+def test_detection_run_checks_its_inputs_and_heals_a_damaged_checkpoint(tmp_path, monkeypatch, capsys):
+    """The classification run core's guarantees hold for detection: a done run made from other data is
+    refused, not reused; a damaged checkpoint is set aside and the run starts over to the same numbers."""
+    import da.detection.engine as engine
+    from da.rundir import StaleRunError
+
+    cfg = _tiny(tmp_path, epochs=2, max_steps_per_epoch=1)
+    done = engine.run_detection(cfg)
+    record = json.loads((done / "record.json").read_text())
+    assert record["inputs"]["data"].startswith("content-sha256:") and set(record["inputs"]) == {"data"}
+    gt = tmp_path / "data" / "NWPU-VHR-10" / "ground truth" / "001.txt"
+    text = gt.read_text()
+    gt.write_text(text.replace("),1", "),2").replace("),3", "),1"))  # one image relabelled
+    with pytest.raises(StaleRunError, match=f"{done}.*boxes and labels.*rm -r"):
+        engine.run_detection(cfg)
+    gt.write_text(text)
+    assert engine.run_detection(cfg) == done  # the same inputs again: reused
+
+    cut = cfg.replace(out=str(tmp_path / "cut"))
+    real, calls = engine.predict_raw, {"n": 0}
+
+    def dies_in_second_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "predict_raw", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run_detection(cut)
+    monkeypatch.setattr(engine, "predict_raw", real)
+    ckpt = cut.run_dir() / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a write cut short by a full disk
+    again = json.loads((engine.run_detection(cut) / "record.json").read_text())
+    assert "is damaged" in capsys.readouterr().out and (cut.run_dir() / "checkpoint.damaged").exists()
+    assert again["test"] == record["test"] and again["history"][-1]["train"] == record["history"][-1]["train"]
 
 
 def test_detection_tables_and_figure_from_records(tmp_path):

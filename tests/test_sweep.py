@@ -42,11 +42,16 @@ def test_sweep_variants_expand_in_order_and_are_checked(tmp_path):
         ("source_only", "", 0.0, 0), ("source_only", "", 0.0, 1), ("im", "em", 0.0, 0), ("im", "em", 0.0, 1),
         ("source_only", "", 1.0, 0), ("source_only", "", 1.0, 1)]
     assert all(c.selection == "bnm" for c in cfgs)
+    # a variant's own seeds run instead of the sweep's
+    path.write_text("variants: [{method: source_only}, {method: im, seeds: [3, 4]}]\nseeds: [0]\n")
+    assert [(c.method, c.seed) for c in load_sweep(path).configs()] == [("source_only", 0), ("im", 3), ("im", 4)]
     for text, message in (("variants: [{method: im}]\ngrid: {method: [coral]}\n", "method set both in grid and in variants"),
                           ("variants: [{methd: im}]\n", r"unknown config field\(s\) in variants\[0\]: methd"),
                           ("variants: [{method: im, prior: nope}]\n", "variants.prior: --prior 'nope' is not valid"),
                           ("variants: {method: im}\n", "variants must be a list of mappings"),
-                          ("variants: [{seed: 1}]\n", "give seeds under 'seeds'")):
+                          ("variants: [{seed: 1}]\n", "give seeds under 'seeds'"),
+                          ("variants: [{seeds: 1}]\n", r"variants\[0\].seeds must be a non-empty list of integers"),
+                          ("seeds: [0, one]\n", "seeds must be a non-empty list of integers")):
         path.write_text(text)
         with pytest.raises(ValueError, match=message):
             load_sweep(path)

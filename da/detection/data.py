@@ -12,6 +12,7 @@ class an image holds, with a manifest a run can record.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from da.data.domains import CONTENT_FINGERPRINT
 from da.data.registry import IMAGE_EXTENSIONS
 
 # Annotations are drawn by hand and rounded, and VOC counts pixels from 1: a box may overhang the image by
@@ -76,6 +78,18 @@ class DetectionSet:
             return sample.image_path.relative_to(self.root).as_posix()
         except ValueError:
             return sample.image_path.as_posix()
+
+    def fingerprint(self) -> str:
+        """``content-sha256:`` + sha256 over the class names and, per image, its path, the sha256 of its bytes
+        and its boxes, labels and difficult flags as parsed: changes when an image is added, removed or
+        replaced or an annotation relabelled or moved, not when the same files are copied elsewhere (as
+        classification's :meth:`da.data.domains.Splits.fingerprint`)."""
+        h = hashlib.sha256(json.dumps(list(self.classes)).encode())
+        for s in sorted(self.samples, key=self.relative):
+            boxes = np.round(s.boxes.double().numpy(), 3).tolist()
+            h.update(json.dumps([self.relative(s), hashlib.sha256(s.image_path.read_bytes()).hexdigest(), boxes,
+                                 s.labels.tolist(), s.difficult.tolist()]).encode() + b"\n")
+        return CONTENT_FINGERPRINT + h.hexdigest()
 
 
 def image_size(path: Path) -> tuple[int, int]:

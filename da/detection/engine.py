@@ -12,6 +12,7 @@ AMP on CUDA; batches of whole images, as torchvision's detection reference train
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -27,20 +28,21 @@ from da.config import resolve_num_workers
 from da.detection.anchors import AnchorGeneratorArgs, anchor_generator_args, boxes_wh, default_anchor_shapes, \
     fit_anchors, mean_best_iou
 from da.detection.config import DetectionConfig
-from da.detection.data import DETECTION_DATASETS, DetectionSample, load_detection, split_by_image
+from da.detection.data import DetectionSample, load_detection, split_by_image
 from da.detection.evaluate import coco_metrics, postprocess
 from da.detection.model import build_detector
 from da.detection.transforms import detection_transforms, sample_inputs
-from da.records import environment, git_commit, launch_info, peak_memory_mb
-from da.rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, LOCK_FILE, LOG_FILE, MANIFEST_FILE, \
-    RECORD_FILE
-from da.train.checkpoint import load, rng_state, save, set_rng_state
+from da.records import DETECTION_SCHEMA_VERSION, environment, git_commit, is_done, launch_info, load_record, \
+    peak_memory_mb, write_record
+from da.rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MANIFEST_FILE, RECORD_FILE, \
+    check_inputs
+from da.train.checkpoint import DamagedCheckpoint, load, read_checkpoint, rng_state, save, set_aside, set_rng_state
 from da.train.seeding import derive_seed, seed_everything
-from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock
+from da.utils.io import atomic_write_json, exclusive_lock, file_digest
 from da.utils.runlog import run_log
 
 log = logging.getLogger("da.detection")
-DET_SCHEMA_VERSION = 1
+INPUTS = {"data": "the images or their boxes and labels", "weights": "the backbone's weights file"}
 LOG_EVERY = 25  # training steps between progress lines in the log
 
 
@@ -124,30 +126,52 @@ def _limit(samples: list, n: int) -> list:
     return samples[:n] if n else samples
 
 
+def run_inputs(cfg: DetectionConfig, dataset) -> dict[str, str]:
+    """What a run saw besides its config (checked before a done run is reused or a checkpoint resumed): the
+    images with their boxes, and the backbone's weights file (a stage-1 run directory: its selected model)."""
+    inputs = {"data": dataset.fingerprint()}
+    weights = Path(cfg.weights) / BEST_FILE if Path(cfg.weights).is_dir() else Path(cfg.weights)
+    if weights.is_file():
+        inputs["weights"] = file_digest(weights)
+    return inputs
+
+
 def run_detection(cfg: DetectionConfig) -> Path:
-    """Train (or resume) and evaluate one detection config; returns the run directory (skips a done run)."""
+    """Train (or resume) and evaluate one detection config; returns the run directory (reuses a done run made
+    from the same inputs; :class:`~da.rundir.StaleRunError` for one made from other data or weights)."""
     cfg.validate()
     run_dir = cfg.run_dir()
-    if (run_dir / DONE_FILE).exists() and (run_dir / RECORD_FILE).exists():
-        log.info("%s is done; skipping", run_dir)
+    dataset = load_detection(cfg.dataset, cfg.data_root)  # fails before any file is written
+    inputs = run_inputs(cfg, dataset)
+
+    def reuse() -> Path:
+        saved = load_record(run_dir / RECORD_FILE, kind="detection").get("inputs")
+        if saved is None:  # written before detection records kept their inputs
+            log.warning("%s does not record its inputs; it cannot be checked against the current data", run_dir)
+        check_inputs(run_dir, saved, inputs, INPUTS)
+        log.info("%s is done; reusing it", run_dir)
         return run_dir
-    spec = DETECTION_DATASETS.get(cfg.dataset)
-    if spec is None or not (Path(cfg.data_root) / spec.folder).is_dir():  # fail before any file is written
-        load_detection(cfg.dataset, cfg.data_root)
+
+    if is_done(run_dir):
+        return reuse()
     run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(run_dir / LOCK_FILE), run_log(run_dir / LOG_FILE):
-        return _run(cfg, run_dir)
+        if is_done(run_dir):  # finished while this process waited for the lock
+            return reuse()
+        return _run(cfg, run_dir, dataset, inputs)
 
 
-def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
+def _run(cfg: DetectionConfig, run_dir: Path, dataset, inputs: dict[str, str]) -> Path:
     t_start = time.time()
     commits = [git_commit()]  # the code this segment runs, read before it can change under a long run
     device = pick_device(cfg.device)
-    dataset = load_detection(cfg.dataset, cfg.data_root)
+    ckpt_path = run_dir / CHECKPOINT_FILE
+    if (run_dir / CONFIG_FILE).exists() and ckpt_path.exists():  # resuming: from the same inputs?
+        check_inputs(run_dir, json.loads((run_dir / CONFIG_FILE).read_text()).get("inputs"), inputs, INPUTS)
     splits = split_by_image(dataset, cfg.val_fraction, cfg.test_fraction, seed=cfg.split_seed)
     splits.write_manifest(run_dir / MANIFEST_FILE)
     atomic_write_json(run_dir / CONFIG_FILE, {"config": cfg.to_dict(), "config_hash": cfg.config_hash(),
-                                              "kind": "detection"})
+                                              "kind": "detection", "inputs": inputs})
     classes = dataset.classes
     seed_everything(cfg.seed)
     anchors, anchor_info = choose_anchors(cfg, splits.train)
@@ -171,12 +195,13 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     history: list[dict] = []
     start_epoch, best, elapsed_before = 0, None, 0.0
-    ckpt_path = run_dir / CHECKPOINT_FILE
+    state = None
     if ckpt_path.exists():
-        state = load(ckpt_path)
-        if state.get("config_hash") != cfg.config_hash():
-            raise RuntimeError(f"{ckpt_path} belongs to config {state.get('config_hash')}, not {cfg.config_hash()}; "
-                               "delete the run directory")
+        try:
+            state = read_checkpoint(ckpt_path, cfg.config_hash())
+        except DamagedCheckpoint as err:  # start over, keeping the damaged file for a look
+            set_aside(ckpt_path, err, "detection")
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -251,7 +276,7 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
     test_metrics = {f"nms_{t:g}": score(raw, test, classes, cfg, t) for t in cfg.nms_thresholds}
     val_metrics = best["val"]  # scored when the epoch was selected
     record = {
-        "schema_version": DET_SCHEMA_VERSION, "kind": "detection", "config": cfg.to_dict(),
+        "schema_version": DETECTION_SCHEMA_VERSION, "kind": "detection", "config": cfg.to_dict(),
         "config_hash": cfg.config_hash(), "seed": cfg.seed, "git_commit": commits[-1], "git_commits": commits,
         "da_version": __version__,
         "classes": list(classes), "init": vars(init), "anchors": anchor_info,
@@ -264,9 +289,9 @@ def _run(cfg: DetectionConfig, run_dir: Path) -> Path:
         "train_images_per_s": round(float(np.mean([h["train_images_per_s"] for h in history])), 3),
         "inference_images_per_s": round(infer_ips, 3), "peak_memory_mb": peak_memory_mb(device.type),
         "environment": environment(device.type), "launch": launch_info(),
+        "inputs": inputs,  # checked before the run is reused
     }
-    atomic_write_json(run_dir / RECORD_FILE, record)
-    atomic_write_text(run_dir / DONE_FILE, cfg.config_hash() + "\n")
+    write_record(run_dir, record, kind="detection")
     h = test_metrics[f"nms_{cfg.nms_thresholds[0]:g}"]
     log.info("%s done: test mAP %.4f, mAP@0.5 %.4f (epoch %d)", run_dir.name, h["map"], h["map_50"], best["epoch"])
     return run_dir

@@ -10,22 +10,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import submitit
 
-from da import records
 from da.config import RunConfig
 from da.launch.local import LOCAL_TIMEOUT_MIN, check_single_process, local_gpus, map_one_per_gpu
 from da.launch.sweep import Sweep, named_yaml
-from da.rundir import CHECKPOINT_FILE, FAILED_FILE, SUBMITTED_FILE, run_dir_for
+from da.rundir import FAILED_FILE, SUBMITTED_FILE, run_dir_for, submission_state
 from da.runindex import update_index
 from da.utils.io import atomic_write_json, atomic_write_text
 from da.utils.safeload import load_file, plain_line
@@ -43,6 +41,24 @@ def job_payload(cfg: RunConfig) -> dict[str, Any]:
     return cfg.to_dict()
 
 
+def guarded(run_dir: Path, work: Callable[[], Any]) -> Any:
+    """A job's work on one run directory, for every task: an earlier ``FAILED`` goes when the job starts; a
+    failure writes ``FAILED`` (the message, the job's log, the traceback's end) and shows in the index at
+    once, then propagates so that Slurm marks the job failed."""
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)
+    try:
+        return work()
+    except Exception as err:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {_job_log()}\n"
+                                                 + "".join(traceback.format_exc(limit=-3)))
+        try:
+            update_index(run_dir.parent)
+        except OSError:
+            pass
+        raise
+
+
 class RunJob(submitit.helpers.Checkpointable):
     """The job callable: run one stage of one config; resumable from the run directory alone."""
 
@@ -53,19 +69,8 @@ class RunJob(submitit.helpers.Checkpointable):
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         cfg = RunConfig.from_dict(config)
-        run_dir = run_dir_for(cfg, stage)
-        (run_dir / FAILED_FILE).unlink(missing_ok=True)
-        try:
-            return str(train_stage(cfg, stage=1) if stage == 1 else run_experiment(cfg))
-        except Exception as err:
-            log = _job_log()
-            atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {log}\n"
-                                                     + "".join(traceback.format_exc(limit=-3)))
-            try:
-                update_index(run_dir.parent)  # the index shows the failure at once
-            except OSError:
-                pass
-            raise
+        return str(guarded(run_dir_for(cfg, stage),
+                           lambda: train_stage(cfg, stage=1) if stage == 1 else run_experiment(cfg)))
 
     def checkpoint(self, config: dict[str, Any], stage: int) -> submitit.helpers.DelayedSubmission:
         # Only the config travels: the state is the run directory's checkpoint, found again at start-up.
@@ -157,34 +162,15 @@ class PlannedRun:
         return self.state in ("missing", "partial", "failed")
 
 
-def _state(run_dir: Path, queued: set[str]) -> tuple[str, str | None, str | None]:
-    sub = run_dir / SUBMITTED_FILE
-    try:
-        info = json.loads(sub.read_text()) if sub.exists() else {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{sub} is unreadable ({err}); delete it and submit again") from None
-    job_id, log = info.get("job_id"), info.get("stderr")
-    if records.is_done(run_dir):
-        return "done", job_id, log
-    if job_id and job_id in queued:
-        return "queued", job_id, log
-    if (run_dir / FAILED_FILE).exists():
-        text = (run_dir / FAILED_FILE).read_text().splitlines()
-        return "failed", job_id, next((l[5:] for l in text if l.startswith("log: ")), log)
-    if (run_dir / CHECKPOINT_FILE).exists():
-        return "partial", job_id, log
-    return "missing", job_id, log
-
-
 def plan(sweep: Sweep, **overrides: Any) -> list[PlannedRun]:
     queued = queued_job_ids()
     runs = []
     for cfg in sweep.stage1_configs(**overrides):
         d = run_dir_for(cfg, 1)
-        runs.append(PlannedRun(cfg, 1, d, *_state(d, queued)))
+        runs.append(PlannedRun(cfg, 1, d, *submission_state(d, queued)))
     for cfg in sweep.configs(**overrides):
         d = run_dir_for(cfg, 2)
-        runs.append(PlannedRun(cfg, 2, d, *_state(d, queued)))
+        runs.append(PlannedRun(cfg, 2, d, *submission_state(d, queued)))
     return runs
 
 
@@ -206,10 +192,11 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _record_submission(run: PlannedRun, job: submitit.Job) -> None:
-    atomic_write_json(run.run_dir / SUBMITTED_FILE, {
+def record_submission(run_dir: Path, job: submitit.Job, config_hash: str, **extra: Any) -> None:
+    """``submitted.json``: the job that runs ``run_dir`` and its logs (every task's launcher writes it)."""
+    atomic_write_json(run_dir / SUBMITTED_FILE, {
         "job_id": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-        "config_hash": run.cfg.config_hash(), "stage": run.stage})
+        "config_hash": config_hash, **extra})
 
 
 def sbatch_script(params: dict[str, Any], folder: Path, n_tasks: int, name: str = "da") -> str:
@@ -281,7 +268,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
         jobs = launch(RunJob(), [job_payload(r.cfg) for r in chunk], [1] * len(chunk))
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
-            _record_submission(r, job)
+            record_submission(r.run_dir, job, r.cfg.config_hash(), stage=r.stage)
         s1_jobs += jobs
         s1_ids.append(jobs[0].job_id.split("_")[0])
     if cluster != "slurm":  # local and debug executors know no dependencies: wait here instead
@@ -295,7 +282,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
         jobs = launch(RunJob(), [job_payload(r.cfg) for r in chunk], [2] * len(chunk))
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
-            _record_submission(r, job)
+            record_submission(r.run_dir, job, r.cfg.config_hash(), stage=r.stage)
         s2_jobs += jobs
     summary["jobs"] = [j.job_id for j in s1_jobs + s2_jobs]
     summary["job_objects"] = s1_jobs + s2_jobs

@@ -15,6 +15,11 @@ runs are then variants x grid x seeds, in the order written::
 
     variants: [{method: source_only}, {method: im, prior: em}]
 
+A variant may list its own ``seeds`` (``{method: mcc, seeds: [3, 4]}``), run instead of the sweep's; a seed
+is never a config field of the base, grid or a variant.  The same file format, loader and expansion serve
+every task: detection sweeps (``da/detection/sweeps``) are read by :func:`load_sweep` with
+``DetectionConfig``.
+
 A sweep that reports label-free results says where each of its choices came from, before it runs
 (``choices``): the setting, its value, the pair whose records chose it, which records and by what rule.
 Only another pair's records (or a paper, or no data at all: ``pair: a priori``) may choose for a pair; a
@@ -29,6 +34,7 @@ cites by ``tests/test_protocol.py``, which checks every shipped sweep::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -67,6 +73,13 @@ def named_yaml(name: str | os.PathLike, folder: Path, kind: str) -> Path:
     return path
 
 
+def field_names(config_class: type) -> set[str]:
+    """The fields a sweep may set for runs of ``config_class`` (a run config: declared settings included)."""
+    if config_class is RunConfig:
+        return {f.name for f in config_fields()}
+    return {f.name for f in dataclasses.fields(config_class)}
+
+
 @dataclass
 class Sweep:
     name: str
@@ -75,15 +88,17 @@ class Sweep:
     seeds: list[int]
     variants: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     choices: list[dict[str, Any]] = field(default_factory=list)  # where each choice came from (see above)
+    config_class: type = RunConfig  # the task's config: RunConfig, DetectionConfig (from_dict, validate, hash)
 
-    def configs(self, **overrides: Any) -> list[RunConfig]:
+    def configs(self, **overrides: Any) -> list:
         """Every run of the sweep; ``overrides`` (out, data_root, ...) apply to all of them."""
         keys = list(self.grid)
         out, seen = [], set()
         for variant, values in itertools.product(self.variants, itertools.product(*(self.grid[k] for k in keys))):
-            for seed in self.seeds:
-                fields_ = {**self.base, **variant, **dict(zip(keys, values)), "seed": seed, **overrides}
-                cfg = RunConfig.from_dict(fields_).validate()
+            fixed = {k: v for k, v in variant.items() if k != "seeds"}
+            for seed in variant.get("seeds", self.seeds):
+                fields_ = {**self.base, **fixed, **dict(zip(keys, values)), "seed": seed, **overrides}
+                cfg = self.config_class.from_dict(fields_).validate()
                 if cfg.config_hash() in seen:  # a repeated grid value or seed: one run directory, one run
                     continue
                 seen.add(cfg.config_hash())
@@ -100,47 +115,54 @@ class Sweep:
         return list(seen.values())
 
 
-def load_sweep(name: str | os.PathLike) -> Sweep:
-    """A sweep by name (shipped: ``da/launch/sweeps/<name>.yaml``) or by path; errors name the file and field."""
-    path = named_yaml(name, SWEEPS_DIR, "sweep")
-    data = load_file(path, "sweep", yaml_only=True) or {}
+def load_sweep(name: str | os.PathLike, folder: Path = SWEEPS_DIR, kind: str = "sweep",
+               config_class: type = RunConfig) -> Sweep:
+    """A sweep by name (shipped: ``<folder>/<name>.yaml``, by default ``da/launch/sweeps``) or by path, for
+    runs of ``config_class``; every run is expanded and validated now, and errors name the file and field."""
+    path = named_yaml(name, folder, kind)
+    data = load_file(path, kind, yaml_only=True) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"sweep {path}: expected a mapping with base, grid, variants, seeds")
-    valid = {f.name for f in config_fields()}
+        raise ValueError(f"{kind} {path}: expected a mapping with base, grid, variants, seeds")
+    valid = field_names(config_class)
     unknown_top = sorted(set(data) - {"base", "grid", "variants", "seeds", "description", "choices"})
     if unknown_top:
-        raise ValueError(f"sweep {path}: unknown key(s) {unknown_top}; expected base, grid, variants, seeds, "
+        raise ValueError(f"{kind} {path}: unknown key(s) {unknown_top}; expected base, grid, variants, seeds, "
                          f"description, choices")
     choices = data.get("choices") or []
     if not isinstance(choices, list) or not all(isinstance(c, dict) and CHOICE_KEYS <= set(c) for c in choices):
-        raise ValueError(f"sweep {path}: choices must be a list of mappings with {', '.join(sorted(CHOICE_KEYS))}")
+        raise ValueError(f"{kind} {path}: choices must be a list of mappings with {', '.join(sorted(CHOICE_KEYS))}")
     base, grid = data.get("base") or {}, data.get("grid") or {}
     variants = data.get("variants") or [{}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        raise ValueError(f"sweep {path}: variants must be a list of mappings of config fields")
+        raise ValueError(f"{kind} {path}: variants must be a list of mappings of config fields")
     clash = sorted({k for v in variants for k in v} & set(grid))
     if clash:
-        raise ValueError(f"sweep {path}: {', '.join(clash)} set both in grid and in variants; set each field in one")
+        raise ValueError(f"{kind} {path}: {', '.join(clash)} set both in grid and in variants; set each field in one")
     for where, mapping in [("base", base), ("grid", grid)] + [(f"variants[{i}]", v) for i, v in enumerate(variants)]:
-        unknown = sorted(set(mapping) - valid)
+        unknown = sorted(set(mapping) - valid - ({"seeds"} if where.startswith("variants") else set()))
         if unknown:
-            raise ValueError(f"sweep {path}: unknown config field(s) in {where}: {', '.join(unknown)}")
+            raise ValueError(f"{kind} {path}: unknown config field(s) in {where}: {', '.join(unknown)}")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ValueError(f"sweep {path}: grid.{key} must be a non-empty list")
+            raise ValueError(f"{kind} {path}: grid.{key} must be a non-empty list")
     seeds = data.get("seeds", [0])
-    if "seed" in grid or "seed" in base:
-        raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
-    if "seed" in {k for v in variants for k in v}:
-        raise ValueError(f"sweep {path}: give seeds under 'seeds', not as a config field")
-    sweep = Sweep(name=plain_line(path.stem, f"sweep {path}: its file name"), base=base, grid=grid, seeds=[int(s) for s in seeds], variants=variants,
-                  choices=choices)
+    if "seed" in grid or "seed" in base or "seed" in {k for v in variants for k in v}:
+        raise ValueError(f"{kind} {path}: give seeds under 'seeds' (the sweep's, or a variant's own), not as a "
+                         "config field")
+    for i, v in enumerate(variants):
+        if "seeds" in v and not (isinstance(v["seeds"], list) and v["seeds"]
+                                 and all(isinstance(x, int) and not isinstance(x, bool) for x in v["seeds"])):
+            raise ValueError(f"{kind} {path}: variants[{i}].seeds must be a non-empty list of integers")
+    if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise ValueError(f"{kind} {path}: seeds must be a non-empty list of integers")
+    sweep = Sweep(name=plain_line(path.stem, f"{kind} {path}: its file name"), base=base, grid=grid, seeds=seeds,
+                  variants=variants, choices=choices, config_class=config_class)
     try:
         sweep.configs()  # validate every run now, before anything is submitted
     except ConfigError as err:
         where = ("grid" if err.field in grid else "base" if err.field in base
                  else "variants" if any(err.field in v for v in variants) else "a run")
-        raise ValueError(f"sweep {path}: {where}.{err.field}: {err}") from None
+        raise ValueError(f"{kind} {path}: {where}.{err.field}: {err}") from None
     except (ValueError, TypeError) as err:
-        raise ValueError(f"sweep {path}: {err}") from None
+        raise ValueError(f"{kind} {path}: {err}") from None
     return sweep

@@ -10,12 +10,12 @@ on test images for one run whose ``best_model.pt`` is still there.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from da.records import load_record
 from da.rundir import BEST_FILE, DONE_FILE, RECORD_FILE
 from da.utils.io import atomic_write_text
 
@@ -37,7 +37,7 @@ def detection_runs(folder: str | Path) -> pd.DataFrame:
     for rec_path in sorted(Path(folder).glob(f"det-*/{RECORD_FILE}")):
         if not (rec_path.parent / DONE_FILE).exists():
             continue
-        r = json.loads(rec_path.read_text())
+        r = load_record(rec_path, kind="detection")
         c = r["config"]
         row = {"run": rec_path.parent.name, "init": init_name(c["weights"]), "anchors": c["anchors"],
                "sampler": c["sampler"], "box_loss": c["box_cls_loss"], "seed": r["seed"],
@@ -137,7 +137,7 @@ def detections_figure(run_dir: str | Path, out: str | Path, n_images: int = 6, n
     from da.detection.model import build_detector
 
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / RECORD_FILE).read_text())
+    record = load_record(run_dir / RECORD_FILE, kind="detection")
     cfg = DetectionConfig.from_dict(record["config"])
     dataset = load_detection(cfg.dataset, cfg.data_root)
     test = diverse(split_by_image(dataset, cfg.val_fraction, cfg.test_fraction, seed=cfg.split_seed).test, n_images)

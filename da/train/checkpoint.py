@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import shutil
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from da.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict[str, Any]:
@@ -84,8 +87,9 @@ def save_training(path: str | os.PathLike, run, state, config_hash: str) -> Path
         "state": state.to_dict(), "rng": rng_state(), "config_hash": config_hash})
 
 
-def read_training(path: str | os.PathLike, config_hash: str) -> dict[str, Any]:
-    """:func:`save_training`'s checkpoint as a dict; :class:`DamagedCheckpoint` when it cannot be read."""
+def read_checkpoint(path: str | os.PathLike, config_hash: str) -> dict[str, Any]:
+    """A run's checkpoint (any task's) as a dict: :class:`DamagedCheckpoint` when it cannot be read (a
+    truncated or foreign file), an error naming the folder to remove when it belongs to another config."""
     try:
         ckpt = load(path)
     except Exception as err:  # truncated or not a checkpoint: torch raises several types
@@ -96,8 +100,15 @@ def read_training(path: str | os.PathLike, config_hash: str) -> dict[str, Any]:
     return ckpt
 
 
+def set_aside(path: Path, err: DamagedCheckpoint, who: str) -> None:
+    """Keep a damaged checkpoint as ``*.damaged`` for a look, and say so: the run starts over from epoch 1."""
+    log.warning("%s: %s; starting %s from epoch 1", who, err, path.parent)
+    print(f"{who}: {err}; starting over from epoch 1 (kept as {path.with_suffix('.damaged').name})", flush=True)
+    path.replace(path.with_suffix(".damaged"))
+
+
 def restore_training(ckpt: dict[str, Any], run):
-    """Load a :func:`read_training` checkpoint into ``run``; return its :class:`~da.train.state.RunState`."""
+    """Load a :func:`read_checkpoint` checkpoint into ``run``; return its :class:`~da.train.state.RunState`."""
     from da.train.state import RunState
 
     run.model.load_state_dict(ckpt["model"])

@@ -29,8 +29,7 @@ from da.config import RunConfig
 from da.data.domains import CONTENT_FINGERPRINT
 from da.data.splits import manifest_hash
 from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, LOG_FILE,
-                       MANIFEST_FILE,
-                       TENSORBOARD_DIR, epoch_model_file, run_dir_for)
+                       MANIFEST_FILE, TENSORBOARD_DIR, StaleRunError, check_inputs, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
 from da.train import checkpoint, label_shift
 from da.train.epoch import NonFiniteLossError, train_epoch
@@ -44,7 +43,7 @@ from da.utils.runlog import run_log
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_stage", "run_dir_for", "NonFiniteLossError"]
+__all__ = ["train_stage", "run_dir_for", "NonFiniteLossError", "StaleRunError"]
 
 
 def _summary(m: dict | None) -> dict | None:
@@ -172,10 +171,6 @@ def _update_index(out: Path) -> None:
         log.warning("could not update %s/index.csv (%s)", out, err)
 
 
-class StaleRunError(ValueError):
-    """A run directory made from other inputs than the ones given now (same config hash)."""
-
-
 def run_inputs(cfg: RunConfig, splits, init_weights: str | None) -> dict[str, str]:
     """What a run saw besides its config: the images, their labels under the class map and their file
     fingerprints, and the weights files it started from (by content)."""
@@ -184,6 +179,10 @@ def run_inputs(cfg: RunConfig, splits, init_weights: str | None) -> dict[str, st
         if path and Path(path).is_file():
             inputs[name] = file_digest(path)
     return inputs
+
+
+INPUTS = {"data": "the images, their labels (class map) or their files", "weights": "the weights file",
+          "init_weights": "the stage-1 model it starts from"}
 
 
 def _check_inputs(run_dir: Path, saved: dict | None, inputs: dict[str, str]) -> None:
@@ -196,13 +195,7 @@ def _check_inputs(run_dir: Path, saved: dict | None, inputs: dict[str, str]) -> 
                     "cannot be checked against the current files", run_dir)
         saved = {k: v for k, v in saved.items() if k != "data"}
         inputs = {k: v for k, v in inputs.items() if k != "data"}
-    changed = sorted(k for k in set(saved) | set(inputs) if saved.get(k) != inputs.get(k))
-    if changed:
-        what = {"data": "the images, their labels (class map) or their files", "weights": "the weights file",
-                "init_weights": "the stage-1 model it starts from"}
-        raise StaleRunError(f"{run_dir} was made from other inputs than now ({'; '.join(what.get(k, k) for k in changed)} "
-                            f"changed); its numbers do not describe the current ones. Delete it to run it again: "
-                            f"rm -r {run_dir}")
+    check_inputs(run_dir, saved, inputs, INPUTS)
 
 
 def _reuse(run_dir: Path, stage: int, inputs: dict[str, str]) -> Path:
@@ -226,11 +219,9 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
     ckpt = None
     if ckpt_path.exists():
         try:
-            ckpt = checkpoint.read_training(ckpt_path, config_hash)
+            ckpt = checkpoint.read_checkpoint(ckpt_path, config_hash)
         except checkpoint.DamagedCheckpoint as err:  # start over, keeping the damaged file for a look
-            log.warning("stage %d: %s; starting %s from epoch 1", stage, err, run_dir)
-            print(f"stage {stage}: {err}; starting over from epoch 1 (kept as checkpoint.damaged)", flush=True)
-            ckpt_path.replace(ckpt_path.with_suffix(".damaged"))
+            checkpoint.set_aside(ckpt_path, err, f"stage {stage}")
     run = build_run(cfg, stage, splits, init_weights)
     keep_epoch_models = stage == 2 and cfg.selection == RANK  # a relative rule may go back to an earlier epoch
     state = RunState(git_commit=records.git_commit())
