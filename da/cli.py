@@ -1,20 +1,23 @@
-"""Command-line flags generated from the run config: every field is a flag, with its type and default; a
-method's or validator's setting takes its help and valid range from its own declaration (da.settings).
+"""Command-line flags generated from a task's config dataclass, for every task (da-run, da-detect): every
+field is a flag with its type, help and default; a method's or validator's setting takes its help and valid
+range from its own declaration (da.settings).
 
-Precedence: dataclass defaults < ``--preset`` < ``--config FILE`` (YAML or JSON) < explicit flags.
+Precedence: dataclass defaults < ``--preset`` < ``--config FILE`` (YAML or JSON) < explicit flags; an error
+names where the bad value came from.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from da.config import (ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, OPTIMIZERS, PRESETS, SCHEDULES, ConfigError, RunConfig,
-                       config_fields, read_config_file)
+from da.config import (ALIGN_SCHEDULES, AMP_MODES, CLS_LOSSES, OPTIMIZERS, PRESETS, SCHEDULES, RunConfig, config_fields,
+                       read_config_file)
 from da.methods import method_names
 from da.selection import validator_names
 
@@ -94,38 +97,81 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(--help lists every option with its default)\n")
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
-    # each config flag states its dataclass default itself: argparse's own default is None (not given)
-    parser = Parser(allow_abbrev=False, description=description)
+def add_config_flags(parser: argparse.ArgumentParser, fields: Sequence[dataclasses.Field],
+                     help_of: Callable[[dataclasses.Field], str], presets: dict[str, dict],
+                     types: dict[str, Any] | None = None) -> None:
+    """``--config``, ``--preset``, ``--print-config`` and one flag per config field (``--field-name``), whose
+    argparse default is None (not given) and whose help ends with the dataclass default.  ``types``: the
+    fields' resolved types where ``f.type`` is a string (``typing.get_type_hints`` of the config class)."""
     parser.add_argument("--config", type=Path, help="YAML or JSON file of config fields")
-    parser.add_argument("--preset", choices=sorted(PRESETS), nargs="+", metavar="PRESET",
-                        help="named sets of fields, applied in order (e.g. --preset resisc45-ucm smoke): "
-                        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    parser.add_argument("--preset", choices=sorted(presets), nargs="+", metavar="PRESET",
+                        help="named sets of fields, applied in order: "
+                        + "; ".join(f"{k} = " + " ".join(f"--{f.replace('_', '-')}={_shown(v)}" for f, v in fields_.items())
+                                    for k, fields_ in presets.items()))
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (defaults < presets < --config < flags) as YAML, which "
                              "--config reads back, and exit")
-    for f in config_fields():
-        flag = "--" + f.name.replace("_", "-")
-        kind, setting = f.type, f.metadata.get("setting")
-        if setting is not None:
-            limits = setting.range_text()
-            text = f"{setting.owner}: {setting.help}" + (f"; {limits}" if limits else "")
-        else:
-            text = HELP.get(f.name, f.name.replace("_", " "))
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text + f" (default: {f.default!r})"}
+    for f in fields:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None,
+                                  # argparse formats help with %: a literal one is doubled
+                                  "help": (help_of(f) + f" (default: {_shown(default)})").replace("%", "%%")}
+        kind = (types or {}).get(f.name, f.type)
         if kind is bool:
             kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL")
         elif typing.get_origin(kind) is tuple:
             kwargs.update(type=typing.get_args(kind)[0], nargs="+")
         else:
             kwargs.update(type=kind)
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(str, value)) or "none"
+    return repr(value) if value == "" else str(value)
+
+
+def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace, fields: Sequence[dataclasses.Field],
+            presets: dict[str, dict], make: Callable[[dict[str, Any]], Any], error_field: Callable[[Exception], str | None]):
+    """The config ``make(values)`` builds from presets < --config < flags; a bad value ends the program with one
+    line naming where it came from (the flag, the preset, or the --config file and key)."""
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}  # field -> where its value came from, for the error message
+    for preset in args.preset or ():
+        values.update(presets[preset])
+        source.update({k: f"--preset {preset}" for k in presets[preset]})
+    if args.config:
+        data = load_config_file(args.config, [f.name for f in fields])
+        values.update(data)
+        source.update({k: f"--config {args.config}, key {k}" for k in data})
+    flags = {f.name: getattr(args, f.name) for f in fields if getattr(args, f.name) is not None}
+    values.update(flags)
+    source.update({k: "flag" for k in flags})
+    try:
+        return make(values)
+    except (ValueError, TypeError) as err:
+        where = source.get(error_field(err) or "", "flag")
+        parser.error(str(err) if where == "flag" else f"{where}: {err}")
+
+
+def _run_help(f: dataclasses.Field) -> str:
+    setting = f.metadata.get("setting")
+    if setting is not None:
+        limits = setting.range_text()
+        return f"{setting.owner}: {setting.help}" + (f"; {limits}" if limits else "")
+    return HELP.get(f.name, f.name.replace("_", " "))
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = Parser(allow_abbrev=False, description=description)
+    add_config_flags(parser, config_fields(), _run_help, PRESETS)
     return parser
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
+def load_config_file(path: Path, valid: Iterable[str] | None = None) -> dict[str, Any]:
     try:
-        return read_config_file(path)
+        return read_config_file(path, valid)
     except ValueError as err:
         raise SystemExit(str(err)) from None
 
@@ -133,25 +179,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
 def config_from_args(argv: Sequence[str] | None, description: str) -> RunConfig:
     parser = build_parser(description)
     args = parser.parse_args(argv)
-    values: dict[str, Any] = {}
-    source: dict[str, str] = {}  # field -> where its value came from, for the error message
-    for preset in args.preset or ():
-        values.update(PRESETS[preset])
-        source.update({k: f"--preset {preset}" for k in PRESETS[preset]})
-    if args.config:
-        data = load_config_file(args.config)
-        values.update(data)
-        source.update({k: f"--config {args.config}, key {k}" for k in data})
-    flags = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name) is not None}
-    values.update(flags)
-    source.update({k: "flag" for k in flags})
-    try:
-        cfg = RunConfig.from_dict(values).validate()
-    except ConfigError as err:
-        where = source.get(err.field, "flag")
-        parser.error(str(err) if where == "flag" else f"{where}: {err}")
-    except (ValueError, TypeError) as err:
-        parser.error(str(err))
+    cfg = resolve(parser, args, config_fields(), PRESETS, lambda values: RunConfig.from_dict(values).validate(),
+                  lambda err: getattr(err, "field", None))
     if args.print_config:
         print(f"# config hash {cfg.config_hash()}; run it with --config FILE")
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")

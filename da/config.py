@@ -27,7 +27,7 @@ import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from da import settings as declared
 from da.utils.safeload import load_file
@@ -452,14 +452,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, valid: Iterable[str] | None = None) -> dict[str, Any]:
     """The config fields of a YAML or JSON file (a record's or config.json's ``config`` mapping too); a
-    ValueError names the file and what is wrong."""
+    ValueError names the file and what is wrong.  ``valid``: the field names (default: a run config's)."""
     data = load_file(path, "--config")
     data = data.get("config", data) if isinstance(data, dict) else data
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of config fields")
-    valid = [f.name for f in config_fields()]
+    valid = list(valid) if valid is not None else [f.name for f in config_fields()]
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ValueError(f"--config {path}: unknown field(s) {', '.join(unknown)}; valid fields: "

@@ -4,6 +4,8 @@ against hand-computed cases, the backbone's initialisation, the config and CLI, 
 import json
 from types import SimpleNamespace
 
+import yaml
+
 import numpy as np
 import pytest
 import torch
@@ -274,8 +276,38 @@ def test_cli_print_config_and_bad_flag(capsys, tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     assert main(["--print-config", "--config", str(tmp_path / "c.yaml")]) == 0
     assert f"# config hash {cfg.config_hash()}" in capsys.readouterr().out
-    assert main(["--sampler", "hard"]) == 2
-    assert "sampler='hard'" in capsys.readouterr().err
+    # the same flag generator as da-run: one line naming the option, and where a bad value came from
+    for argv, message in ((["--sampler", "hard"], "error: detection config sampler='hard': choose from"),
+                          (["--lr", "inf"], "lr must be a finite number"),
+                          (["--preset", "smoke", "--config", str(tmp_path / "bad.yaml")],
+                           f"--config {tmp_path / 'bad.yaml'}, key lr: detection config lr=-1"),
+                          (["--epoch", "2"], "unrecognized arguments: --epoch 2")):  # no prefix matching
+        (tmp_path / "bad.yaml").write_text("lr: -1\n")
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and len(err.splitlines()) == 2, err
+
+
+def test_cli_help_names_every_field_and_the_presets(capsys):
+    """da-detect --help: every field has its own help and default (issue 31), presets as flags, and a preset
+    sets exactly the fields it names."""
+    import dataclasses
+
+    from da.detection.config import HELP, PRESETS
+    from da.scripts.detect import main
+
+    assert set(HELP) == {f.name for f in dataclasses.fields(DetectionConfig)}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(DetectionConfig):
+        assert f"--{f.name.replace('_', '-')}" in text
+    assert "nms thresholds" not in text and "(default: 0.5 0.3)" in text and "smoke = --epochs=1" in text
+    assert main(["--print-config", "--preset", "nwpu-cpu"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    changed = {k for k, v in printed.items() if v != DetectionConfig().to_dict()[k] and k != "data_root"}
+    assert changed == {k for k, v in PRESETS["nwpu-cpu"].items() if v != getattr(DetectionConfig(), k)}
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -458,6 +490,9 @@ def test_committed_detection_table_regenerates(tmp_path):
     committed = REPO / "results" / "detection"
     write_detection_report(committed / "runs", tmp_path, figure=False)
     assert (tmp_path / "tables" / "detection.md").read_text() == (committed / "tables" / "detection.md").read_text()
+    # the README's time of a --preset nwpu-cpu run is the committed records' range
+    minutes = [json.loads(p.read_text())["wall_time_s"] / 60 for p in (committed / "runs").glob("det-*/record.json")]
+    assert f"records took {min(minutes):.0f}-{max(minutes):.0f} min each" in " ".join((REPO / "README.md").read_text().split())
 
 
 def test_nms_is_chosen_on_val_and_the_test_number_follows_it():

@@ -28,7 +28,8 @@ def test_help_documents_every_flag():
                  "--config", "--preset", "--source-sampling"):
         assert flag in out
     flat = " ".join(out.split())
-    assert "(default: 'coral')" in flat and "(default: 'partial:3')" in flat
+    assert "(default: coral)" in flat and "(default: partial:3)" in flat and "(default: '')" in flat
+    assert "smoke = --img-size=64" in flat and "{" not in flat.split("--preset PRESET")[2].split("--print-config")[0]
     assert "(default: None)" not in flat  # a flag's default is the config's, never argparse's placeholder
 
 

@@ -30,6 +30,17 @@ def _nohash(default: Any) -> Any:
     return field(default=default, metadata={"hash": False})
 
 
+# Named sets of fields for ``da-detect --preset`` (applied before --config and flags).
+PRESETS = {
+    # the committed NWPU VHR-10 runs (da/detection/sweeps/det_nwpu.yaml): about 50 min per run on 2 CPU cores
+    "nwpu-cpu": dict(epochs=3, lr=0.01, warmup_iters=50, min_size=512, max_size=512),
+    # every step of the pipeline in a minute or two on a CPU: a few steps on small images, a few eval images
+    "smoke": dict(epochs=1, batch_size=2, max_steps_per_epoch=4, max_eval_images=8, min_size=256, max_size=256,
+                  rpn_post_nms_train=128, rpn_post_nms_test=100, roi_batch_size=64, ohem_batch_size=32,
+                  warmup_iters=2, lr=0.005),
+}
+
+
 class DetectionConfigError(ValueError):
     """A config value that cannot work; the message names the field."""
 
@@ -37,7 +48,8 @@ class DetectionConfigError(ValueError):
 @dataclass(frozen=True)
 class DetectionConfig:
     dataset: str = "NWPU-VHR-10"
-    data_root: str = _nohash(os.environ.get("DA_DATA_ROOT", "data"))
+    # read when a config is made, not when this module is imported (a test or a job may set it later)
+    data_root: str = field(default_factory=lambda: os.environ.get("DA_DATA_ROOT", "data"), metadata={"hash": False})
     out: str = _nohash("runs/detection")
     split_seed: int = 0  # the train/val/test split by image; fixed while ``seed`` varies
     val_fraction: float = 0.1
@@ -123,16 +135,18 @@ class DetectionConfig:
                 "existing checkpoint or stage-1 run directory")
         return self
 
-    def validate(self) -> "DetectionConfig":
-        def bad(name, why):
-            raise DetectionConfigError(f"detection config {name}={getattr(self, name)!r}: {why}")
-
+    def check_types(self) -> None:
         hints = typing.get_type_hints(DetectionConfig)
         for f in fields(self):  # types first, as for RunConfig: rot90 "false" is no bool, lr inf no learning rate
             problem = type_problem(f.name, getattr(self, f.name), hints[f.name])
             if problem:
                 raise DetectionConfigError(f"detection config {problem}")
 
+    def validate(self) -> "DetectionConfig":
+        def bad(name, why):
+            raise DetectionConfigError(f"detection config {name}={getattr(self, name)!r}: {why}")
+
+        self.check_types()
         if self.dataset not in DETECTION_DATASETS:
             bad("dataset", f"unknown detection dataset; known: {', '.join(sorted(DETECTION_DATASETS))}")
         if self.anchors not in ANCHOR_CHOICES:
@@ -172,3 +186,52 @@ class DetectionConfig:
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             bad("scale_range", "must be two factors 0 < low <= high")
         return self
+
+
+# The help of each field's flag (da-detect --help); a field without an entry fails tests/test_detection_model.py.
+HELP = {
+    "dataset": f"detection dataset: {', '.join(sorted(DETECTION_DATASETS))}",
+    "data_root": "folder holding the datasets; default: $DA_DATA_ROOT or ./data",
+    "out": "folder of run directories (det-<config hash>)",
+    "split_seed": "seed of the train/val/test split by image (kept fixed while --seed varies)",
+    "val_fraction": "fraction of the images held out for selecting the epoch",
+    "test_fraction": "fraction of the images held out for the reported test mAP",
+    "seed": "seed of the run (initialisation, batch order, augmentation)",
+    "backbone": "trunk: tf_efficientnet_lite0 (offline), a torchvision resnet name, or timm:<name>",
+    "weights": "tf_efficientnet_lite0 (the offline ImageNet file) | imagenet (library download) | none | a stage-1 "
+               "run directory or checkpoint of da-run (its scene model's trunk)",
+    "frozen_bn": "keep batch-norm statistics and affine from the weights (batches of 4 images are too few)",
+    "anchors": f"{' | '.join(ANCHOR_CHOICES)}: torchvision's anchors, or k-means on the training boxes (IoU distance)",
+    "anchor_k": "anchor shapes fitted with --anchors fitted",
+    "fpn_channels": "channels of the feature pyramid (torchvision's detectors: 256)",
+    "min_size": "shorter image side after resizing, in pixels (torchvision: 800)",
+    "max_size": "longer image side at most, in pixels (torchvision: 1333)",
+    "rpn_pre_nms_train": "RPN proposals per level before NMS, training",
+    "rpn_post_nms_train": "RPN proposals kept after NMS, training",
+    "rpn_pre_nms_test": "RPN proposals per level before NMS, evaluation",
+    "rpn_post_nms_test": "RPN proposals kept after NMS, evaluation",
+    "roi_batch_size": "RoIs sampled per image by the default sampler (25 % positive)",
+    "sampler": f"RoI sampler: {' | '.join(SAMPLERS)} (OHEM: the hardest RoIs by loss, Shrivastava et al. 2016)",
+    "ohem_batch_size": "RoIs kept per image by --sampler ohem",
+    "ohem_nms": "IoU of the NMS among hard RoIs before keeping the hardest (1: off)",
+    "box_cls_loss": f"RoI classification loss: {' | '.join(BOX_CLS_LOSSES)}",
+    "focal_gamma": "gamma of --box-cls-loss focal",
+    "epochs": "training epochs",
+    "batch_size": "images per step",
+    "lr": "learning rate (SGD)",
+    "momentum": "SGD momentum",
+    "weight_decay": "SGD weight decay",
+    "warmup_iters": "steps of linear warmup before the cosine decay",
+    "clip_grad_norm": "gradient norm clip; 0: off",
+    "scale_range": "random rescaling factors (low high) of training images",
+    "rot90": "random 90-degree rotations and flips of training images",
+    "max_steps_per_epoch": "cap on steps per epoch (smoke tests); 0: the whole training split",
+    "max_eval_images": "cap on val and test images scored (smoke tests); 0: the whole split",
+    "nms_thresholds": "class-wise NMS IoU thresholds scored; the first is the headline",
+    "score_thresh": "detections below this score are dropped",
+    "detections_per_img": "detections kept per image after NMS",
+    "raw_detections_per_img": "detections kept per image before NMS",
+    "device": "auto | cpu | cuda | cuda:N",
+    "num_workers": "data-loading worker processes; -1: the allotted CPUs minus one",
+    "progress": "show progress bars",
+}
