@@ -76,3 +76,22 @@ def test_names_that_reach_an_sbatch_script_refuse_control_characters(tmp_path):
     sweep.write_text("seeds: [0]\n")
     with pytest.raises(ValueError, match="its file name holds a control character"):
         load_sweep(sweep)
+
+
+def test_written_json_is_standard_json_with_null_for_non_finite_numbers(tmp_path):
+    """NaN and Infinity are not JSON: a record holding one (an AP of a class without test boxes) was refused
+    whole by strict readers; they are written as null."""
+    import json
+
+    import numpy as np
+
+    from da.utils.io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "r.json", {"ap": {"bridge": float("nan"), "ship": 0.5},
+                                                   "scores": (1.0, float("inf"), np.float64("-inf")), "n": 3})
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"ap": {"bridge": None, "ship": 0.5},
+                                                                   "scores": [1.0, None, None], "n": 3}

@@ -112,6 +112,7 @@ def test_rank_average_and_best_epoch():
     assert best_epoch(history + [{"a": 0.4, "b": 0.5}], "rank", ("a", "b")) == 3
     assert best_epoch([{"a": 1.0}, {"a": 1.0}], "a") == 1  # the earliest among equals
     assert best_epoch([{"a": float("nan")}, {"a": 0.0}], "a") == 2
+    assert best_epoch([{"a": None}, {"a": 0.0}], "a") == 2  # a NaN as records write it (null)
     with pytest.raises(KeyError, match="no score for epoch"):
         best_epoch([{"a": 1.0}], "b")
 

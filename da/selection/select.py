@@ -42,7 +42,7 @@ def selection_scores(history: Sequence[dict[str, float]], name: str, rank_set: S
         missing = [i + 1 for i, s in enumerate(history) if name not in s]
         if missing:
             raise KeyError(f"validator {name!r} has no score for epoch(s) {missing}")
-        return [float(s[name]) for s in history]
+        return [float("nan") if s[name] is None else float(s[name]) for s in history]  # null in a record: NaN
     if not rank_set:
         raise ValueError("selection 'rank' needs a non-empty set of validators (rank_validators)")
     ranks = np.mean([rankdata(selection_scores(history, v)) for v in rank_set], axis=0)

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import signal
 import tempfile
@@ -80,7 +81,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    """Standard JSON, atomically: a non-finite float (an AP of a class without test boxes, a score of nothing)
+    is written as null, since ``NaN`` and ``Infinity`` are not JSON and other readers (jq, JavaScript, pandas'
+    strict modes) refuse the whole file."""
+    return atomic_write_text(path, json.dumps(finite_or_null(obj), indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (numpy's included) replaced by None, containers rebuilt."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
 
 
 @contextlib.contextmanager
