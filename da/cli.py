@@ -42,7 +42,14 @@ HELP = {
     "backbone": "torchvision model name (resnet50, efficientnet_b0, ...) or timm:<name>",
     "weights": "imagenet (library download; timm's from the Hugging Face cache when there) | none | "
                "tf_efficientnet_lite0 (offline) | path to a checkpoint or state dict (.pt, .pth, .bin, .safetensors)",
-    "strategy": "full | linear (frozen backbone) | partial:K (last K stages train) | gradual (ULMFiT)",
+    "strategy": "full | linear (frozen backbone) | partial:K (last K stages train) | gradual (ULMFiT) | lora:K:r "
+                "(LoRA adapters of rank r on the last K stages, their weights frozen; Hu et al. 2022)",
+    "stage1_strategy": "stage 1's strategy when it differs from --strategy ('': the same); e.g. lora:3:8 in stage 2 "
+                       "from the partial:3 stage-1 model other runs share",
+    "lora_alpha": "LoRA's alpha: the update is scaled by alpha / r (0: alpha = r, scale 1, the paper's choice)",
+    "lora_dropout": "dropout on the LoRA adapters' input",
+    "lora_targets": "layers LoRA adapts in its stages: all (linear and every ungrouped convolution) or pointwise "
+                    "(linear and 1x1 convolutions); depthwise convolutions stay frozen (peft cannot merge them)",
     "gradual_every": "epochs between unfreezing steps for --strategy gradual",
     "freeze_bn": "keep every BatchNorm in eval mode (small batches)",
     "bottleneck_dim": "width of the bottleneck the alignment acts on; 0: none",

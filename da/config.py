@@ -37,6 +37,9 @@ from da.utils.safeload import load_file
 CLS_LOSSES = ("ce", "focal", "ohem")
 SCHEDULES = ("cosine", "restarts", "constant")
 OPTIMIZERS = ("adamw", "sgd", "lars")
+# --strategy: what da.models.strategies implements; LoRA's adapted layers (da.models.lora)
+STRATEGY_PATTERN = r"full|linear|gradual|partial:[1-9]\d*|lora:[1-9]\d*:[1-9]\d*"
+LORA_TARGETS = ("all", "pointwise")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 ALIGN_SCHEDULES = ("constant", "ramp")
 CLASS_WEIGHTINGS = ("", "inverse", "effective")
@@ -78,9 +81,9 @@ def _nohash(default: Any, stage1: bool = False) -> Any:
     return field(default=default, metadata={"hash": False, "stage1": stage1})
 
 
-def _added(default: Any) -> Any:
+def _added(default: Any, stage1: bool = False) -> Any:
     """A field added after records existed: part of the hash only when it is not the default."""
-    return field(default=default, metadata={"hash": "unless_default"})
+    return field(default=default, metadata={"hash": "unless_default", "stage1": stage1})
 
 
 def _revised(default: Any, legacy: Any, stage1: bool = False) -> Any:
@@ -116,7 +119,12 @@ class RunConfig:
     # --- model and fine-tuning strategy
     backbone: str = _s1("timm:tf_efficientnet_lite0")
     weights: str = _s1("tf_efficientnet_lite0")  # imagenet | none | tf_efficientnet_lite0 | path to a checkpoint
-    strategy: str = _s1("partial:3")  # full | linear | partial:K | gradual
+    strategy: str = _s1("partial:3")  # full | linear | partial:K | gradual | lora:K:r
+    stage1_strategy: str = _added("")  # stage 1's, when it differs from strategy ("": the same)
+    # LoRA's settings (strategy lora:K:r, da.models.lora): alpha (0: the rank), adapter dropout, adapted layers
+    lora_alpha: float = _added(0.0, stage1=True)
+    lora_dropout: float = _added(0.0, stage1=True)
+    lora_targets: str = _added("all", stage1=True)
     gradual_every: int = _s1(1)  # epochs between unfreezing steps (strategy gradual)
     freeze_bn: bool = _s1(False)
     bottleneck_dim: int = _s1(256)  # 0: no bottleneck
@@ -238,6 +246,8 @@ class RunConfig:
                 value = f.default  # a setting this run's methods never read cannot tell two runs apart
             if f.name == "stage1_lr" and value == self.lr:  # the same run as 0 (stage 1 at lr)
                 continue
+            if f.name == "stage1_strategy" and value == self.strategy:  # the same run as "" (stage 1 likewise)
+                continue
             out[f.name] = _jsonable(value)
         return out
 
@@ -291,9 +301,21 @@ class RunConfig:
         one_of("source_sampling", SOURCE_SAMPLINGS)
         one_of("memory_format", ("channels_last", "contiguous", "auto"))
         registered("stage1", "source", "target")  # dataset names fail here, before anything runs
-        if not re.fullmatch(r"full|linear|gradual|partial:[1-9]\d*", self.strategy):
-            raise ConfigError("strategy", f"--strategy {self.strategy!r} is not valid; choose from full, linear, gradual, "
-                             f"partial:K (K >= 1 trainable stages)")
+        for name in ("strategy", "stage1_strategy"):
+            value = getattr(self, name)
+            if not (re.fullmatch(STRATEGY_PATTERN, value) or (name == "stage1_strategy" and value == "")):
+                raise ConfigError(name, f"--{name.replace('_', '-')} {value!r} is not valid; choose from full, linear, "
+                                        f"gradual, partial:K (K >= 1 trainable stages), lora:K:r (LoRA of rank r >= 1 "
+                                        f"on the last K stages)")
+        one_of("lora_targets", LORA_TARGETS)
+        if not (self.lora_alpha >= 0 and 0 <= self.lora_dropout < 1):
+            raise ConfigError("lora_alpha" if self.lora_alpha < 0 else "lora_dropout",
+                              "--lora-alpha must be >= 0 (0: the rank) and --lora-dropout in [0, 1)")
+        uses_lora = any(s.startswith("lora:") for s in (self.strategy, self.stage1_strategy))
+        changed = [f.name for f in config_fields() if f.name.startswith("lora_") and getattr(self, f.name) != f.default]
+        if changed and not uses_lora:
+            raise ConfigError(changed[0], f"--{changed[0].replace('_', '-')} is a setting of --strategy lora:K:r, "
+                                          f"which neither --strategy nor --stage1-strategy is")
         for name in ("epochs", "batch_size", "img_size", "gradual_every", "restart_t0", "restart_t_mult"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -318,7 +340,7 @@ class RunConfig:
             raise ConfigError("stage1_lr", f"--stage1-lr must be >= 0 (0: the same as --lr), got {self.stage1_lr}")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.cls_loss != "ce":
             raise ConfigError("cls_loss", "MixUp/CutMix give soft labels: use them with --cls-loss ce")
-        frozen_prefix = self.strategy == "linear" or self.strategy.startswith("partial")
+        frozen_prefix = self.strategy == "linear" or self.strategy.startswith(("partial", "lora"))
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and frozen_prefix and self.cache_views > 0:
             raise ConfigError("cache_views", "MixUp/CutMix mix images: set --cache-views 0 to use them with a frozen prefix")
         if not 0 <= self.ohem_ratio <= 1:
@@ -477,6 +499,9 @@ def stage1_config(cfg: RunConfig) -> RunConfig:
     base = RunConfig()
     changes = {f.name: getattr(cfg, f.name) for f in config_fields() if f.metadata.get("stage1")}
     changes["lr"] = cfg.stage1_lr or cfg.lr
+    changes["strategy"] = cfg.stage1_strategy or cfg.strategy
+    if not changes["strategy"].startswith("lora:"):  # LoRA's settings do not shape a stage 1 without it
+        changes.update({f.name: f.default for f in config_fields() if f.name.startswith("lora_")})
     changes.update(method="source_only", cls_loss="ce", stages=1, seed=cfg.stage1_seed, source=cfg.stage1,
                    target="", class_map="", epochs=cfg.stage1_epochs, stage1_epochs=0, stage1_seed=0,
                    target_test_fraction=base.target_test_fraction, target_labeled_fraction=0.0)

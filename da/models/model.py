@@ -124,6 +124,9 @@ class DAModel(nn.Module):
                 for m in self.stages.modules():
                     if isinstance(m, _BatchNorm):
                         m.eval()
+            for name, m in self.stages.named_modules():  # LoRA adapters train inside frozen stages (da.models.lora)
+                if name.endswith(".lora_dropout"):
+                    m.train()
         return self
 
     # ------------------------------------------------------------------ forward

@@ -10,6 +10,7 @@ from timm.optim import Lars
 from torch import nn
 
 from da.config import OPTIMIZERS  # the run config declares the choices; this module implements them
+from da.models.lora import is_adapter
 # position embeddings and class tokens are not weights to shrink (as in ViT training recipes)
 _NO_DECAY_NAMES = ("class_token", "cls_token", "reg_token", "pos_embedding", "pos_embed")
 
@@ -20,23 +21,25 @@ def _no_decay(name: str, p: torch.Tensor) -> bool:
 
 def param_groups(model: nn.Module, lr: float, backbone_lr_factor: float = 0.1, weight_decay: float = 0.01
                  ) -> list[dict]:
-    """At most four groups, named ``backbone_decay``, ``backbone_no_decay``, ``head_decay``, ``head_no_decay``.
+    """At most six groups, named ``backbone_decay``, ``backbone_no_decay``, ``adapter_decay``, ``adapter_no_decay``,
+    ``head_decay``, ``head_no_decay``.
 
-    Backbone (``stages``) parameters learn at ``lr * backbone_lr_factor``, head parameters at ``lr``.
+    Backbone (``stages``) parameters learn at ``lr * backbone_lr_factor``, head parameters and LoRA adapters
+    (new parameters, as the head's, from zero: ``da.models.lora``) at ``lr``.
     Biases and normalisation parameters (every tensor of fewer than 2 dimensions) and position/class
     tokens get no weight decay, and are flagged ``lars_exclude`` (no LARS trust ratio).  Frozen parameters
     are included, so gradual unfreezing needs no new group; the head groups come last.
     """
     groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
-        part = "head" if name.startswith("head.") else "backbone"
+        part = "head" if name.startswith("head.") else "adapter" if is_adapter(name) else "backbone"
         decay = not _no_decay(name, p)
         key = f"{part}_{'decay' if decay else 'no_decay'}"
         if key not in groups:
             groups[key] = {"name": key, "params": [], "lr": lr * (backbone_lr_factor if part == "backbone" else 1.0),
                            "weight_decay": weight_decay if decay else 0.0, "lars_exclude": not decay}
         groups[key]["params"].append(p)
-    order = ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay")
+    order = ("backbone_decay", "backbone_no_decay", "adapter_decay", "adapter_no_decay", "head_decay", "head_no_decay")
     return [groups[k] for k in order if k in groups]
 
 

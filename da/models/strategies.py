@@ -5,6 +5,9 @@
 - ``partial:K``: the last K stages and the head train; the stages before them are frozen as in ``linear``.
 - ``gradual`` (ULMFiT, Howard & Ruder 2018): starts like ``linear``; :class:`GradualUnfreezer` unfreezes one
   stage every E epochs, top-down.
+- ``lora:K:r``: the last K stages are frozen as in ``linear`` but their layers get LoRA adapters of rank r
+  (``da.models.lora``, through peft), which train with the head; the stages before them are a frozen,
+  cacheable prefix as in ``partial:K``.
 
 A frozen stage has ``requires_grad=False`` and runs in eval mode (BatchNorm statistics, dropout and drop path
 fixed), so it is a fixed function of its input.  ``freeze_bn`` additionally keeps every backbone BatchNorm in
@@ -19,7 +22,7 @@ import re
 
 from da.models.model import DAModel
 
-STRATEGY_FORMS = "full | linear | partial:K (1 <= K <= number of stages) | gradual"
+STRATEGY_FORMS = "full | linear | partial:K (1 <= K <= number of stages) | gradual | lora:K:r (rank r >= 1)"
 
 
 def parse_strategy(strategy: str, num_stages: int) -> tuple[str, int]:
@@ -28,18 +31,27 @@ def parse_strategy(strategy: str, num_stages: int) -> tuple[str, int]:
         return "full", num_stages
     if strategy in ("linear", "gradual"):
         return strategy, 0
-    m = re.fullmatch(r"partial:(\d+)", strategy or "")
+    m = re.fullmatch(r"(partial):(\d+)|(lora):(\d+):(\d+)", strategy or "")
     if m:
-        k = int(m.group(1))
+        kind, k = (m.group(1), int(m.group(2))) if m.group(1) else (m.group(3), int(m.group(4)))
         if not 1 <= k <= num_stages:
             raise ValueError(f"strategy {strategy!r}: K must be in [1, {num_stages}] (this model has {num_stages} "
                              f"stages; use linear for K = 0, full for all)")
-        return "partial", k
+        if kind == "lora" and int(m.group(5)) < 1:
+            raise ValueError(f"strategy {strategy!r}: the rank r must be >= 1")
+        return kind, k
     raise ValueError(f"unknown strategy {strategy!r}; valid forms: {STRATEGY_FORMS}")
 
 
-def apply_strategy(model: DAModel, strategy: str, freeze_bn: bool = False) -> None:
-    """Set which parameters train and which BatchNorm layers stay in eval mode (see the module docstring)."""
+def lora_rank(strategy: str) -> int:
+    """r of ``lora:K:r``."""
+    return int(strategy.split(":")[2])
+
+
+def apply_strategy(model: DAModel, strategy: str, freeze_bn: bool = False, lora_alpha: float = 0.0,
+                   lora_dropout: float = 0.0, lora_targets: str = "all") -> None:
+    """Set which parameters train and which BatchNorm layers stay in eval mode (see the module docstring);
+    ``lora:K:r`` also adds the adapters, with ``lora_*`` their settings (``da.models.lora``)."""
     n = len(model.stages)
     kind, trainable = parse_strategy(strategy, n)
     for p in model.parameters():
@@ -47,8 +59,12 @@ def apply_strategy(model: DAModel, strategy: str, freeze_bn: bool = False) -> No
     model._frozen.clear()
     model.freeze_bn = bool(freeze_bn)
     model.strategy = strategy
-    for i in range(n - trainable):
+    for i in range(n if kind == "lora" else n - trainable):
         model.set_stage_trainable(i, False)
+    if kind == "lora":
+        from da.models.lora import add_lora
+
+        add_lora(model, range(n - trainable, n), lora_rank(strategy), lora_alpha, lora_dropout, lora_targets)
     model.train(model.training)
 
 
@@ -56,7 +72,7 @@ def frozen_prefix_length(model: DAModel, strategy: str) -> int:
     """How many leading stages stay frozen for the whole run (their outputs can be cached)."""
     n = len(model.stages)
     kind, trainable = parse_strategy(strategy, n)
-    return 0 if kind in ("full", "gradual") else n - trainable
+    return 0 if kind in ("full", "gradual") else n - trainable  # lora: its adapted stages are not cacheable
 
 
 class GradualUnfreezer:

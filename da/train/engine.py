@@ -31,6 +31,7 @@ from da.data.splits import manifest_hash
 from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, LOG_FILE,
                        MANIFEST_FILE, TENSORBOARD_DIR, StaleRunError, check_inputs, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
+from da.models.lora import merged_state_dict, remove_adapters
 from da.train import checkpoint, label_shift
 from da.train.epoch import NonFiniteLossError, train_epoch
 from da.train.evaluate import Predictions, export_features, predict
@@ -106,7 +107,8 @@ def select_and_stop(cfg: RunConfig, state: RunState) -> bool:
 
 
 def _model_payload(run: Run, epoch: int, config_hash: str) -> dict:
-    return {"model": run.model.state_dict(), "epoch": epoch, "classes": run.classes, "config_hash": config_hash}
+    # LoRA adapters merged: the selected model is read as any other by export, prediction and stage 2
+    return {"model": merged_state_dict(run.model), "epoch": epoch, "classes": run.classes, "config_hash": config_hash}
 
 
 def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
@@ -285,6 +287,7 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
     cfg, data = run.cfg, run.data
     pad = None
     if data.target_eval is not None:
+        remove_adapters(run.model)  # the saved model has them merged
         run.model.load_state_dict(checkpoint.load(run_dir / BEST_FILE)["model"])
         src = predict(run.model, data.source_eval, data.start, run.device, run.autocast)
         tgt = predict(run.model, data.target_eval, data.start, run.device, run.autocast)
@@ -324,6 +327,7 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "data": splits.data,  # per dataset: images per class, image sizes, the official release's figures
         "cache_hits": data.cache_hits,
         "prefix_stages_cached": data.start,
+        "parameters": run.parameters,  # trainable at the start (gradual unfreezing adds more), LoRA's, total
         "resumed": state.resumed,
         "features_file": FEATURES_FILE if pad is not None else None,
         "proxy_a_distance": pad,  # source-val vs target-test bottleneck features of the selected model

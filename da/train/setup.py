@@ -20,6 +20,7 @@ from da.losses import build_classification_loss
 from da.methods import Method, build_method
 from da.models import (GradualUnfreezer, apply_strategy, build_model, build_optimizer, frozen_prefix_length,
                        param_groups)
+from da.models.lora import count_parameters
 from da.train.batches import CachedBatches, ImageBatches
 from da.train.cache import PrefixRuntime, prefix_outputs, weights_digest
 from da.train.schedule import build_scheduler
@@ -141,6 +142,7 @@ class Run:
     last_target_pass: Any = None  # the newest TargetPass, computed after the previous epoch
     prior: Any = None  # the newest PriorEstimate (--prior), made from the same outputs
     class_ratio: torch.Tensor | None = None  # q-hat / p_train (C,), on the device, while --prior is on
+    parameters: dict = field(default_factory=dict)  # trainable / adapters / total at the start (da.models.lora)
 
     @property
     def needs_target_pass(self) -> bool:
@@ -164,11 +166,13 @@ def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | No
     model = build_model(cfg.backbone, len(classes), weights=init_weights or cfg.weights,
                         bottleneck_dim=cfg.bottleneck_dim or None, dropout=cfg.dropout, drop_path=cfg.drop_path,
                         grad_checkpointing=cfg.grad_checkpointing)
-    apply_strategy(model, cfg.strategy, freeze_bn=cfg.freeze_bn)
+    apply_strategy(model, cfg.strategy, freeze_bn=cfg.freeze_bn, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                   lora_targets=cfg.lora_targets)
     # the method's parameters are drawn right after the model's, before anything whose random draws depend
     # on the state of the disk (a cache computed or read)
     method = build_method(cfg if stage == 2 else cfg.replace(method="source_only"), len(classes), model.z_dim)
     method.configure_model(model)
+    parameters = count_parameters(model)
     model.to(device)
     method.to(device)
     channels_last = cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and device.type == "cuda")
@@ -205,4 +209,4 @@ def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | No
                scaler=torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda")),
                unfreezer=GradualUnfreezer(model, every_epochs=cfg.gradual_every) if cfg.strategy == "gradual" else None,
                amp_dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp), channels_last=channels_last,
-               steps_per_epoch=steps_per_epoch, data_seconds=t_data)
+               steps_per_epoch=steps_per_epoch, data_seconds=t_data, parameters=parameters)
