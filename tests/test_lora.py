@@ -118,6 +118,26 @@ def test_a_lora_run_is_read_as_any_other_and_records_its_parameters(tiny_root, t
     record = json.loads(open(run_experiment(cfg)).read())
     params = record["parameters"]
     assert 0 < params["adapters"] < params["trainable"] < params["total"]
+    from da.results.strategies import parameter_counts
+    assert parameter_counts(record["config"], len(record["classes"])) == params  # what the tables compute
     run = load_run(tmp_path / f"stage2-{cfg.config_hash()}")  # best_model.pt: merged, the base structure
     scored, _ = evaluate_run(run, "RSSCN7", tiny_root, split="test")
     assert scored["metrics"]["accuracy"] == pytest.approx(record["target_test"]["accuracy"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_and_reports_each_strategy_beside_partial(tiny_root, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "lora.txt"
+    res = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_lora.py"), "--data-root", str(tiny_root),
+                          "--steps", "1", "--repeats", "1", "--batch-size", "4", "--img-size", "32", "--no-memory", "--cache-root", str(tmp_path / "runs"),
+                          "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in out.read_text().splitlines() if line.startswith(("partial", "lora"))}
+    assert set(rows) == {"partial:3", "lora:3:4", "lora:3:16"} and rows["partial:3"][2] == "1.00x"
+    adapters = {s: int(r[4].replace(",", "")) for s, r in rows.items() if s.startswith("lora")}
+    assert 0 < adapters["lora:3:4"] * 4 == adapters["lora:3:16"]  # A and B both grow with the rank

@@ -79,6 +79,7 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2, strict: bool =
         seen[key] = path.parent
         tgt, oracle = rec["target_test"] or {}, (rec["oracle"] or {})
         row = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()}
+        row["stage1_strategy"] = cfg["stage1_strategy"] or cfg["strategy"]  # '' is the run's own: one value per stage 1
         row.update({
             "target_acc": 100 * tgt["accuracy"] if tgt else float("nan"),
             "target_f1": 100 * tgt["macro_f1"] if tgt else float("nan"),

@@ -233,6 +233,15 @@ def main(argv=None) -> int:
             f"configuration minus that of its source-only partner (same seed and split seed, same other factors), "
             f"and of the best label-free configuration minus the runner-up; their mean ± s.d. and the 95 % paired t "
             f"interval. A difference is read as one only where the interval excludes 0.")))
+    if runs["strategy"].nunique() > 1:
+        from da.results.strategies import BASELINE, render_strategy_table, strategy_table
+
+        if (runs["strategy"] == BASELINE).any():
+            atomic_write_text(tables / "strategies.md", render_strategy_table(strategy_table(runs), (
+                f"Fine-tuning strategies on {target} (epoch selected {chosen}): target test accuracy (%), mean ± s.d. "
+                f"over seeds; the parameters each strategy trains (computed from its config); per seed, the accuracy "
+                f"minus that of the same method with {BASELINE} (same seed, split and stage-1 model), its mean ± "
+                f"s.d. and 95 % paired t interval. Time and memory: experiments/bench_lora.py.")))
     if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
         try:
             write_validator_tables(runs, tables, "these runs")
