@@ -38,6 +38,8 @@ HELP = {
     "target_labeled_fraction": "fraction of target train used with labels (semi-supervised); 0: none; 1.0 with "
                                "--method source_only: the target-supervised reference",
     "split_seed": "seed of the stratified splits (kept fixed across run seeds)",
+    "images_per_class": "at most this many images of each class of each dataset, a seeded subset drawn before the "
+                        "splits (smoke runs: small caches, never a result); 0: every image",
     "img_size": "input size in pixels",
     "backbone": "torchvision model name (resnet50, efficientnet_b0, ...) or timm:<name>",
     "weights": "imagenet (library download; timm's from the Hugging Face cache when there) | none | "

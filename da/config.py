@@ -115,6 +115,9 @@ class RunConfig:
     # set (target_test_fraction unused); only for comparison with them, since nothing is held out
     transductive: bool = _added(False)
     split_seed: int = _s1(0)
+    # at most this many images of each class of each dataset, a seeded subset drawn before the splits (0: all):
+    # the smoke preset's small caches; never a result
+    images_per_class: int = _added(0, stage1=True)
     img_size: int = _s1(128)
     # --- model and fine-tuning strategy
     backbone: str = _s1("timm:tf_efficientnet_lite0")
@@ -350,7 +353,7 @@ class RunConfig:
                                              f"but the main process's, got {self.num_workers}")
         for name, low in (("max_steps_per_epoch", 0), ("patience", 0), ("eval_batch_size", 1),
                           ("cache_views", 0), ("bottleneck_dim", 0), ("stage1_epochs", 0), ("seed", 0),
-                          ("split_seed", 0), ("stage1_seed", 0), ("img_size", 32), ("clip_grad_norm", 0),
+                          ("split_seed", 0), ("stage1_seed", 0), ("images_per_class", 0), ("img_size", 32), ("clip_grad_norm", 0),
                           ("weight_decay", 0), ("warmup_epochs", 0), ("focal_gamma", 0), ("align_weight", 0),
                           ("target_weight", 0), ("adapt_from_epoch", 0), ("backbone_lr_factor", 0), ("mixup_alpha", 0),
                           ("cutmix_alpha", 0)):
@@ -470,7 +473,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # UC Merced on their 20 shared classes (built-in map); both download with --download.
     "resisc45-ucm": dict(stage1="NWPU-RESISC45", source="NWPU-RESISC45", target="UCMerced"),
     # A few steps on small images: the smoke test of the whole pipeline.
-    "smoke": dict(img_size=64, epochs=2, stage1_epochs=1, batch_size=16, max_steps_per_epoch=3),
+    "smoke": dict(img_size=64, epochs=2, stage1_epochs=1, batch_size=16, max_steps_per_epoch=3, images_per_class=20),
 }
 
 

@@ -284,3 +284,29 @@ def test_transforms_shapes_normalisation_and_mixing(tmp_path):
     xb, yb = mix(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
     assert yb.shape == (4, 5) and torch.allclose(yb.sum(1), torch.ones(4))
     assert batch_mixer(5) is None
+
+
+def test_images_per_class_is_a_seeded_subset_before_the_splits(tiny_root):
+    """--images-per-class (the smoke preset's 20): at most that many images of each class of each dataset,
+    the same ones every time, a new run (hash) only when set, and the data summary still the folder's."""
+    from da.config import PRESETS, RunConfig, stage1_config
+    from da.data.domains import adaptation_splits, supervised_splits
+    from da.data.registry import AID
+
+    full = supervised_splits("AID", tiny_root, 0.25, 0)
+    sub = supervised_splits("AID", tiny_root, 0.25, 0, per_class=3)
+    assert sum(len(p.samples) for p in sub.parts.values()) == 3 * len(AID.classes)
+    assert sub.data == full.data  # the folder's summary: no "not the official release" warning from a subset
+    again = supervised_splits("AID", tiny_root, 0.25, 0, per_class=3)
+    assert {n: p.samples for n, p in again.parts.items()} == {n: p.samples for n, p in sub.parts.items()}
+    other = supervised_splits("AID", tiny_root, 0.25, 1, per_class=3)
+    assert {n: p.samples for n, p in other.parts.items()} != {n: p.samples for n, p in sub.parts.items()}
+    ada = adaptation_splits("AID", "RSSCN7", tiny_root, 0.25, 0.25, 0, per_class=5)
+    counts = {}
+    for name in ("target_train", "target_test"):
+        for _, label in ada.parts[name].samples:
+            counts[label] = counts.get(label, 0) + 1
+    assert set(counts.values()) == {5}  # every target class: 5 images, between its train and test splits
+    assert RunConfig(images_per_class=0).config_hash() == RunConfig().config_hash()
+    smoke = RunConfig(**PRESETS["smoke"])
+    assert smoke.images_per_class == 20 and stage1_config(smoke).images_per_class == 20

@@ -162,3 +162,21 @@ def test_a_failed_job_shows_in_the_index(tiny_root, tmp_path):
     assert (run_dir_for(cfg, 2) / FAILED_FILE).read_text().startswith("FileNotFoundError: dataset AID")
     rows = list(csv.DictReader((tmp_path / "runs" / INDEX_FILE).open()))
     assert [(r["run"], r["status"], r["stage"]) for r in rows] == [(run_dir_for(cfg, 2).name, "failed", "2")]
+
+
+def test_a_run_that_fails_before_training_is_failed_in_the_index_until_a_rerun_finishes(tiny_root, tmp_path, capsys):
+    """da-run with weights that do not fit (not through a job): the run directory exists, and the index said
+    "started" for ever; it says "failed", and the next attempt clears it."""
+    from da.scripts.run import main
+    from da.rundir import run_dir_for
+
+    bad = tmp_path / "weights.pt"
+    torch.save({"model": {"stages.0.conv.weight": torch.zeros(1)}}, bad)
+    cfg = tiny_cfg(tiny_root, tmp_path / "runs", weights=str(bad))
+    argv = ["--config", str(tmp_path / "c.yaml")]
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg.to_dict()))
+    assert main(argv) == 2 and "error:" in capsys.readouterr().err
+    run_dir = run_dir_for(cfg, 2)
+    assert (run_dir / FAILED_FILE).read_text().startswith(("WeightsError", "ValueError", "RuntimeError"))
+    rows = {r["run"]: r["status"] for r in csv.DictReader((tmp_path / "runs" / INDEX_FILE).open())}
+    assert rows[run_dir.name] == "failed"

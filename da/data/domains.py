@@ -19,7 +19,8 @@ import numpy as np
 from da.data.classmaps import ClassMap, resolve_class_map
 from da.data.folder import scan
 from da.data.registry import get_spec
-from da.data.splits import _stable_int, long_tailed_subset, manifest_hash, manifest_text, stratified_split
+from da.data.splits import (_stable_int, long_tailed_subset, manifest_hash, manifest_text, per_class_subset,
+                            stratified_split)
 
 
 @dataclass
@@ -76,10 +77,13 @@ def _labelled(samples, label_of: dict[str, int]) -> list[tuple[str, int]]:
     return [(rel, label_of[cls]) for rel, cls in samples]
 
 
-def supervised_splits(dataset: str, root: str | os.PathLike, val_fraction: float, seed: int) -> Splits:
+def supervised_splits(dataset: str, root: str | os.PathLike, val_fraction: float, seed: int,
+                      per_class: int = 0) -> Splits:
+    """``per_class``: at most this many images of each class (a seeded subset, before the split); 0: all."""
     spec = get_spec(dataset, root)
     found = scan(spec, root)
-    parts = stratified_split(found.samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=spec.name)
+    samples = per_class_subset(found.samples, per_class, seed, spec.name)  # the summary stays the folder's
+    parts = stratified_split(samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=spec.name)
     label_of = {c: i for i, c in enumerate(spec.classes)}
     classes = list(spec.classes)
     return Splits(classes=classes,
@@ -95,18 +99,22 @@ def long_tail_order(spec, classes: list[str]) -> list[str]:
 
 def adaptation_splits(source: str, target: str, root: str | os.PathLike, val_fraction: float,
                       test_fraction: float, seed: int, labeled_fraction: float = 0.0,
-                      class_map: str | os.PathLike | None = None, transductive: bool = False) -> Splits:
+                      class_map: str | os.PathLike | None = None, transductive: bool = False,
+                      per_class: int = 0) -> Splits:
     """``transductive``: the protocol of most adaptation papers, in which the whole target set is both the
-    unlabelled training set and the test set (``test_fraction`` is then unused)."""
+    unlabelled training set and the test set (``test_fraction`` is then unused).  ``per_class``: at most this
+    many images of each class of each dataset (a seeded subset, before the splits); 0: all."""
     src_spec, tgt_spec = get_spec(source, root), get_spec(target, root)
     cmap = resolve_class_map(src_spec, tgt_spec, class_map)
     src = scan(src_spec, root, classes=cmap.source_classes)
     tgt = scan(tgt_spec, root, classes=cmap.target_classes)
-    src_parts = stratified_split(src.samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=src_spec.name)
+    src_samples = per_class_subset(src.samples, per_class, seed, src_spec.name)  # the summaries stay the folders'
+    tgt_samples = per_class_subset(tgt.samples, per_class, seed, tgt_spec.name)
+    src_parts = stratified_split(src_samples, {"train": 1 - val_fraction, "val": val_fraction}, seed, key=src_spec.name)
     if transductive:
-        tgt_parts = {"train": sorted(tgt.samples), "test": sorted(tgt.samples)}
+        tgt_parts = {"train": sorted(tgt_samples), "test": sorted(tgt_samples)}
     else:
-        tgt_parts = stratified_split(tgt.samples, {"train": 1 - test_fraction, "test": test_fraction}, seed,
+        tgt_parts = stratified_split(tgt_samples, {"train": 1 - test_fraction, "test": test_fraction}, seed,
                                      key=f"{tgt_spec.map_name}:target")
     if tgt_spec.long_tail_imbalance:  # label shift: the same long-tailed prior in target train and test
         order = long_tail_order(tgt_spec, cmap.target_classes)

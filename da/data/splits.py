@@ -76,6 +76,22 @@ def long_tailed_subset(samples: list[tuple[str, str]], class_order: list[str], i
     return sorted(kept)
 
 
+def per_class_subset(samples: list[tuple[str, str]], per_class: int, seed: int, key: str) -> list[tuple[str, str]]:
+    """At most ``per_class`` samples of each class, a seeded random choice (0: all of them): the small,
+    fixed subset a smoke run trains and caches, whatever the size of the dataset."""
+    if per_class <= 0:
+        return list(samples)
+    by_class: dict[str, list[str]] = {}
+    for rel, cls in samples:
+        by_class.setdefault(cls, []).append(rel)
+    kept = []
+    for cls, files in by_class.items():
+        files = sorted(files)
+        rng = np.random.default_rng([seed, _stable_int(f"{key}/{cls}")])
+        kept += [(files[i], cls) for i in sorted(rng.permutation(len(files))[:per_class])]
+    return sorted(kept)
+
+
 def manifest_text(rows: list[tuple[str, str, str]]) -> str:
     """CSV text of (split, relative path, class) rows, header included, in a fixed order."""
     buf = io.StringIO()

@@ -34,11 +34,11 @@ from da.detection.model import build_detector
 from da.detection.transforms import detection_transforms, sample_inputs
 from da.records import DETECTION_SCHEMA_VERSION, environment, git_commit, is_done, launch_info, load_record, \
     peak_memory_mb, write_record
-from da.rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MANIFEST_FILE, RECORD_FILE, \
-    check_inputs
+from da.rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FAILED_FILE, LOCK_FILE, LOG_FILE, MANIFEST_FILE, \
+    RECORD_FILE, check_inputs
 from da.train.checkpoint import DamagedCheckpoint, load, read_checkpoint, rng_state, save, set_aside, set_rng_state
 from da.train.seeding import derive_seed, seed_everything
-from da.utils.io import atomic_write_json, exclusive_lock, file_digest
+from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock, file_digest
 from da.utils.runlog import run_log
 
 log = logging.getLogger("da.detection")
@@ -158,7 +158,12 @@ def run_detection(cfg: DetectionConfig) -> Path:
     with exclusive_lock(run_dir / LOCK_FILE), run_log(run_dir / LOG_FILE):
         if is_done(run_dir):  # finished while this process waited for the lock
             return reuse()
-        return _run(cfg, run_dir, dataset, inputs)
+        (run_dir / FAILED_FILE).unlink(missing_ok=True)  # this attempt replaces an earlier failure
+        try:
+            return _run(cfg, run_dir, dataset, inputs)
+        except Exception as err:  # as classification's runs: the sweep's state says "failed", not "partial"
+            atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {run_dir / LOG_FILE}\n")
+            raise
 
 
 def _run(cfg: DetectionConfig, run_dir: Path, dataset, inputs: dict[str, str]) -> Path:

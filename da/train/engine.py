@@ -28,7 +28,7 @@ from da import records
 from da.config import RunConfig
 from da.data.domains import CONTENT_FINGERPRINT
 from da.data.splits import manifest_hash
-from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FEATURES_FILE, LOCK_FILE, LOG_FILE,
+from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FAILED_FILE, FEATURES_FILE, LOCK_FILE, LOG_FILE,
                        MANIFEST_FILE, TENSORBOARD_DIR, StaleRunError, check_inputs, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
 from da.models.lora import merged_state_dict, remove_adapters
@@ -140,11 +140,14 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
             log.info("stage %d: %s finished while this process waited", stage, run_dir)
             return _reuse(run_dir, stage, inputs)
         with run_log(run_dir / LOG_FILE):
+            (run_dir / FAILED_FILE).unlink(missing_ok=True)  # this attempt replaces an earlier failure
             _log_start(cfg, stage, run_dir, splits)
             try:
                 return _train(cfg, stage, run_dir, splits, init_weights, on_epoch_end, t_start, inputs)
             except BaseException as err:
                 log.error("stage %d: %s stopped: %s: %s", stage, run_dir, type(err).__name__, err)
+                if isinstance(err, Exception):  # a failure, not a kill: the index says "failed", not "started"
+                    atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {run_dir / LOG_FILE}\n")
                 raise
             finally:
                 _update_index(run_dir.parent)

@@ -59,10 +59,10 @@ def load_splits(cfg: RunConfig, stage: int) -> Splits:
         from da.data.download import ensure_datasets
         ensure_datasets([cfg.source] if stage == 1 else [cfg.source, cfg.target], root, progress=cfg.progress)
     if stage == 1:
-        return supervised_splits(cfg.source, root, cfg.val_fraction, cfg.split_seed)
+        return supervised_splits(cfg.source, root, cfg.val_fraction, cfg.split_seed, per_class=cfg.images_per_class)
     return adaptation_splits(cfg.source, cfg.target, root, cfg.val_fraction, cfg.target_test_fraction,
                              cfg.split_seed, cfg.target_labeled_fraction, cfg.class_map or None,
-                             transductive=cfg.transductive)
+                             transductive=cfg.transductive, per_class=cfg.images_per_class)
 
 
 def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: int, device: torch.device,
