@@ -409,3 +409,35 @@ def test_a_validator_newer_than_the_records_is_left_out_of_the_validator_table_a
     assert "| newer_cls_test" not in text and "| snd |" in text.replace(" (control)", "")
     committed = (REPO / "results" / "rsscn7_aid" / "tables" / "validators.md").read_text()
     assert text.split("\n\n", 1)[1] == committed.split("\n\n", 1)[1]  # the rest of the table is unchanged
+
+
+def test_figures_never_average_two_settings_and_pick_their_t_sne_panels(tmp_path):
+    """Issue 31: the bar chart averaged two mcc_weight values into one bar; the t-SNE showed the first 8
+    methods by name; 13 methods repeated colours."""
+    import pandas as pd
+
+    from da.results import figures
+    from da.results.load import group_hash
+
+    runs = _gap_runs()
+    extra = []
+    for weight, accs in ((1.0, [70.0, 71.0]), (0.5, [78.0, 79.0])):
+        for seed, acc in enumerate(accs):
+            cfg = RunConfig(seed=seed, method="mcc", mcc_weight=weight).to_dict()
+            extra.append({**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()},
+                          "target_acc": acc, "target_f1": acc - 5, "selected_epoch": 1, "group": group_hash(cfg),
+                          "record": {}})
+    runs = pd.concat([runs, pd.DataFrame(extra)], ignore_index=True)
+    labels = figures.config_labels(runs)
+    assert {"mcc, mcc_weight 0.5", "mcc, mcc_weight 1.0"} <= set(labels)
+    assert labels.nunique() == runs["group"].nunique()  # one label per configuration, never two in one bar
+    assert len(set(figures.palette(13))) == 13
+    panels, left_out = figures.tsne_panels(runs)
+    shown = [p["label"] for p in panels]
+    assert shown[0].startswith("source_only") and shown[-1].startswith("reference")
+    assert "shot" in set(labels) and "shot, mcc_weight 1.0" not in set(labels)  # named where it is read only
+    means = runs.assign(label=labels).groupby("label")["target_acc"].mean()
+    free = means[[not (lab.startswith(("source_only", "reference"))) for lab in means.index]]
+    assert shown[1] == free.idxmax() and set(left_out) == set(means.index) - set(shown)
+    paths = figures.accuracy_by_method(runs, tmp_path)
+    assert all(p.exists() for p in paths)

@@ -50,25 +50,82 @@ def _setting(runs: pd.DataFrame) -> pd.Series:
     return runs["stages"].map({1: "one-stage", 2: "two-stage"}).fillna(runs["stages"].astype(str))
 
 
+# factors a figure shows in its own way (x label, hue, column) or averages over (the seeds)
+SHOWN = {"method", "prior", "target_labeled_fraction", "stages", "cls_loss", "split_seed", "seed"}
+
+
+def config_labels(runs: pd.DataFrame) -> pd.Series:
+    """Each run's configuration as a figure names it: :func:`variant`, then every other factor that varies
+    in ``runs`` (``mcc_weight 0.5``): runs of different settings are never averaged into one bar or line."""
+    from da import settings as declared
+    from da.results.tables import varying_factors
+
+    extra = [f for f in varying_factors(runs) if f not in SHOWN]
+
+    def label(r) -> str:  # a method's own setting is named only on the runs of a method that reads it
+        own = [f for f in extra if f not in declared.USED_BY or declared.used_by(f, str(r["method"]).split("+"))]
+        return ", ".join([variant(r), *(f"{f} {r[f]}" for f in own)])
+
+    return runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)
+
+
+def palette(n: int) -> list:
+    """n colours that stay distinct: the colour-blind palette up to its 10, evenly spaced hues beyond."""
+    return sns.color_palette("colorblind", n) if n <= 10 else sns.color_palette("husl", n)
+
+
+def _order(labels) -> list[str]:
+    """Source-only first, then the reference, then the rest by name."""
+    return sorted(set(labels), key=lambda v: (not v.startswith("source_only"), not v.startswith("reference"), v))
+
+
 def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
-    data = runs.assign(setting=_setting(runs), variant=_variants(runs))
-    # source-only, then the reference, then the rest by name
-    order = sorted(data["variant"].unique(), key=lambda v: (v != "source_only", not v.startswith("reference"), v))
+    """Target accuracy per configuration (bars from 0; error bars: s.d. over the runs of one configuration),
+    with source-only's and the reference's means as dashed lines across each panel."""
+    data = runs.assign(setting=_setting(runs), variant=config_labels(runs))
+    order = _order(data["variant"])
     cols = sorted(data["cls_loss"].unique())
+    settings = sorted(data["setting"].unique())
     grid = sns.catplot(data=data, kind="bar", x="variant", y="target_acc", hue="setting", col="cls_loss",
-                       col_order=cols, order=order, errorbar="sd", capsize=0.15, height=3.6,
-                       aspect=max(1.0, len(order) / 6), palette="colorblind")
-    grid.set_axis_labels("adaptation method", f"{_target(runs)} test accuracy (%)")
+                       col_order=cols, order=order, hue_order=settings, errorbar="sd", capsize=0.15, height=3.6,
+                       aspect=max(1.0, len(order) / 6), palette=palette(len(settings)))
+    grid.set_axis_labels("configuration", f"{_target(runs)} test accuracy (%)")
     if len(order) > 6:
         for ax in grid.axes.flat:
             ax.tick_params(axis="x", labelrotation=60)
             plt.setp(ax.get_xticklabels(), ha="right")
     grid.set_titles("classification loss: {col_name}")
-    lo = max(0.0, data["target_acc"].min() - 10)
-    grid.set(ylim=(lo, min(100.0, data["target_acc"].max() + 5)))
+    grid.set(ylim=(0, 100))  # bars start at zero: their lengths are the accuracies
+    for ax, col in zip(grid.axes.flat, cols):
+        part = data[data["cls_loss"] == col]
+        for prefix, style in (("source_only", ":"), ("reference", "--")):
+            rows = part[part["variant"].str.startswith(prefix)]
+            if len(rows) and len(settings) == 1:  # one line per panel is readable with one setting only
+                ax.axhline(rows["target_acc"].mean(), color="0.3", linestyle=style, linewidth=1,
+                           label=prefix.replace("_", "-"))
     grid.legend.set_title("")
-    grid.figure.suptitle("Target accuracy at the epoch selected without target labels (mean, error bars: s.d. over seeds)", y=1.04)
+    spread = "seeds and split seeds" if data["split_seed"].nunique() > 1 else "seeds"
+    grid.figure.suptitle(f"Target accuracy at the epoch each run selected (mean; error bars: s.d. over {spread}; "
+                         f"dotted: source-only, dashed: reference)", y=1.04)
     return _save(grid.figure, out_dir, "accuracy_by_method")
+
+
+def tsne_panels(runs: pd.DataFrame) -> tuple[list[pd.Series], list[str]]:
+    """The runs a t-SNE figure shows (one seed, the lowest): source-only, the label-free configuration with the
+    best mean target accuracy and the reference, each where it exists; and the configurations left out."""
+    data = runs.assign(label=config_labels(runs))
+    means = data.groupby("label")["target_acc"].mean()
+    free = [lab for lab in means.index if not lab.startswith(("source_only", "reference"))
+            and not (data.loc[data["label"] == lab, "target_labeled_fraction"] > 0).any()]
+    best = max(free, key=lambda lab: means[lab]) if free else None
+    wanted = [lab for lab in _order(means.index) if lab.startswith(("source_only", "reference"))]
+    wanted = [w for w in wanted if w.startswith("source_only")][:1] + ([best] if best else []) + \
+        [w for w in wanted if w.startswith("reference")][:1]
+    chosen = []
+    for lab in wanted:
+        g = data[data["label"] == lab]
+        chosen.append(g[g["seed"] == g["seed"].min()].iloc[0])
+    return chosen, [lab for lab in _order(means.index) if lab not in wanted]
 
 
 def per_class_heatmap(runs: pd.DataFrame, out_dir: Path, classes: list[str]) -> list[Path]:
@@ -90,16 +147,16 @@ def per_class_heatmap(runs: pd.DataFrame, out_dir: Path, classes: list[str]) -> 
 
 def training_curves(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     rows = []
-    for _, r in runs.iterrows():
+    for _, r in runs.assign(label=config_labels(runs)).iterrows():
         for e in r["record"]["epochs"]:
             for split, name in (("source_val", "source validation"), ("target_test", "target test")):
                 if e[split] is not None:
                     rows.append({"epoch": e["epoch"], "accuracy": 100 * e[split]["accuracy"], "split": name,
-                                 "method": variant(r), "setting": f"{'two' if r['stages'] == 2 else 'one'}-stage",
+                                 "method": r["label"], "setting": f"{'two' if r['stages'] == 2 else 'one'}-stage",
                                  "seed": r["seed"]})
     data = pd.DataFrame(rows)
     grid = sns.relplot(data=data, kind="line", x="epoch", y="accuracy", hue="method", style="split", col="setting",
-                       errorbar="sd", height=3.6, aspect=1.2, palette="colorblind", markers=True)
+                       errorbar="sd", height=3.6, aspect=1.2, palette=palette(data["method"].nunique()), markers=True)
     grid.set_axis_labels("epoch", "accuracy (%)")
     grid.set_titles("{col_name}")
     grid.figure.suptitle("Training curves (mean, band: s.d. over seeds and classification losses)", y=1.04)
@@ -108,8 +165,10 @@ def training_curves(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     return _save(grid.figure, out_dir, "training_curves")
 
 
-def tsne(features: dict[str, dict], classes: list[str], out_dir: Path, per_domain: int = 500, seed: int = 0) -> list[Path]:
-    """t-SNE of source and target bottleneck features, one column per method, coloured by domain and by class."""
+def tsne(features: dict[str, dict], classes: list[str], out_dir: Path, per_domain: int = 500, seed: int = 0,
+         left_out: list[str] = ()) -> list[Path]:
+    """t-SNE of source and target bottleneck features, one column per run (:func:`tsne_panels` chooses them),
+    coloured by domain and by class; the suptitle names what was left out."""
     names = list(features)
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 8.2), squeeze=False)
     rng = np.random.default_rng(seed)
@@ -135,7 +194,8 @@ def tsne(features: dict[str, dict], classes: list[str], out_dir: Path, per_domai
                 axes[i, j].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, markerscale=2)
         axes[0, j].set_title(f"{name}: by domain")
         axes[1, j].set_title(f"{name}: by class")
-    fig.suptitle("Bottleneck features of source validation and target test images (t-SNE)")
+    fig.suptitle("Bottleneck features of source validation and target test images (t-SNE)"
+                 + (f"; not shown: {', '.join(left_out)}" if left_out else ""), wrap=True)
     fig.tight_layout()
     return _save(fig, out_dir, "tsne")
 
@@ -169,12 +229,12 @@ def learning_curves(runs: pd.DataFrame, out_dir: Path, name: str = "learning_cur
     methods = sorted(acc["method"].unique(), key=lambda v: (v != "source_only", not v.startswith("reference"), v))
     fig, axes = plt.subplots(2, len(budgets), figsize=(4.2 * len(budgets), 7.4), squeeze=False,
                              sharey="row", gridspec_kw={"height_ratios": [1.3, 1]})
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    colours = dict(zip(methods, palette(len(methods))))
     validators = sorted(scores["validator"].unique(), key=lambda v: (v.startswith("target"), v)) if len(scores) else []
     vpalette = dict(zip(validators[:-1], sns.color_palette("tab10", max(1, len(validators) - 1))))
     for j, budget in enumerate(budgets):
         sns.lineplot(data=acc[acc["budget"] == budget], x="epoch", y="accuracy", hue="method", hue_order=methods,
-                     palette=palette, errorbar="sd", marker="o", ax=axes[0, j], legend=j == len(budgets) - 1)
+                     palette=colours, errorbar="sd", marker="o", ax=axes[0, j], legend=j == len(budgets) - 1)
         axes[0, j].set_title(f"stage 2: {budget} (cosine)")
         axes[0, j].set_ylabel(f"{_target(runs)} test accuracy (%)")
         if len(scores):

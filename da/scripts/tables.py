@@ -83,6 +83,8 @@ def main(argv=None) -> int:
                     "(tables/vs_baseline.md): did a change of protocol move the results?")
     ap.add_argument("--baseline-sweep", action="append", default=[], help="only these sweeps' runs of --baseline")
     ap.add_argument("--no-figures", action="store_true", help="tables only")
+    ap.add_argument("--features-from", help="folder of the same runs' directories as they trained (with features.npz, "
+                    "which archived runs do not keep), for the t-SNE figure; default: --runs")
     ap.add_argument("--strict", action="store_true",
                     help="refuse bad records (naming them) instead of leaving them out with a warning")
     ap.add_argument("--study", action="append", default=[], metavar="DIR",
@@ -261,15 +263,15 @@ def main(argv=None) -> int:
             print(f"figures written to {fig_dir} (no per-class heatmap or t-SNE under --selection)")
             return 0
         figures.per_class_heatmap(runs, fig_dir, classes)
-        feats = {}
         top = runs[(runs["stages"] == runs["stages"].max()) & (runs["cls_loss"] == "ce")]
-        top = top[top["seed"] == top["seed"].min()]
-        for _, r in top.sort_values("method", key=lambda s: s != "source_only", kind="stable").iterrows():
-            path = Path(args.runs) / r["run_dir"] / "features.npz"
-            if path.exists() and len(feats) < 8:  # a readable figure: at most 8 columns
-                feats[figures.variant(r)] = dict(np.load(path))
+        panels, left_out = figures.tsne_panels(top)
+        feats = {}
+        for r in panels:
+            path = Path(args.features_from or args.runs) / r["run_dir"] / "features.npz"
+            if path.exists():
+                feats[r["label"]] = dict(np.load(path))
         if feats:
-            figures.tsne(feats, classes, fig_dir)
+            figures.tsne(feats, classes, fig_dir, left_out=left_out)
         print(f"figures written to {fig_dir}")
     return 0
 
