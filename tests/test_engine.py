@@ -75,7 +75,8 @@ class Kill(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy,cache_views", [("partial:3", 2), ("full", 0), ("gradual", 0), ("lora:3:4", 2)])
+@pytest.mark.parametrize("strategy,cache_views", [("partial:3", 2), ("full", 0), ("gradual", 0),
+                                                  pytest.param("lora:3:4", 2, marks=pytest.mark.slow)])
 def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
     kw = dict(method="coral+im", stages=1, strategy=strategy, cache_views=cache_views, dropout=0.2)
     ref_path = train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2)

@@ -90,7 +90,7 @@ def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
                        col_order=cols, order=order, hue_order=settings, errorbar="sd", capsize=0.15, height=3.6,
                        aspect=max(1.0, len(order) / 6), palette=palette(len(settings)))
     grid.set_axis_labels("configuration", f"{_target(runs)} test accuracy (%)")
-    if len(order) > 6:
+    if len(order) > 6 or sum(len(v) for v in order) > 8 * len(order):
         for ax in grid.axes.flat:
             ax.tick_params(axis="x", labelrotation=60)
             plt.setp(ax.get_xticklabels(), ha="right")
@@ -99,14 +99,14 @@ def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     for ax, col in zip(grid.axes.flat, cols):
         part = data[data["cls_loss"] == col]
         for prefix, style in (("source_only", ":"), ("reference", "--")):
-            rows = part[part["variant"].str.startswith(prefix)]
+            rows = part[part["variant"].str.match(rf"{prefix}( \(target labels\))?(,|$)")]  # no prior variant
             if len(rows) and len(settings) == 1:  # one line per panel is readable with one setting only
                 ax.axhline(rows["target_acc"].mean(), color="0.3", linestyle=style, linewidth=1,
                            label=prefix.replace("_", "-"))
     grid.legend.set_title("")
     spread = "seeds and split seeds" if data["split_seed"].nunique() > 1 else "seeds"
-    grid.figure.suptitle(f"Target accuracy at the epoch each run selected (mean; error bars: s.d. over {spread}; "
-                         f"dotted: source-only, dashed: reference)", y=1.04)
+    grid.figure.suptitle(f"Target accuracy at the epoch each run selected\n(mean; error bars: s.d. over {spread}; "
+                         f"dotted: source-only, dashed: reference)", y=1.08)
     return _save(grid.figure, out_dir, "accuracy_by_method")
 
 
