@@ -34,6 +34,8 @@ def test_sweep_collapses_repeated_entries(tmp_path):
     assert len({c.config_hash() for c in configs}) == 4
 
 
+# parallel processes training whole runs: with the slow tests (the twin-launch test keeps the lock in the fast suite)
+@pytest.mark.slow
 def test_stage2_runs_sharing_a_stage1_start_from_its_final_model(tiny_root, tmp_path):
     """Two stage-2 runs launched together share one stage 1: one trains it, the other waits for it to be
     done, and both start from its final best model (not from an earlier epoch's)."""

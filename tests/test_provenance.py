@@ -136,6 +136,8 @@ def test_print_config_is_the_resolved_config_and_reads_back(tmp_path, capsys):
     assert again.config_hash() in text.splitlines()[0] and again.epochs == 9
 
 
+# a whole run in a subprocess: the slow tests' (the fast suite keeps the log test above)
+@pytest.mark.slow
 def test_progress_off_a_terminal_is_one_line_per_epoch(tiny_root, tmp_path):
     """With stderr in a file (every Slurm job), no carriage-return progress updates, one log line per epoch."""
     cmd = [sys.executable, str(REPO / "experiments" / "run.py"), "--data-root", str(tiny_root), "--out",
