@@ -3,8 +3,8 @@
 trainable parameters, the size of a checkpoint, and peak memory, each strategy beside ``partial:3`` in this one
 run.
 
-Every variant is the default stage-2 setting (EfficientNet-Lite0, 128 px, source-only, batch 32 + 32 on
-the cached prefix: the first stages are frozen in every variant, so they share one cache) trained on the same
+Every variant is the default stage-2 setting (EfficientNet-Lite0, 128 px, source-only, batches of 32 source
+images on the cached prefix: the first stages are frozen in every variant, so they share one cache) trained on the same
 cached AID -> RSSCN7 batches for ``--steps`` steps; the variants are built first, then timed in turn, epoch
 after epoch (median of ``--repeats`` after a warm-up epoch), so a drift of the machine touches them alike.
 Peak RSS: a whole short run of each, in its own process.
@@ -87,7 +87,7 @@ def main() -> None:
     base = STRATEGIES[0]
     lines = header("LoRA against partial fine-tuning: step time, trainable parameters, checkpoint size, peak memory "
                    "(experiments/bench_lora.py)")
-    lines += [f"# default stage-2 setting, source-only, on cached AID -> RSSCN7 batches (32 + 32 images), "
+    lines += [f"# default stage-2 setting, source-only (batches of {args.batch_size} source images), cached AID -> RSSCN7 prefix, "
               f"{args.steps} steps per epoch, median of {args.repeats} epochs after a warm-up, the variants interleaved",
               f"{'strategy':<12}{'s/step':>8}{'ratio':>8}{'trainable':>12}{'of which LoRA':>15}{'checkpoint':>12}"]
     for s, run in runs.items():

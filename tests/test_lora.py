@@ -141,3 +141,34 @@ def test_the_benchmark_runs_and_reports_each_strategy_beside_partial(tiny_root, 
     assert set(rows) == {"partial:3", "lora:3:4", "lora:3:16"} and rows["partial:3"][2] == "1.00x"
     adapters = {s: int(r[4].replace(",", "")) for s, r in rows.items() if s.startswith("lora")}
     assert 0 < adapters["lora:3:4"] * 4 == adapters["lora:3:16"]  # A and B both grow with the rank
+
+
+def test_committed_strategy_table_and_what_results_readme_says_of_it(tmp_path):
+    """results/lora/tables/strategies.md regenerates from the committed records, and the numbers the results
+    README quotes are the table's and the benchmark's."""
+    import warnings
+
+    from conftest import REPO
+    from da.results.load import load_runs
+    from da.results.strategies import render_strategy_table, strategy_table
+
+    committed = (REPO / "results" / "lora" / "tables" / "strategies.md").read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = load_runs(REPO / "results" / "lora" / "runs", strict=True)
+    table = strategy_table(runs)
+    caption = committed.split("\n\n")[0]
+    assert render_strategy_table(table, caption) == committed
+    lora = table[table["strategy"] != "partial:3"]
+    diffs = sorted(round(p.mean, 1) for p in lora["paired"])
+    assert diffs[0] == -1.3 and diffs[-1] == -0.7 and not any(p.excludes_zero for p in lora["paired"])
+    ratio = table["trainable"].max() / table.loc[table["strategy"] == "lora:3:4", "trainable"].iloc[0]
+    text = " ".join((REPO / "results" / "README.md").read_text().split())
+    assert f"LoRA trains {ratio:.1f} times fewer parameters" in text
+    assert "every LoRA row is 0.7 to 1.3 points below partial:3" in text
+    bench = (REPO / "results" / "benchmarks" / "lora.txt").read_text()
+    rows = {line.split()[0]: line.split() for line in bench.splitlines() if line.startswith(("partial:3 ", "lora:3:4 "))
+            and "x" in line}
+    assert f"takes {rows['lora:3:4'][2][:-1]}x the time of partial:3's ({rows['lora:3:4'][1]} against " \
+           f"{rows['partial:3'][1]} s" in text
+    assert f"checkpoint is {rows['lora:3:4'][5]} MB against {rows['partial:3'][5]} MB" in text
