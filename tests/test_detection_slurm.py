@@ -24,7 +24,7 @@ def cluster():
 
 def test_detection_sweep_array_then_nothing_missing(cluster, tmp_path):
     cfg = _tiny(tmp_path, epochs=1)
-    base = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_root")}
+    base = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_root", "seed")}  # seeds: the sweep's
     (tmp_path / "s.yaml").write_text(f"base: {json.dumps(base)}\ngrid:\n  anchors: [default, fitted]\n")
     sweep = load_detection_sweep(tmp_path / "s.yaml")
     summary = submit_detection_sweep(sweep, cluster="slurm", profile="local", out=cfg.out, data_root=cfg.data_root)
