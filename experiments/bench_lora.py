@@ -16,13 +16,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import torch
 
@@ -30,7 +25,7 @@ from da.config import RunConfig
 from da.train import checkpoint
 from da.train.epoch import train_epoch
 from da.train.setup import build_run, load_splits
-from da.utils.bench import header, write_table
+from da.utils.bench import header, run_peak_rss_mb, write_table
 
 STRATEGIES = ("partial:3", "lora:3:4", "lora:3:16")
 
@@ -51,17 +46,9 @@ def checkpoint_mb(run) -> float:
 
 def peak_rss_mb(args, strategy: str) -> float:
     """Peak RSS (VmHWM, as the record gives it) of one short run of ``strategy`` in its own process."""
-    with tempfile.TemporaryDirectory() as out:
-        Path(out, "cache").symlink_to(Path(args.cache_root, "cache").resolve())
-        cmd = [sys.executable, str(Path(__file__).parent / "run.py"), "--method", "source_only", "--stages", "1",
-               "--epochs", "1", "--max-steps-per-epoch", str(args.steps), "--strategy", strategy, "--out", out,
-               "--batch-size", str(args.batch_size), "--img-size", str(args.img_size),
-               "--progress", "false"] + (["--data-root", args.data_root] if args.data_root else [])
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
-        record = json.loads(Path(res.stdout.strip().splitlines()[-1]).read_text())
-    return record["peak_memory_mb"]["rss"]
+    return run_peak_rss_mb(args.cache_root, args.data_root, [
+        "--method", "source_only", "--stages", "1", "--epochs", "1", "--max-steps-per-epoch", str(args.steps),
+        "--strategy", strategy, "--batch-size", str(args.batch_size), "--img-size", str(args.img_size)])
 
 
 def main() -> None:

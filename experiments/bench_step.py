@@ -21,14 +21,9 @@ the caches are built (or read) once, before anything is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -37,7 +32,7 @@ from da.methods import Method, method_names
 from da.train.engine import evaluate_epoch
 from da.train.epoch import train_epoch
 from da.train.setup import build_run, load_splits
-from da.utils.bench import header, write_table
+from da.utils.bench import header, run_peak_rss_mb, write_table
 
 METHODS = ("source_only", "coral", "mmd", "im", "dann", "cdan")
 
@@ -90,20 +85,9 @@ def hand_loop(args, splits):
 
 
 def peak_rss_mb(args, method: str, extra: tuple[str, ...] = ()) -> float:
-    """Peak RSS of one whole default stage-2 run of ``method`` (caches read, ``--steps`` steps), in its own
-    process, as its record gives it (VmHWM: the run's own, not this process's, which a child inherits
-    through getrusage's maxrss until it execs)."""
-    with tempfile.TemporaryDirectory() as out:
-        Path(out, "cache").symlink_to(Path(args.cache_root, "cache").resolve())
-        cmd = [sys.executable, str(Path(__file__).parent / "run.py"), "--method", method, "--stages", "1",
-               "--epochs", "1", "--max-steps-per-epoch", str(args.steps), "--out", out, "--progress", "false", *extra]
-        if args.data_root:
-            cmd += ["--data-root", args.data_root]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
-        record = json.loads(Path(res.stdout.strip().splitlines()[-1]).read_text())
-    return record["peak_memory_mb"]["rss"]
+    """Peak RSS of one whole default stage-2 run of ``method`` (caches read, ``--steps`` steps), in its own process."""
+    return run_peak_rss_mb(args.cache_root, args.data_root, ["--method", method, "--stages", "1", "--epochs", "1",
+                                                             "--max-steps-per-epoch", str(args.steps), *extra])
 
 
 def main() -> None:

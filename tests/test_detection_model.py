@@ -320,13 +320,9 @@ def _tiny(tmp_path, **kw):
     return DetectionConfig(**{**base, **kw})
 
 
-def test_run_resumes_bit_identically(tmp_path, monkeypatch):
-    import da.detection.engine as engine
-
-    cfg = _tiny(tmp_path, anchors="fitted", sampler="ohem")
-    whole = engine.run_detection(cfg.replace(out=str(tmp_path / "whole")))
-    calls = {"n": 0}
-    real = engine.predict_raw
+def _kill_in_second_epoch(engine, cfg, monkeypatch) -> None:
+    """Run ``cfg`` until its second evaluation, kill it there (KeyboardInterrupt), then put predict_raw back."""
+    real, calls = engine.predict_raw, {"n": 0}
 
     def dies_in_second_epoch(*a, **k):
         calls["n"] += 1
@@ -335,11 +331,19 @@ def test_run_resumes_bit_identically(tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(engine, "predict_raw", dies_in_second_epoch)
-    monkeypatch.setattr(engine, "git_commit", lambda: "commit-a")
     with pytest.raises(KeyboardInterrupt):
         engine.run_detection(cfg)
-    assert not (cfg.run_dir() / "DONE").exists() and (cfg.run_dir() / "checkpoint.pt").exists()
     monkeypatch.setattr(engine, "predict_raw", real)
+
+
+def test_run_resumes_bit_identically(tmp_path, monkeypatch):
+    import da.detection.engine as engine
+
+    cfg = _tiny(tmp_path, anchors="fitted", sampler="ohem")
+    whole = engine.run_detection(cfg.replace(out=str(tmp_path / "whole")))
+    monkeypatch.setattr(engine, "git_commit", lambda: "commit-a")
+    _kill_in_second_epoch(engine, cfg, monkeypatch)
+    assert not (cfg.run_dir() / "DONE").exists() and (cfg.run_dir() / "checkpoint.pt").exists()
     monkeypatch.setattr(engine, "git_commit", lambda: "commit-b")  # the code changed before the resume
     resumed = engine.run_detection(cfg)
     a = json.loads((whole / "record.json").read_text())
@@ -414,18 +418,7 @@ def test_detection_run_checks_its_inputs_and_heals_a_damaged_checkpoint(tmp_path
     assert engine.run_detection(cfg) == done  # the same inputs again: reused
 
     cut = cfg.replace(out=str(tmp_path / "cut"))
-    real, calls = engine.predict_raw, {"n": 0}
-
-    def dies_in_second_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "predict_raw", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        engine.run_detection(cut)
-    monkeypatch.setattr(engine, "predict_raw", real)
+    _kill_in_second_epoch(engine, cut, monkeypatch)
     ckpt = cut.run_dir() / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a write cut short by a full disk
     again = json.loads((engine.run_detection(cut) / "record.json").read_text())

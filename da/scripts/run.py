@@ -50,3 +50,7 @@ def main(argv=None) -> int:
     print(record)  # the last line: scripts read the record path from it
     return 0
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,3 +61,23 @@ def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
         fn()
         out.append(time.perf_counter() - start)
     return out
+
+
+def run_peak_rss_mb(cache_root: str, data_root: str, flags: list[str]) -> float:
+    """Peak RSS of one whole da-run (``flags``) in its own process, reading the caches under ``cache_root``, as
+    its record gives it (VmHWM: the run's own, not this process's, which a child inherits through getrusage's
+    maxrss until it execs)."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        Path(out, "cache").symlink_to(Path(cache_root, "cache").resolve())
+        cmd = [sys.executable, "-m", "da.scripts.run", *flags, "--out", out, "--progress", "false"]
+        if data_root:
+            cmd += ["--data-root", data_root]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
+        record = json.loads(Path(res.stdout.strip().splitlines()[-1]).read_text())
+    return record["peak_memory_mb"]["rss"]
