@@ -22,12 +22,12 @@ REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------------------------------- the registry
 def test_registry_is_the_only_list_of_names():
     assert method_names()[0] == "source_only"
-    assert {"coral", "mmd", "im", "ent", "dann", "cdan", "shot", "mcc", "cbst", "aad"} <= set(method_names())
+    assert {"coral", "mmd", "im", "ent", "dann", "cdan", "shot", "mcc", "cbst", "aad", "adabn"} <= set(method_names())
     for name in method_names():
         RunConfig(method=name).validate()
     RunConfig(method="dann+im").validate()
     for bad in ("nope", "coral+coral", "source_only+coral", "coral+"):
-        with pytest.raises(ValueError, match="is not valid; choose from source_only, aad, cbst, cdan"):
+        with pytest.raises(ValueError, match="is not valid; choose from source_only, aad, adabn, cbst, cdan"):
             RunConfig(method=bad).validate()
 
 

@@ -37,7 +37,7 @@ def score(name, out):
 
 
 def test_names_and_default():
-    assert validator_names()[0] == "source_acc" and validator_names()[-2:] == ["last", "rank"]
+    assert validator_names()[0] == "source_acc" and validator_names()[-3:] == ["last", "rank", "guarded"]
     assert {"entropy", "im", "bnm", "snd", "class_ami", "dev"} <= set(validator_names())
     with pytest.raises(ValueError, match="--selection 'oracle' is not valid; choose from source_acc"):
         RunConfig(selection="oracle").validate()

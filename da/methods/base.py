@@ -59,6 +59,8 @@ class Method(nn.Module):
     settings: ClassVar[tuple[Setting, ...]] = ()
     needs_target: ClassVar[bool] = True
     uses_target_pass: ClassVar[bool] = False
+    # the engine re-estimates the BatchNorm statistics on the target before stage 2 and each evaluation (AdaBN)
+    adapts_batchnorm: ClassVar[bool] = False
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__()
@@ -108,6 +110,7 @@ class Composite(Method):
         self.parts = nn.ModuleList(parts)
         self.needs_target = any(p.needs_target for p in parts)
         self.uses_target_pass = any(p.uses_target_pass for p in parts)
+        self.adapts_batchnorm = any(p.adapts_batchnorm for p in parts)
 
     def forward(self, out: StepOutputs) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}

@@ -217,7 +217,8 @@ def learning_curves(runs: pd.DataFrame, out_dir: Path, name: str = "learning_cur
                              "accuracy": 100 * e["target_test"]["accuracy"]})
         if r["method"] == "source_only" or len(epochs) < 2:
             continue
-        series = {v: [e["scores"][v] for e in epochs] for v in scored_validator_names() if "scores" in epochs[0]}
+        # a validator newer than the record has no scores in it
+        series = {v: [e["scores"][v] for e in epochs] for v in scored_validator_names() if v in epochs[0].get("scores", {})}
         series["target accuracy (uses labels)"] = [e["target_test"]["accuracy"] for e in epochs]
         for v, values in series.items():
             values = np.asarray(values, dtype=float)

@@ -15,7 +15,10 @@ from da.config import RunConfig
 from da.records import RecordError
 from da.results.tables import latex_escape
 from da.results.paired import Paired
-from da.selection import DEFAULT, LAST, RANK, best_epoch, selection_scores, validator_names
+from da.selection import DEFAULT, GUARDED, LAST, RANK, best_epoch, selection_scores, validator_names
+from da.selection.drift import DriftValidator
+
+DRIFT = DriftValidator.name
 
 
 def epoch_scores(record: dict) -> list[dict[str, float]]:
@@ -45,6 +48,11 @@ def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     return runs.assign(selected_epoch=picked, target_acc=acc, target_f1=f1)
 
 
+def _scored(record: dict, rule: str) -> bool:
+    """Whether ``record`` has the scores that ``rule`` reads (``guarded`` reads ``drift``'s)."""
+    return (DRIFT if rule == GUARDED else rule) in epoch_scores(record)[0]
+
+
 def control_first(names: list[str]) -> list[str]:
     """Rules in table order: the two controls (source accuracy, the last epoch) first, then the others."""
     controls = [DEFAULT, LAST]
@@ -58,7 +66,8 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
     ``rank`` is relative within a run, so it has none; ``last``'s score is the epoch number), and, per run,
     its selected accuracy minus that of the last epoch (the control that selects nothing) as a paired
     comparison (``vs_last``).  A validator that some record has no score for (the record predates it) is left
-    out, and named in ``table.attrs["left_out"]``."""
+    out, and named in ``table.attrs["left_out"]`` where other records have it (one that no record has is
+    simply absent)."""
     rows, left_out = [], []
     last = reselect(runs, LAST)["target_acc"].to_numpy(dtype=float)
     keys = tuple((r["run_dir"],) for _, r in runs.iterrows())
@@ -66,8 +75,9 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
         try:
             chosen = reselect(runs, name)
         except RecordError:
-            left_out.append(name)
-            continue
+            if any(_scored(rec, name) for rec in runs["record"]):  # newer than some of the records
+                left_out.append(name)
+            continue  # newer than all of them: nothing to compare, nothing to say
         oracle = runs["oracle_acc"].to_numpy(dtype=float)
         row = {"validator": name, "runs": len(runs), "selected_acc": float(chosen["target_acc"].mean()),
                "selected_acc_std": float(chosen["target_acc"].std(ddof=1)) if len(runs) > 1 else float("nan"),

@@ -17,7 +17,7 @@ for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("base", "select"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-from da.selection.select import LAST, RANK, RULES, best_epoch, score_epoch, selection_scores  # noqa: E402
+from da.selection.select import GUARDED, LAST, RANK, RULES, best_epoch, score_epoch, selection_scores  # noqa: E402
 
 DEFAULT = "source_acc"
 
@@ -29,7 +29,8 @@ def scored_validator_names() -> list[str]:
 
 def validator_names() -> list[str]:
     """Every selection rule: the scored validators (default first), then ``last`` (the final epoch, the
-    control) and ``rank`` (the rank-average of a set of validators)."""
+    control), ``rank`` (the rank-average of a set of validators) and ``guarded`` (the last epoch in which no
+    class moved wholesale, ``drift.py``)."""
     return scored_validator_names() + list(RULES)
 
 
@@ -46,4 +47,4 @@ declare_check("rank_validators", lambda cfg: [check_validator_name(v, "--rank-va
 
 __all__ = ["EpochOutputs", "SourcePredictions", "Validator", "register", "validator_names",
            "check_validator_name", "scored_validator_names", "score_epoch", "best_epoch", "selection_scores",
-           "LAST", "RANK", "RULES", "DEFAULT"]
+           "GUARDED", "LAST", "RANK", "RULES", "DEFAULT"]

@@ -33,8 +33,12 @@ class SourcePredictions:
 
 @dataclass
 class EpochOutputs:
+    """``reference``: the class the stage-2 model predicted for each target-train image before its first
+    epoch (N,), what prediction drift is measured from; None outside a stage-2 run."""
+
     source_val: SourcePredictions
     target_train: TargetPass
+    reference: torch.Tensor | None = None
 
 
 class Validator:

@@ -9,12 +9,16 @@ import numpy as np
 from scipy.stats import rankdata
 
 from da.selection.base import REGISTRY, EpochOutputs
+from da.selection.drift import WHOLESALE
 
 RANK = "rank"  # the rank-average of a set of validators (config: rank_validators)
 # The control every validator is read against: the final epoch, i.e. no selection at all.  A rule, not a
 # scored validator: its score is the epoch number, so records made before it are re-selected with it too.
 LAST = "last"
-RULES = (LAST, RANK)  # rules computed from the history, not scored by a validator
+# The last epoch in which no class of the start model's target predictions moved wholesale into another
+# (da.selection.drift); where every epoch did, the one that moved least.
+GUARDED = "guarded"
+RULES = (LAST, RANK, GUARDED)  # rules computed from the history, not scored by a validator
 
 
 def score_epoch(out: EpochOutputs, cfg=None) -> tuple[dict[str, float], dict[str, float]]:
@@ -31,13 +35,18 @@ def score_epoch(out: EpochOutputs, cfg=None) -> tuple[dict[str, float], dict[str
 def selection_scores(history: Sequence[dict[str, float]], name: str, rank_set: Sequence[str] = ()) -> list[float]:
     """The score of each epoch under rule ``name`` (higher is better).
 
-    For a validator, its own per-epoch scores.  For ``last``: the epoch number (the final epoch wins).
+    For a validator, its own per-epoch scores.  For ``last``: the epoch number (the final epoch wins).  For
+    ``guarded``: the epoch number where no class moved wholesale (``drift`` >= -WHOLESALE), else the drift
+    score (negative: any epoch that passes wins, and among none passing the one that moved least).
     For ``rank``: each validator of ``rank_set`` ranks the
     epochs (1 = worst, ties averaged), and an epoch's score is its mean rank; it is relative, so an
     epoch's score can change as later epochs arrive.
     """
     if name == LAST:
         return [float(i + 1) for i in range(len(history))]
+    if name == GUARDED:  # passing epochs score their number (> 0), the others their drift score (< 0)
+        drift = selection_scores(history, "drift")
+        return [float(i + 1) if -d <= WHOLESALE else d for i, d in enumerate(drift)]  # NaN fails both: never wins
     if name != RANK:
         missing = [i + 1 for i, s in enumerate(history) if name not in s]
         if missing:

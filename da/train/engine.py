@@ -31,8 +31,10 @@ from da.data.splits import manifest_hash
 from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FAILED_FILE, FEATURES_FILE, LOCK_FILE, LOG_FILE,
                        MANIFEST_FILE, TENSORBOARD_DIR, StaleRunError, check_inputs, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
+from da.selection.drift import prediction_drift
 from da.models.lora import merged_state_dict, remove_adapters
 from da.train import checkpoint, label_shift
+from da.train.adabn import adapt_batchnorm
 from da.train.epoch import NonFiniteLossError, train_epoch
 from da.train.evaluate import Predictions, export_features, predict
 from da.train.seeding import seed_everything, set_deterministic
@@ -66,7 +68,7 @@ def evaluate_epoch(run: Run) -> tuple[Predictions, Predictions | None, dict, dic
     t = time.perf_counter()
     target = target_pass(run)
     cost = {"target_pass": time.perf_counter() - t}
-    scores, seconds = score_epoch(EpochOutputs(src.for_source(), target), run.cfg)
+    scores, seconds = score_epoch(EpochOutputs(src.for_source(), target, run.reference), run.cfg)
     run.last_target_pass = target  # the next epoch's start hook sees the same model
     if run.cfg.prior:
         t = time.perf_counter()
@@ -90,6 +92,16 @@ def start_epoch(run: Run, epoch: int) -> None:
         target = dataclasses.replace(target, prior=run.prior.target_prior.float())
     if run.method.uses_target_pass:
         run.method.on_epoch_start(epoch, target)
+
+
+def start_reference(run: Run) -> list[int]:
+    """Before the first stage-2 epoch: AdaBN's target statistics (method ``adabn``), then the start model's
+    target pass, kept for the first epoch and returned as the predicted classes drift is measured from."""
+    if run.method.adapts_batchnorm:
+        n = adapt_batchnorm(run.model, run.data.target_pass, run.data.start, run.device, run.autocast)
+        log.info("AdaBN: %d BatchNorm layers take the target's statistics", n)
+    run.last_target_pass = target_pass(run)
+    return run.last_target_pass.logits.argmax(1).tolist()
 
 
 def select_and_stop(cfg: RunConfig, state: RunState) -> bool:
@@ -235,6 +247,11 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
         state.resumed += 1
         log.info("stage %d: resuming %s after epoch %d", stage, run_dir, state.epoch)
 
+    if run.data.target_pass is not None:  # stage 2
+        if state.epoch == 0:
+            state.reference_predictions = start_reference(run)
+        if state.reference_predictions is not None:
+            run.reference = torch.tensor(state.reference_predictions)
     writer = _tensorboard(run_dir / TENSORBOARD_DIR)
     t_mark = t_start
     run.model.train()
@@ -244,12 +261,17 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
         result = train_epoch(run, epoch, str(ckpt_path) if ckpt_path.exists() else "(none yet)")
         state.train_time += result.seconds
         state.images += result.images
+        if run.method.adapts_batchnorm:
+            adapt_batchnorm(run.model, run.data.target_pass, run.data.start, run.device, run.autocast)
 
         src, tgt, scores, cost = evaluate_epoch(run)
         src_m, tgt_m = src.metrics(run.classes), (tgt.metrics(run.classes) if tgt is not None else None)
         entry = {"epoch": epoch + 1, "lr": _head_lr(run.optimizer),
                  "train_s": round(result.seconds, 3), "loss": result.loss,
                  "source_val": _summary(src_m), "target_test": _summary(tgt_m), "scores": scores}
+        if run.reference is not None:
+            logits = run.last_target_pass.logits
+            entry["drift"] = prediction_drift(run.reference, logits.argmax(1), logits.shape[1]).summary(run.classes)
         if cost:
             entry["validation_s"] = {k: round(v, 4) for k, v in cost.items()}
         state.history.append(entry)

@@ -141,6 +141,8 @@ class Run:
     data_seconds: float = 0.0
     last_target_pass: Any = None  # the newest TargetPass, computed after the previous epoch
     prior: Any = None  # the newest PriorEstimate (--prior), made from the same outputs
+    # stage 2: the class the start model predicted for each target-train image (N,), what drift is measured from
+    reference: torch.Tensor | None = None
     class_ratio: torch.Tensor | None = None  # q-hat / p_train (C,), on the device, while --prior is on
     parameters: dict = field(default_factory=dict)  # trainable / adapters / total at the start (da.models.lora)
 

@@ -23,6 +23,9 @@ class RunState:
     resumed: int = 0
     started_at: float = field(default_factory=time.time)
     git_commit: str = "unknown"
+    # stage 2: the start model's predicted class per target-train image (da.selection.drift's reference);
+    # None in stage 1 and in checkpoints written before it was kept
+    reference_predictions: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
