@@ -449,3 +449,29 @@ def test_figures_never_average_two_settings_and_pick_their_t_sne_panels(tmp_path
     assert shown[1] == free.idxmax() and set(left_out) == set(means.index) - set(shown)
     paths = figures.accuracy_by_method(runs, tmp_path)
     assert all(p.exists() for p in paths)
+
+
+def test_harm_table_against_the_records():
+    """Issue 29's do-no-harm check: runs below source-only and the worst class drop, recomputed here."""
+    from da.results.harm import CLASS_HARM, harm_table
+
+    runs = load_runs(REPO / "results" / "rsscn7_aid" / "runs", strict=True)
+    runs = runs[runs["prior"] == ""]
+    table = harm_table(runs).set_index("method")
+    so = {(r["split_seed"], r["seed"]): r for _, r in runs[(runs["method"] == "source_only")
+                                                           & (runs["target_labeled_fraction"] == 0)].iterrows()}
+
+    def recall(rec):
+        m = np.asarray(rec["target_test"]["confusion"], dtype=float)
+        return 100 * np.diag(m) / m.sum(1)
+
+    for method in ("mcc", "shot+mcc", "cdan"):
+        g = runs[runs["method"] == method]
+        gains = [r["target_acc"] - so[(r["split_seed"], r["seed"])]["target_acc"] for _, r in g.iterrows()]
+        drops = [recall(r["record"]) - recall(so[(r["split_seed"], r["seed"])]["record"]) for _, r in g.iterrows()]
+        row = table.loc[method]
+        assert row["runs"] == 3 and row["losing"] == sum(x < 0 for x in gains)
+        assert row["min_gain"] == pytest.approx(min(gains))
+        assert row["worst"]["points"] == pytest.approx(min(d.min() for d in drops))
+        assert row["class_drops"] == sum(int((d < -CLASS_HARM).sum()) for d in drops)
+    assert "reference" not in " ".join(table.index) and "source_only" not in table.index

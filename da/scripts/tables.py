@@ -25,6 +25,7 @@ from da.results import ablation_table, load_runs, oracle_table, render_latex, re
 from da.records import RecordError
 from da.results.selection import render_validator_table, reselect, validator_table
 from da.results.gap import confusion_pairs, confusion_table, gap_table, is_reference
+from da.results.harm import harm_table, render_harm_table
 from da.results.paired import paired_table, render_paired_table
 from da.results.tables import (baseline_comparison, prediction_shares, render_baseline_comparison, summarise,
                                varying_factors)
@@ -189,6 +190,11 @@ def main(argv=None) -> int:
                         f"The confusions the gap is made of: share (%) of the {target} test images of a class "
                         f"predicted as another (the {len(pairs)} largest confusions of source-only), and that class's "
                         f"recall, mean ± s.d. over seeds.")
+            atomic_write_text(tables / "harm.md", (
+                f"Do no harm on {target}: each method against the source-only run of the same split seed and seed: "
+                f"runs whose target accuracy is below source-only's, the smallest paired gain, and the largest drop "
+                f"of one class's recall (the run, and the class most of its test images went to), at the epoch kept "
+                f"in training.\n\n") + render_harm_table(harm_table(runs)))
     if baseline is not None:
         table, factors = baseline_comparison(runs, baseline)
         atomic_write_text(tables / "vs_baseline.md", render_baseline_comparison(
