@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Benchmark (issue 29): the wall time of a whole stage-2 epoch of each candidate method against source-only's,
+in one process: the epoch's start hook (AaD's memory, SHOT's pseudo-labels from the target pass), every
+training step, AdaBN's pass over the target where the method has it, and the evaluation after the epoch
+(source validation, target test, the target pass and every validator).  The goal: the strongest method's
+epoch at most 1.5x source-only's.
+
+Every variant is the default stage-2 setting (EfficientNet-Lite0, 128 px, partial:3 on the cached prefix,
+batch 32 + 32) on the same cached AID -> RSSCN7 data; the variants are built first and then timed in turn,
+epoch after epoch, so that a drift of the machine's speed touches all of them alike.
+
+    python experiments/bench_epoch.py --data-root ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+from da.config import RunConfig
+from da.train.adabn import adapt_batchnorm
+from da.train.engine import evaluate_epoch, start_epoch, start_reference
+from da.train.epoch import train_epoch
+from da.train.setup import build_run, load_splits
+from da.utils.bench import header, write_table
+
+VARIANTS = ("source_only", "adabn", "mcc", "mcc+adabn", "shot+mcc", "shot+mcc+adabn", "aad+mcc")
+
+
+def config(args, method: str) -> RunConfig:
+    extra = {"aad_k": 3, "aad_beta": 0.0} if "aad" in method else {}  # the half_gap sweeps' settings
+    return RunConfig(method=method, stages=1, epochs=args.repeats + 1, data_root=args.data_root,
+                     out=args.cache_root, progress=False, seed=0, **extra).validate()
+
+
+def timed_epoch(run, epoch: int) -> dict[str, float]:
+    """One whole stage-2 epoch as the engine runs it, in parts (seconds)."""
+    t0 = time.perf_counter()
+    start_epoch(run, epoch)
+    t1 = time.perf_counter()
+    train_epoch(run, epoch, "")
+    t2 = time.perf_counter()
+    if run.method.adapts_batchnorm:
+        adapt_batchnorm(run.model, run.data.target_pass, run.data.start, run.device, run.autocast)
+    t3 = time.perf_counter()
+    evaluate_epoch(run)
+    t4 = time.perf_counter()
+    return {"start": t1 - t0, "train": t2 - t1, "adabn": t3 - t2, "evaluate": t4 - t3, "epoch": t4 - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", default=os.environ.get("DA_DATA_ROOT", ""))
+    ap.add_argument("--repeats", type=int, default=2, help="timed epochs per variant (median), after one warm-up")
+    ap.add_argument("--cache-root", default="runs", help="runs folder whose cache/ holds (or will hold) the caches")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--out", default="results/benchmarks/epoch.txt")
+    args = ap.parse_args()
+    splits = load_splits(config(args, "source_only"), 2)
+    names = list(dict.fromkeys(["source_only", *args.variants]))
+    runs = {name: build_run(config(args, name), 2, splits, None) for name in names}  # caches built here, untimed
+    for run in runs.values():
+        start_reference(run)
+        run.model.train()
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for epoch in range(args.repeats + 1):
+        for name, run in runs.items():
+            parts = timed_epoch(run, epoch)
+            if epoch > 0:  # epoch 0 warms up: first-touch allocations, oneDNN primitives
+                samples[name].append(parts)
+    median = {name: {k: statistics.median(s[k] for s in v) for k in v[0]} for name, v in samples.items()}
+    base = median["source_only"]["epoch"]
+    run = runs["source_only"]
+    lines = header("a whole stage-2 epoch per method against source-only's (experiments/bench_epoch.py)")
+    lines += [f"# default stage-2 setting on cached AID -> RSSCN7 data: {len(run.data.source)} steps of 32 source "
+              f"(+ 32 target) images, then the evaluation; median of {args.repeats} epochs after one warm-up, the "
+              f"variants interleaved; goal: the strongest method <= 1.5x source-only",
+              f"{'variant':<20}{'start':>8}{'train':>8}{'adabn':>8}{'eval':>8}{'epoch':>9}{'ratio':>8}"]
+    for name, m in median.items():
+        lines.append(f"{name:<20}{m['start']:>8.1f}{m['train']:>8.1f}{m['adabn']:>8.1f}{m['evaluate']:>8.1f}"
+                     f"{m['epoch']:>8.1f}s{m['epoch'] / base:>7.2f}x")
+    write_table(args.out, lines)
+
+
+if __name__ == "__main__":
+    main()
