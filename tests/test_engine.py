@@ -75,13 +75,8 @@ class Kill(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy,cache_views", [("partial:3", 2), ("full", 0), ("gradual", 0),
-                                                  pytest.param("lora:3:4", 2, marks=pytest.mark.slow)])
-def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
-    kw = dict(method="coral+im", stages=1, strategy=strategy, cache_views=cache_views, dropout=0.2)
-    ref_path = train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2)
-
-    cfg = tiny_cfg(tiny_root, tmp_path / "cut", **kw)
+def killed_then_resumed(cfg) -> dict:
+    """Train ``cfg``'s stage 2, killed after its first epoch, then again from its checkpoint: the record."""
 
     def kill_after_first(epoch):
         if epoch == 1:
@@ -91,7 +86,18 @@ def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
         train_stage(cfg, stage=2, on_epoch_end=kill_after_first)
     run_dir = run_dir_for(cfg, 2)
     assert not records.is_done(run_dir) and (run_dir / CHECKPOINT_FILE).exists()
-    rec = load(train_stage(cfg, stage=2))
+    return load(train_stage(cfg, stage=2))
+
+
+@pytest.mark.parametrize("strategy,cache_views", [("partial:3", 2), ("full", 0), ("gradual", 0),
+                                                  pytest.param("lora:3:4", 2, marks=pytest.mark.slow)])
+def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
+    kw = dict(method="coral+im", stages=1, strategy=strategy, cache_views=cache_views, dropout=0.2)
+    ref_path = train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2)
+
+    cfg = tiny_cfg(tiny_root, tmp_path / "cut", **kw)
+    rec = killed_then_resumed(cfg)
+    run_dir = run_dir_for(cfg, 2)
     ref = load(ref_path)
     assert rec["resumed"] == 1
     assert _metrics(rec) == _metrics(ref)

@@ -14,7 +14,7 @@ from da.losses.adversarial import (DomainAdversarialLoss, RandomizedMultilinearM
 from da.methods import REGISTRY, Composite, StepOutputs, build_method, method_names
 from da.rundir import CHECKPOINT_FILE, run_dir_for
 from da.train import checkpoint, train_stage
-from test_engine import Kill, _metrics, load, tiny_cfg
+from test_engine import Kill, _metrics, killed_then_resumed, load, tiny_cfg
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -390,15 +390,7 @@ def test_prior_estimate_in_the_record_and_exact_resume_with_pseudo_labels(tiny_r
     assert ref["prior"] == ref["epochs"][ref["selected_epoch"] - 1]["prior"]
     corrected = ref["target_test_prior_corrected"]
     assert corrected["accuracy"] == ref["prior"]["target_test"]["accuracy"] and len(corrected["confusion"]) == 7
-    cfg = tiny_cfg(tiny_root, tmp_path / "cut", **kw)
-
-    def kill_after_first(epoch):
-        if epoch == 1:
-            raise Kill()
-
-    with pytest.raises(Kill):
-        train_stage(cfg, stage=2, on_epoch_end=kill_after_first)
-    rec = load(train_stage(cfg, stage=2))
+    rec = killed_then_resumed(tiny_cfg(tiny_root, tmp_path / "cut", **kw))
     assert rec["resumed"] == 1 and _metrics(rec) == _metrics(ref)
     assert [e["prior"] for e in rec["epochs"]] == [e["prior"] for e in ref["epochs"]]
 
