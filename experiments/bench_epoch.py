@@ -62,7 +62,7 @@ def main() -> None:
     names = list(dict.fromkeys(["source_only", *args.variants]))
     runs = {name: build_run(config(args, name), 2, splits, None) for name in names}  # caches built here, untimed
     for run in runs.values():
-        start_reference(run)
+        start_reference(run, None, {})  # AdaBN before the first epoch, as in a run
         run.model.train()
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for epoch in range(args.repeats + 1):

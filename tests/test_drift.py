@@ -71,3 +71,36 @@ def test_partial_correction_is_not_wholesale():
     assert drift.largest == pytest.approx(10 / 40)  # of the 40 the start model called 0, 10 went to 1
     assert REGISTRY["drift"]().score(EpochOutputs(src, TargetPass(logits, features), start.argmax(1))) > -WHOLESALE
     assert np.isnan(REGISTRY["drift"]().score(EpochOutputs(src, TargetPass(logits, features))))
+
+
+def test_source_predictions_are_the_stage1_classifier_read_through_the_class_map():
+    from da.selection.drift import source_predictions
+
+    rng = np.random.default_rng(1)
+    z, w, b = rng.normal(size=(50, 6)), rng.normal(size=(5, 6)), rng.normal(size=5)
+    classes = ["Airport", "Meadow", "Farmland", "Beach", "Industrial"]  # stage 1's; Airport and Beach not shared
+    label_of = {"Meadow": 0, "Farmland": 1, "Industrial": 2}
+    logits = z @ w.T + b
+    logits[:, [0, 3]] = -np.inf
+    expected = [label_of[classes[k]] for k in logits.argmax(1)]
+    got = source_predictions(torch.tensor(z), torch.tensor(w), torch.tensor(b), classes, label_of)
+    assert got.tolist() == expected
+    with pytest.raises(ValueError, match="none of the source model's classes"):
+        source_predictions(torch.tensor(z), torch.tensor(w), torch.tensor(b), classes, {"Forest": 0})
+
+
+def test_a_two_stage_run_measures_drift_from_its_stage1_model_and_a_one_stage_run_is_guarded_as_last(tiny_root, tmp_path):
+    import json
+
+    from da.train import run_experiment
+    from test_engine import tiny_cfg
+
+    two = json.loads(open(run_experiment(tiny_cfg(tiny_root, tmp_path / "two", method="mcc", epochs=2))).read())
+    for e in two["epochs"]:
+        drift = e["drift"]
+        assert 0 <= drift["changed"] <= 1 and -e["scores"]["drift"] == pytest.approx(drift["largest_wholesale_share"])
+        assert sum(c["images"] for c in drift["classes"].values()) <= two["split_sizes"]["target_train"]
+    one = json.loads(open(run_experiment(tiny_cfg(tiny_root, tmp_path / "one", method="mcc", stages=1, epochs=2))).read())
+    assert all("drift" not in e and np.isnan(e["scores"]["drift"] if e["scores"]["drift"] is not None else np.nan)
+               for e in one["epochs"])
+    assert best_epoch([e["scores"] for e in one["epochs"]], "guarded") == 2

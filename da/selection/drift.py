@@ -1,12 +1,15 @@
-"""Prediction drift from the model stage 2 started from: how far the adapted model's target predictions moved,
+"""Prediction drift from the source model: how far the adapted model's target predictions moved,
 per class, and whether some class moved wholesale into another (the collapse that every validator invariant
 to a permutation of clusters misses: entropy, IM, BNM, class-AMI, SND score a model that swaps two classes
 exactly as they score the truth).
 
+The reference is the source model: the stage-1 model (trained on the source's labels only) that stage 2
+starts from, its classifier applied to the stage-2 start features and its classes read through the class map
+(:func:`source_predictions`; stage 2's own classifier may start new, so its first predictions say nothing).
 Label-free: it compares two sets of predictions on the unlabelled target training split.  For each class c
-that the start model predicted for at least ``MIN_IMAGES`` images, ``moved(c, c')`` is the share of those
+that the source model predicted for at least ``MIN_IMAGES`` images, ``moved(c, c')`` is the share of those
 images now predicted c' != c; a class has moved *wholesale* when one ``moved(c, c')`` exceeds
-``WHOLESALE`` (more than half of what the start model called c is now one other class: either the start
+``WHOLESALE`` (more than half of what the source model called c is now one other class: either the source
 model's c was mostly wrong, or the adaptation relabelled the class).  The rule ``guarded`` of
 ``da.selection.select`` keeps the last epoch in which no class moved wholesale.
 """
@@ -25,9 +28,9 @@ MIN_IMAGES = 5  # classes the start model predicted fewer times than this are to
 
 @dataclass
 class Drift:
-    """``changed`` (C,): per start-model class, the share of its images whose predicted class changed (NaN
+    """``changed`` (C,): per source-model class, the share of its images whose predicted class changed (NaN
     where it was predicted fewer than MIN_IMAGES times); ``to`` (C,) the class most of them went to and
-    ``to_share`` (C,) that class's share of all its images; ``counts`` (C,) the start model's counts;
+    ``to_share`` (C,) that class's share of all its images; ``counts`` (C,) the source model's counts;
     ``overall`` the share of all images (every class) whose predicted class changed."""
 
     changed: torch.Tensor
@@ -70,11 +73,24 @@ def prediction_drift(reference: torch.Tensor, current: torch.Tensor, num_classes
     return Drift(changed, to, torch.where(judged, to_share, nan), counts, overall)
 
 
+def source_predictions(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, classes: list[str],
+                       label_of: dict[str, int]) -> torch.Tensor:
+    """The source model's predicted shared class per image (N,): the linear classifier (``weight`` (K, d),
+    ``bias`` (K,)) over ``classes`` (its K source classes) applied to ``features`` (N, d), the argmax over the
+    classes that ``label_of`` maps (source class -> shared class index), read through that map."""
+    mapped = [k for k, name in enumerate(classes) if name in label_of]
+    if not mapped:
+        raise ValueError(f"none of the source model's classes ({', '.join(classes[:5])}, ...) is in the class map")
+    logits = features.float() @ weight.float()[mapped].T + bias.float()[mapped]
+    shared = torch.tensor([label_of[classes[k]] for k in mapped])
+    return shared[logits.argmax(1)]
+
+
 @register
 class DriftValidator(Validator):
-    """score = -(largest share of one start-model class now predicted as a single other class), in [-1, 0]:
+    """score = -(largest share of one source-model class now predicted as a single other class), in [-1, 0]:
     higher is less drift.  As a rule by itself it prefers the epoch that moved least; its use is the guard of
-    the ``guarded`` rule.  No reference (outside a stage-2 run): NaN."""
+    the ``guarded`` rule.  No reference (a one-stage run has no source model): NaN."""
 
     name = "drift"
 

@@ -36,8 +36,9 @@ def selection_scores(history: Sequence[dict[str, float]], name: str, rank_set: S
     """The score of each epoch under rule ``name`` (higher is better).
 
     For a validator, its own per-epoch scores.  For ``last``: the epoch number (the final epoch wins).  For
-    ``guarded``: the epoch number where no class moved wholesale (``drift`` >= -WHOLESALE), else the drift
-    score (negative: any epoch that passes wins, and among none passing the one that moved least).
+    ``guarded``: the epoch number where no class moved wholesale (``drift`` >= -WHOLESALE, or no drift measured:
+    a run without a source model is `last`), else the drift score (negative: any epoch that passes wins, and
+    among none passing the one that moved least).
     For ``rank``: each validator of ``rank_set`` ranks the
     epochs (1 = worst, ties averaged), and an epoch's score is its mean rank; it is relative, so an
     epoch's score can change as later epochs arrive.
@@ -46,7 +47,7 @@ def selection_scores(history: Sequence[dict[str, float]], name: str, rank_set: S
         return [float(i + 1) for i in range(len(history))]
     if name == GUARDED:  # passing epochs score their number (> 0), the others their drift score (< 0)
         drift = selection_scores(history, "drift")
-        return [float(i + 1) if -d <= WHOLESALE else d for i, d in enumerate(drift)]  # NaN fails both: never wins
+        return [d if -d > WHOLESALE else float(i + 1) for i, d in enumerate(drift)]  # NaN (no source model): passes
     if name != RANK:
         missing = [i + 1 for i, s in enumerate(history) if name not in s]
         if missing:

@@ -31,7 +31,7 @@ from da.data.splits import manifest_hash
 from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FAILED_FILE, FEATURES_FILE, LOCK_FILE, LOG_FILE,
                        MANIFEST_FILE, TENSORBOARD_DIR, StaleRunError, check_inputs, epoch_model_file, run_dir_for)
 from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
-from da.selection.drift import prediction_drift
+from da.selection.drift import prediction_drift, source_predictions
 from da.models.lora import merged_state_dict, remove_adapters
 from da.train import checkpoint, label_shift
 from da.train.adabn import adapt_batchnorm
@@ -94,14 +94,23 @@ def start_epoch(run: Run, epoch: int) -> None:
         run.method.on_epoch_start(epoch, target)
 
 
-def start_reference(run: Run) -> list[int]:
+def start_reference(run: Run, init_weights: str | None, label_of: dict[str, int]) -> list[int] | None:
     """Before the first stage-2 epoch: AdaBN's target statistics (method ``adabn``), then the start model's
-    target pass, kept for the first epoch and returned as the predicted classes drift is measured from."""
+    target pass (kept for the first epoch), and the source model's predicted class of each target-train image,
+    what drift is measured from: the stage-1 model's classifier ``init_weights`` on the start features, its
+    classes read through the class map (``label_of``: source class -> shared index).  None without a stage-1
+    model (a one-stage run) or where its checkpoint names no classes."""
     if run.method.adapts_batchnorm:
         n = adapt_batchnorm(run.model, run.data.target_pass, run.data.start, run.device, run.autocast)
         log.info("AdaBN: %d BatchNorm layers take the target's statistics", n)
     run.last_target_pass = target_pass(run)
-    return run.last_target_pass.logits.argmax(1).tolist()
+    source = checkpoint.load(init_weights) if init_weights else {}
+    state, classes = source.get("model", {}), source.get("classes")
+    if classes is None or "head.classifier.weight" not in state or not label_of.keys() & set(classes):
+        log.info("no source model with its classes to measure prediction drift from")
+        return None
+    return source_predictions(run.last_target_pass.features, state["head.classifier.weight"],
+                              state["head.classifier.bias"], classes, label_of).tolist()
 
 
 def select_and_stop(cfg: RunConfig, state: RunState) -> bool:
@@ -249,7 +258,8 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
 
     if run.data.target_pass is not None:  # stage 2
         if state.epoch == 0:
-            state.reference_predictions = start_reference(run)
+            label_of = splits.class_map.source_label() if splits.class_map is not None else {}
+            state.reference_predictions = start_reference(run, init_weights, label_of)
         if state.reference_predictions is not None:
             run.reference = torch.tensor(state.reference_predictions)
     writer = _tensorboard(run_dir / TENSORBOARD_DIR)
