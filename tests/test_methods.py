@@ -13,7 +13,7 @@ from da.losses.adversarial import (DomainAdversarialLoss, RandomizedMultilinearM
                                    grl_coefficient, multilinear_map)
 from da.methods import REGISTRY, Composite, StepOutputs, build_method, method_names
 from da.rundir import CHECKPOINT_FILE, run_dir_for
-from da.train import checkpoint, train_stage
+from da.train import checkpoint, run_experiment, train_stage
 from test_engine import Kill, _metrics, killed_then_resumed, load, tiny_cfg
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -345,16 +345,19 @@ def _permute_target_train_labels(monkeypatch):
     monkeypatch.setattr(setup, "adaptation_splits", shuffled)
 
 
-@pytest.mark.parametrize("method,prior", [("shot+cbst", ""), ("shot", "em"),
-                                          pytest.param("mcc+coral", "bbse", marks=pytest.mark.slow)])
-def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior):
+@pytest.mark.parametrize("method,prior,stages", [("shot+cbst", "", 1), ("shot", "em", 1), ("aad+mcc+adabn", "", 2),
+                                                 pytest.param("mcc+coral", "bbse", 1, marks=pytest.mark.slow)])
+def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior, stages):
     """The same run with the target training labels permuted trains to the same numbers: pseudo-labels,
-    the prior estimate and every loss are made without them (only the prior's reported error moves)."""
-    kw = dict(method=method, prior=prior, stages=1, epochs=2)
-    ref = load(train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2))
+    the prior estimate, AaD's memory, AdaBN's statistics, the drift from the source model and every loss are
+    made without them (only the prior's reported error moves)."""
+    kw = dict(method=method, prior=prior, stages=stages, epochs=2)
+    ref = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "ref", **kw)))
     _permute_target_train_labels(monkeypatch)
-    perm = load(train_stage(tiny_cfg(tiny_root, tmp_path / "perm", **kw), stage=2))
+    perm = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "perm", **kw)))
     assert _metrics(perm) == _metrics(ref)
+    assert [e.get("drift") for e in perm["epochs"]] == [e.get("drift") for e in ref["epochs"]]
+    assert (stages == 2) == all("drift" in e for e in ref["epochs"])
     if prior:
         assert [e["prior"]["estimate"] for e in perm["epochs"]] == [e["prior"]["estimate"] for e in ref["epochs"]]
 
