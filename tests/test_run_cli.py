@@ -34,7 +34,7 @@ def test_help_documents_every_flag():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--method", "nope"], "--method 'nope' is not valid; choose from source_only, aad, cbst, cdan, coral, dann"),
+    (["--method", "nope"], "--method 'nope' is not valid; choose from source_only, aad, adabn, cbst, cdan, coral, dann"),
     (["--cls-loss", "hinge"], "--cls-loss 'hinge' is not valid; choose from 'ce', 'focal', 'ohem'"),
     (["--strategy", "half"], "--strategy 'half' is not valid; choose from full, linear, gradual, partial:K"),
     (["--stages", "3"], "--stages 3 is not valid"),

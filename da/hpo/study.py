@@ -391,7 +391,7 @@ def selected_scores(record: dict[str, Any]) -> tuple[int, dict[str, float]]:
     if not scores:
         raise ValueError(f"run record of {record.get('config_hash')}: epoch {epoch} has no validator scores "
                          f"(schema {record.get('schema_version')}); rerun it with this code")
-    return epoch, {k: float(v) for k, v in scores.items()}
+    return epoch, {k: float("nan") if v is None else float(v) for k, v in scores.items()}  # null: a NaN score
 
 
 def rank_average(rows: Sequence[dict[str, float]], validators: Sequence[str]) -> list[float]:

@@ -36,6 +36,14 @@ def reported_rule(sweep_name: str) -> str:
     return rule
 
 
+def reported_method(sweep_name: str) -> str | None:
+    """The method a protocol sweep's file names as chosen on the other pair (``reported_method``), if any."""
+    value = {c["setting"]: c["value"] for c in load_sweep(sweep_name).choices}.get("reported_method")
+    if value in (None, "pending"):
+        return None
+    return value[0] if isinstance(value, list) else value
+
+
 def pair_runs(sweep_name: str, folder: str | Path) -> pd.DataFrame:
     """The sweep's finished runs in ``folder``, re-selected with its reported rule."""
     wanted = {cfg.config_hash() for cfg in load_sweep(sweep_name).configs()}
@@ -68,8 +76,9 @@ def headline_rows(runs: pd.DataFrame) -> list[dict]:
 
 
 def headline_markdown(repo: str | Path = ".") -> str:
-    """The block between the README's headline markers.  The method each pair reports as its best is the
-    one with the best mean on the *other* pair (``best_methods``), never the best on its own test labels."""
+    """The block between the README's headline markers.  The method each pair reports as its best is the one
+    its sweep file names as chosen on the *other* pair (``reported_method``), else the one with the best mean on
+    the other pair's headline runs (``best_methods``); never the best on its own test labels."""
     from da.results.protocol import best_methods
 
     repo = Path(repo)
@@ -81,8 +90,9 @@ def headline_markdown(repo: str | Path = ".") -> str:
         rule = reported_rule(sweep_name)
         pair = pair_of(runs["source"].iloc[0], runs["target"].iloc[0])
         rows = headline_rows(runs)
+        # the choice the sweep file wrote down before its runs; else the other pair's best mean
         others = [r for j, (_, r) in enumerate(pairs) if j != i]
-        chosen = best_methods(others[0], 1)[0] if others else None
+        chosen = reported_method(sweep_name) or (best_methods(others[0], 1)[0] if others else None)
         parts += [f"**{pair}** (sweep `{sweep_name}`; epoch: `{rule}`, chosen from the other pair's records; "
                   f"{runs['split_seed'].nunique()} split seed(s) x {runs['seed'].nunique()} seeds; in bold the "
                   f"method the other pair's records choose):", "",
