@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from da.settings import USED_BY
 import pandas as pd
 from scipy import stats
 
@@ -109,7 +111,7 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
         if is_source_only(g.iloc[:1]).iloc[0]:
             continue
         base = [b for r, b in groups if is_source_only(b.iloc[:1]).iloc[0]
-                and all(r[f] == row[f] for f in factors if f not in anchors)]
+                and all(r[f] == row[f] for f in factors if f not in anchors and f not in USED_BY)]
         if base:
             rows.append({"comparison": f"{_label(row, factors)} − source-only", "kind": "vs source-only",
                          "uses_target_labels": bool(is_reference(g.iloc[:1]).iloc[0]),

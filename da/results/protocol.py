@@ -35,10 +35,13 @@ def choose_selection(runs: pd.DataFrame) -> tuple[str, dict[str, tuple[float, fl
 
 def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
     """The ``count`` label-free methods (no target label in training, no prior estimate) with the highest
-    mean target accuracy in ``runs`` (already selected by the rule of the pair)."""
+    mean target accuracy in ``runs`` (already selected by the rule of the pair); of two with the same mean, the
+    one with fewer components (``shot+mcc`` before ``shot+mcc+adabn``)."""
     free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
-    means = free.groupby("method")["target_acc"].mean().sort_values(ascending=False, kind="stable")
-    return list(means.index[:count])
+    means = free.groupby("method")["target_acc"].mean()
+    # equal means (the same images right: equal to float rounding) go to the simpler method, fewer '+' parts
+    order = sorted(means.index, key=lambda m: (-round(float(means[m]), 9), m.count("+"), m))
+    return order[:count]
 
 
 def choose_budget(runs: pd.DataFrame, tolerance: float = 0.5) -> tuple[int, dict[int, float]]:
