@@ -297,3 +297,33 @@ def test_the_half_gap_section_of_results_readme_is_what_the_candidate_records_gi
     assert len(shares) == 36 * 4 and round(max(shares), 2) == 0.28 < 0.5
     text = " ".join((REPO / "results" / "README.md").read_text().split())
     assert "at most 0.28 in any epoch of the 36 new runs" in text and "(tied with SHOT + MCC + AdaBN at 75.48 %" in text
+
+
+def test_the_paired_gains_the_half_gap_section_quotes_are_in_the_committed_tables():
+    """Issue 29's prose: AdaBN alone and AaD against source-only, per seed (tables/paired.md of each pair)."""
+    first = (REPO / "results" / "half_gap" / "tables" / "paired.md").read_text()
+    second = (REPO / "results" / "rsscn7_aid_half_gap" / "tables" / "paired.md").read_text()
+    assert "| adabn, aad_beta 5.0, aad_k 5 − source-only | +0.5, -0.4, +0.0 | +0.0 ± 0.4 | [-1.0, +1.1] |" in first
+    assert "| aad, aad_beta 0.0, aad_k 3 − source-only | +5.8, +2.7, +5.0 | +4.5 ± 1.6 | [+0.5, +8.5] |" in first
+    assert "| shot+mcc, aad_beta 5.0, aad_k 5 − shot+mcc+adabn, aad_beta 5.0, aad_k 5 | -1.7, +1.5, +0.1 | -0.0 ± 1.6 | [-4.0, +4.0] |" in first
+    assert "| mcc, aad_beta 5.0, aad_k 5 − source-only | +7.4, +6.2, +7.3 |" in first
+    assert "| adabn, aad_beta 5.0, aad_k 5 − source-only | -1.5, -1.9, -0.7 | -1.4 ± 0.6 | [-2.9, +0.2] |" in second
+    assert "| aad, aad_beta 0.0, aad_k 3 − source-only | -1.7, -3.2, -2.2 | -2.4 ± 0.8 | [-4.3, -0.4] |" in second
+    text = " ".join((REPO / "results" / "README.md").read_text().split())
+    for quoted in ("(+0.0 [-1.0, +1.1] points against source-only)", "(-1.4 [-2.9, +0.2])", "(+4.5 [+0.5, +8.5]",
+                   "(-2.4 [-4.3, -0.4];", "paired difference -0.0 [-4.0, +4.0]", "MCC gains +7.4, +6.2, +7.3 points"):
+        assert quoted in text, quoted
+
+
+def test_the_detection_initialisations_compare_as_the_readmes_say():
+    """Stage-1 AID backbone minus ImageNet, per seed (default anchors and sampler), mAP@0.5 at NMS 0.5 and 0.3."""
+    recs = [json.loads(p.read_text()) for p in (REPO / "results" / "detection" / "runs").glob("*/record.json")]
+    by = {("stage1" in r["config"]["weights"], r["seed"]): r["test"] for r in recs
+          if r["config"]["anchors"] == "default" and r["config"]["sampler"] == "default"}
+    texts = [" ".join((REPO / f).read_text().split()) for f in ("README.md", "results/README.md")]
+    for nms in ("nms_0.5", "nms_0.3"):
+        p = Paired(tuple((s,) for s in (0, 1, 2)),
+                   tuple(100 * (by[(True, s)][nms]["map_50"] - by[(False, s)][nms]["map_50"]) for s in (0, 1, 2)))
+        low, high = p.interval()
+        quoted = f"{p.mean:+.1f} [{low:+.1f}, {high:+.1f}]"
+        assert all(quoted in t for t in texts), (nms, quoted)

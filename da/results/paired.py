@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from da.settings import USED_BY
 import pandas as pd
 from scipy import stats
+
+from da.settings import USED_BY
 
 PAIR_KEYS = ("split_seed", "seed")  # what identifies the two runs of a pair
 

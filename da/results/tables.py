@@ -12,11 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from da import settings as declared
 import pandas as pd
 
 from da.config import RunConfig, config_fields
+from da.settings import USED_BY
 
 # Fields that never define an ablation row: the seed is what rows average over; the rest say where a run ran.
 NON_FACTORS = {"seed"} | {f.name for f in config_fields() if f.metadata.get("hash") is False}
@@ -80,7 +79,7 @@ def add_gain(table: pd.DataFrame, factors: list[str], col: str) -> pd.DataFrame:
         # a method's own setting (aad_k) varies with the method: source-only has it at its default, unused
         match = table[(table["method"] == "source_only")
                       & np.logical_and.reduce([table[f] == row[f] for f in factors
-                                               if f != "method" and f not in declared.USED_BY] or [True])]
+                                               if f != "method" and f not in USED_BY] or [True])]
         gains.append(float(row[f"{col}_mean"] - match[f"{col}_mean"].iloc[0]) if len(match) else float("nan"))
         values.append(paired_gain_values(row[f"{col}_values"], match[f"{col}_values"].iloc[0]) if len(match) else {})
     table[f"{col}_gain"] = gains
