@@ -31,7 +31,9 @@ class StepOutputs:
     and the training progress in [0, 1] (global step / total steps).  Target entries are None for methods
     that need no target batch.  ``idx_t`` holds each target example's index in the target training split
     (the row of the :class:`TargetPass`; target batches carry no labels); ``w_s`` (N,) are the source
-    examples' class-ratio weights q-hat / p_train when the run estimates the target prior, else None."""
+    examples' class-ratio weights q-hat / p_train when the run estimates the target prior, else None.
+    ``logits_tw`` (N, C) are the logits of the same target images' weak views (the evaluation transform),
+    from the same forward, for methods that declare ``needs_weak_target``; else None."""
 
     logits_s: torch.Tensor
     z_s: torch.Tensor
@@ -41,6 +43,7 @@ class StepOutputs:
     progress: float
     idx_t: torch.Tensor | None = None
     w_s: torch.Tensor | None = None
+    logits_tw: torch.Tensor | None = None
 
 
 @dataclass
@@ -61,6 +64,8 @@ class Method(nn.Module):
     uses_target_pass: ClassVar[bool] = False
     # the engine re-estimates the BatchNorm statistics on the target before stage 2 and each evaluation (AdaBN)
     adapts_batchnorm: ClassVar[bool] = False
+    # each target batch also goes through the model as weak views (StepOutputs.logits_tw): consistency methods
+    needs_weak_target: ClassVar[bool] = False
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__()
@@ -111,6 +116,7 @@ class Composite(Method):
         self.needs_target = any(p.needs_target for p in parts)
         self.uses_target_pass = any(p.uses_target_pass for p in parts)
         self.adapts_batchnorm = any(p.adapts_batchnorm for p in parts)
+        self.needs_weak_target = any(p.needs_weak_target for p in parts)
 
     def forward(self, out: StepOutputs) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}

@@ -60,6 +60,11 @@ class ImageBatches:
         self.num_workers, self.stream = num_workers, stream
         self.labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
 
+    def inputs_at(self, idx: torch.Tensor) -> torch.Tensor:
+        """The inputs of the split's examples ``idx`` under this source's transform, as a batch: on an
+        evaluation source (no random draws), a consistency method's weak views of a target batch."""
+        return torch.stack([self.data[int(i)][0] for i in idx])
+
     def __len__(self) -> int:
         n = len(self.data)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -85,6 +90,10 @@ class CachedBatches:
         # float32 and the model's memory format in one copy, not two
         self.memory_format = torch.channels_last if channels_last and feats.dim() == 5 else torch.contiguous_format
         self.seed, self.batch_size, self.shuffle, self.drop_last, self.stream = seed, batch_size, shuffle, drop_last, stream
+
+    def inputs_at(self, idx: torch.Tensor) -> torch.Tensor:
+        """The first view of the examples ``idx`` (the only one of an evaluation cache), as a batch."""
+        return self.feats[idx, 0].to(torch.float32, memory_format=self.memory_format)
 
     def __len__(self) -> int:
         n = len(self.labels)

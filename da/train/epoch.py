@@ -49,15 +49,19 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
             xs, ys = run.mixer(xs, ys)
         xt, idx_t = next(target_iter) if target_iter is not None else (None, None)
         xt = xt.to(device) if xt is not None else None
+        # consistency methods: the same target images' weak (evaluation-transform) views join the forward
+        xw = data.target_pass.inputs_at(idx_t).to(device) if run.method.needs_weak_target else None
         w_s = run.class_ratio[ys] if run.class_ratio is not None and ys.dim() == 1 else None
         if run.channels_last and xs.dim() == 4:
             xs = xs.contiguous(memory_format=torch.channels_last)
             xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
+            xw = xw.contiguous(memory_format=torch.channels_last) if xw is not None else None
         with run.autocast():
             if xt is not None:  # one forward over both domains: BatchNorm sees the joint batch, as in DAN
-                logits, z = model.forward_from(torch.cat([xs, xt]), data.start)
-                out = StepOutputs(logits[: len(xs)], z[: len(xs)], ys, logits[len(xs):], z[len(xs):],
-                                  global_step / run.total_steps, idx_t, w_s)
+                logits, z = model.forward_from(torch.cat([xs, xt] if xw is None else [xs, xt, xw]), data.start)
+                ns, nt = len(xs), len(xs) + len(xt)
+                out = StepOutputs(logits[:ns], z[:ns], ys, logits[ns:nt], z[ns:nt], global_step / run.total_steps,
+                                  idx_t, w_s, logits_tw=logits[nt:] if xw is not None else None)
             else:
                 logits_s, z_s = model.forward_from(xs, data.start)
                 out = StepOutputs(logits_s, z_s, ys, None, None, global_step / run.total_steps, None, w_s)
@@ -84,7 +88,7 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
         run.scheduler.step()
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        n_images += len(xs) + (len(xt) if xt is not None else 0)
+        n_images += len(xs) + (len(xt) if xt is not None else 0) + (len(xw) if xw is not None else 0)
         if cfg.progress:
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()}
                             | {"img/s": f"{n_images / max(1e-9, time.perf_counter() - t_epoch):.0f}"})

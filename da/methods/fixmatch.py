@@ -1,0 +1,79 @@
+"""FixMatch consistency self-training (Sohn et al., "FixMatch: Simplifying Semi-Supervised Learning with
+Consistency and Confidence", NeurIPS 2020) for domain adaptation, with AdaMatch's relative confidence
+threshold as an option (Berthelot et al., "AdaMatch: A Unified Approach to Semi-Supervised Learning and Domain
+Adaptation", ICLR 2022).
+
+The model's prediction on a weak view of a target image becomes the label of an augmented view of the same
+image where it is confident.  Here the weak view is the image as the validators see it (the evaluation
+transform: resize and centre crop), and the augmented view is the method's ordinary target batch (the training
+transform: random resized crop, flips, 90-degree rotations, colour jitter; with a frozen prefix, one of its
+cached views).  Both go through the model in the step's one forward, as in FixMatch.  This differs from the
+papers in two ways, both forced by the frozen-prefix cache: the augmented view is the training transform, not
+RandAugment + Cutout, and it is one of ``cache_views`` fixed draws per image rather than a new draw each step.
+AdaMatch's distribution alignment and its random logit interpolation are not part of this method.
+
+This file is the whole method: the loss and its three settings, which the config, the flags, the checks and the
+hash take from here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from da.methods.base import Method, Setting, StepOutputs, register
+
+
+class ConfidentPseudoLabelLoss(nn.Module):
+    r"""FixMatch's unlabelled loss (the paper's eq. 4) of a target batch of B images.
+
+    With q_b = softmax(weak_logits_b) (B, C), detached, and p_b = softmax(strong_logits_b) (B, C):
+
+        L = 1/B sum_b 1[max_c q_bc >= t] * CE(argmax_c q_bc, p_b)
+
+    normalised by the whole batch B (not by the number of confident images), as in the paper.  ``threshold`` t
+    is a float, or a 0-d tensor (AdaMatch's relative threshold, computed per batch).  Returns the scalar loss
+    and the share of the batch above the threshold.
+    """
+
+    def forward(self, strong_logits: torch.Tensor, weak_logits: torch.Tensor,
+                threshold: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = torch.softmax(weak_logits.detach().float(), dim=1)
+        confidence, pseudo = q.max(dim=1)
+        mask = (confidence >= threshold).float()
+        ce = F.cross_entropy(strong_logits.float(), pseudo, reduction="none")
+        return (mask * ce).mean(), mask.mean()
+
+
+@register
+class FixMatchMethod(Method):
+    r"""``fixmatch_weight * L``, L the loss above on the target batch (strong) and its weak views.
+
+    With ``fixmatch_relative`` the threshold is AdaMatch's relative one: t = ``fixmatch_threshold`` times the
+    mean confidence (max softmax) of the step's source batch, detached, so that it follows the model's
+    calibration on the labelled domain instead of a fixed number the target may never reach.
+    """
+
+    name = "fixmatch"
+    needs_weak_target = True
+    settings = (Setting("fixmatch_weight", float, 1.0, "weight of the confident pseudo-label loss (lambda_u, 1 in "
+                        "FixMatch)", low=0),
+                Setting("fixmatch_threshold", float, 0.95, "confidence a weak-view prediction needs to become a "
+                        "label (tau: 0.95 in FixMatch; 0.9, relative, in AdaMatch)", low=0, high=1),
+                Setting("fixmatch_relative", bool, False, "AdaMatch's relative threshold: tau times the mean "
+                        "confidence of the source batch"))
+
+    def __init__(self, cfg, num_classes: int, feature_dim: int):
+        super().__init__(cfg, num_classes, feature_dim)
+        self.loss = ConfidentPseudoLabelLoss()
+
+    def threshold(self, logits_s: torch.Tensor) -> float | torch.Tensor:
+        tau = self.cfg.fixmatch_threshold
+        if not self.cfg.fixmatch_relative:
+            return tau
+        return tau * torch.softmax(logits_s.detach().float(), dim=1).max(dim=1).values.mean()
+
+    def forward(self, out: StepOutputs) -> dict[str, torch.Tensor]:
+        loss, _ = self.loss(out.logits_t, out.logits_tw, self.threshold(out.logits_s))
+        return {self.name: self.cfg.fixmatch_weight * loss}

@@ -1,0 +1,92 @@
+"""FixMatch (da/methods/fixmatch.py): its loss against numpy, AdaMatch's relative threshold, the weak views the
+step feeds it (the target pass's own inputs), its declared settings, and a run end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from da.cli import build_parser
+from da.config import ConfigError, RunConfig
+from da.methods import StepOutputs, build_method
+from da.methods.fixmatch import ConfidentPseudoLabelLoss
+from da.train import run_experiment
+from da.train.batches import CachedBatches
+from test_engine import tiny_cfg
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_loss_is_the_masked_cross_entropy_over_the_whole_batch_in_numpy():
+    rng = np.random.default_rng(0)
+    strong, weak = rng.normal(size=(8, 5)), rng.normal(size=(8, 5)) * 3
+    q = _softmax(weak)
+    mask = q.max(1) >= 0.6
+    assert 0 < mask.sum() < 8  # the case has both kinds of image
+    ce = -np.log(_softmax(strong)[np.arange(8), q.argmax(1)])
+    loss, share = ConfidentPseudoLabelLoss()(torch.tensor(strong), torch.tensor(weak), 0.6)
+    assert loss.item() == pytest.approx((mask * ce).sum() / 8, rel=1e-6)
+    assert share.item() == pytest.approx(mask.mean())
+
+
+def test_gradient_reaches_the_strong_view_only():
+    strong = torch.randn(4, 3, requires_grad=True)
+    weak = (torch.eye(3)[[0, 1, 2, 0]] * 10).requires_grad_()
+    loss, share = ConfidentPseudoLabelLoss()(strong, weak, 0.95)
+    loss.backward()
+    assert share.item() == 1.0 and strong.grad.abs().sum() > 0 and weak.grad is None
+
+
+def test_relative_threshold_is_tau_times_the_mean_source_confidence():
+    logits_s = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    conf = torch.softmax(logits_s, 1).max(1).values.mean().item()
+    method = build_method(RunConfig(method="fixmatch", fixmatch_relative=True, fixmatch_threshold=0.9), 3, 4)
+    assert float(method.threshold(logits_s)) == pytest.approx(0.9 * conf)
+    assert build_method(RunConfig(method="fixmatch"), 3, 4).threshold(logits_s) == 0.95
+    # a weak prediction of confidence 0.6 passes the relative threshold (0.9 * 0.56) and not the absolute one
+    weak = torch.log(torch.tensor([[0.6, 0.2, 0.2]]))
+    out = StepOutputs(logits_s, torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), torch.zeros(1, 3),
+                      torch.zeros(1, 4), 0.5, logits_tw=weak)
+    assert method(out)["fixmatch"].item() == pytest.approx(np.log(3))
+    assert build_method(RunConfig(method="fixmatch"), 3, 4)(out)["fixmatch"].item() == 0.0
+
+
+def test_cached_weak_views_are_the_evaluation_cache_rows():
+    feats = torch.randn(6, 1, 2, 3, 3).half()
+    batches = CachedBatches(feats, torch.zeros(6, dtype=torch.long), 0, 2, shuffle=False, drop_last=False)
+    idx = torch.tensor([4, 1])
+    assert torch.equal(batches.inputs_at(idx), feats[[4, 1], 0].float())
+
+
+def test_settings_are_declared_once_and_reach_flags_checks_and_hash():
+    help_text = " ".join(build_parser("x").format_help().split())
+    assert "--fixmatch-threshold" in help_text and "--fixmatch-relative" in help_text
+    with pytest.raises(ConfigError, match=r"--fixmatch-threshold must be >= 0 and <= 1 \(fixmatch.s setting\), got 1.5"):
+        RunConfig(method="fixmatch", fixmatch_threshold=1.5).validate()
+    assert RunConfig(method="fixmatch+mcc").hashed_dict()["fixmatch_threshold"] == 0.95
+    assert "fixmatch_weight" not in RunConfig(method="mcc").hashed_dict()
+    assert build_method(RunConfig(method="mcc+fixmatch"), 3, 4).needs_weak_target
+    assert not build_method(RunConfig(method="mcc"), 3, 4).needs_weak_target
+
+
+@pytest.mark.parametrize("cache_views", [2, 0])
+def test_fixmatch_runs_end_to_end_with_and_without_a_prefix_cache(tiny_root, tmp_path, cache_views, monkeypatch):
+    seen = []
+    original = ConfidentPseudoLabelLoss.forward
+
+    def spy(self, strong, weak, threshold):
+        seen.append((strong.shape, weak.shape))
+        return original(self, strong, weak, threshold)
+
+    monkeypatch.setattr(ConfidentPseudoLabelLoss, "forward", spy)
+    cfg = tiny_cfg(tiny_root, tmp_path, method="fixmatch", stages=1, epochs=2, fixmatch_threshold=0.0,
+                   strategy="partial:2", cache_views=cache_views)
+    record = json.loads(open(run_experiment(cfg)).read())
+    assert record["config"]["fixmatch_threshold"] == 0.0 and record["config"]["fixmatch_relative"] is False
+    # threshold 0: every weak prediction is a label, so the term is a cross-entropy, > 0
+    assert all(np.isfinite(e["loss"]["fixmatch"]) and e["loss"]["fixmatch"] > 0 for e in record["epochs"])
+    assert seen and all(s == w and s[0] == cfg.batch_size for s, w in seen)
