@@ -289,7 +289,7 @@ def test_baseline_comparison_matches_groups_on_every_factor():
     assert np.allclose(only_stage2["diff"], 1.0)
 
 
-def _gap_runs(shot_em=(80.0, 82.0)):
+def _gap_runs(shot_em=(80.0, 82.0), extra=()):
     """Hand-made runs of the gap comparison: source-only, the reference, SHOT and SHOT with a prior
     estimate, two seeds each, with confusion matrices of 3 classes whose cell (1, 0) is the big confusion."""
     import pandas as pd
@@ -299,7 +299,7 @@ def _gap_runs(shot_em=(80.0, 82.0)):
     variants = [({"method": "source_only"}, [60.0, 62.0]),
                 ({"method": "source_only", "target_labeled_fraction": 1.0}, [90.0, 92.0]),
                 ({"method": "shot"}, [75.0, 77.0]),
-                ({"method": "shot", "prior": "em"}, list(shot_em))]
+                ({"method": "shot", "prior": "em"}, list(shot_em)), *extra]
     rows = []
     for fields, accs in variants:
         for seed, acc in enumerate(accs):
@@ -345,6 +345,15 @@ def test_gap_closed_prior_columns_and_confusions_recomputed_by_hand():
     first = conf.iloc[0]  # source-only: 40 - int(60 / 4) = 25 and 40 - int(62 / 4) = 25 of 50 confused
     assert first["conf_b_a_mean"] == pytest.approx(100 * 25 / 50)
     assert first["recall_b_mean"] == pytest.approx(100 * (50 - 25) / 50)
+    # a method's own setting off its default (AaD's K) still finds the anchors, which have no such setting
+    table, factors = gap_table(_gap_runs(extra=[({"method": "aad", "aad_k": 3}, [70.0, 74.0])]), expected_seeds=2)
+    assert "aad_k" in factors
+    aad = table[table["method"] == "aad"].iloc[0]
+    assert aad["target_acc_gain"] == 72.0 - so and aad["gap_closed"] == pytest.approx(100 * 11 / 30)
+    lines = render_markdown(table, factors).splitlines()
+    assert next(line for line in lines if line.startswith("| aad |")).split(" | ")[factors.index("aad_k")] == "3"
+    # rows whose method does not read aad_k show no value for it
+    assert next(line for line in lines if line.startswith("| shot |")).split(" | ")[factors.index("aad_k")] == "–"
     with pytest.raises(ValueError, match="no target-supervised reference"):
         frame = _gap_runs()
         gap_table(frame[frame["target_labeled_fraction"] == 0])

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from da.results.tables import paired_gain_values, summarise
+from da.settings import USED_BY
 
 GAP_FACTORS = ("method", "prior", "target_labeled_fraction")
 
@@ -52,7 +53,8 @@ def gap_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd
         if f not in factors:
             table[f] = runs[f].iloc[0]
             factors.append(f)
-    others = [f for f in factors if f not in GAP_FACTORS]
+    # a method's own settings (aad_k, fixmatch_threshold, ...) never tell its anchors apart: source-only has none
+    others = [f for f in factors if f not in GAP_FACTORS and f not in USED_BY]
     anchors = is_source_only(table) | is_reference(table)
     gains, closed, values = [], [], []
     for i, row in table.iterrows():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from da.config import RunConfig, config_fields
-from da.settings import USED_BY
+from da.settings import USED_BY, used_by
 
 # Fields that never define an ablation row: the seed is what rows average over; the rest say where a run ran.
 NON_FACTORS = {"seed"} | {f.name for f in config_fields() if f.metadata.get("hash") is False}
@@ -207,7 +207,9 @@ def _cells(table: pd.DataFrame, factors: list[str], bold, pm: str, fmt_gain, esc
     shown.update({c: f"{c}_values" in table and shown_best(table, c, f"{c}_values") for c in gain_cols})
     rows = []
     for _, r in table.iterrows():
-        cells = [esc(str(VALUE_TEXT.get(f, {}).get(r[f], r[f]))) for f in factors]
+        # a method's own setting in a row whose method does not read it is no value of that row
+        cells = [esc("–" if f in USED_BY and "method" in r and not used_by(f, str(r["method"]).split("+"))
+                     else str(VALUE_TEXT.get(f, {}).get(r[f], r[f]))) for f in factors]
         for c in metric_cols:
             d = digits.get(c, 1)
             if math.isnan(r[f"{c}_mean"]):
