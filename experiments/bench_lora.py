@@ -15,9 +15,10 @@ Peak RSS: a whole short run of each, in its own process.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -25,6 +26,7 @@ from da.config import RunConfig
 from da.train import checkpoint
 from da.train.epoch import train_epoch
 from da.train.setup import build_run, load_splits
+from da.train.state import RunState
 from da.utils.bench import header, run_peak_rss_mb, write_table
 
 STRATEGIES = ("partial:3", "lora:3:4", "lora:3:16")
@@ -37,11 +39,11 @@ def config(args, strategy: str) -> RunConfig:
 
 
 def checkpoint_mb(run) -> float:
-    """The size of a training checkpoint of ``run`` (model, optimiser state and the rest), as written."""
-    buf = io.BytesIO()
-    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "rng": checkpoint.rng_state()}
-    torch.save(state, buf)
-    return buf.tell() / 2**20
+    """The size of the training checkpoint ``run`` writes (da.train.checkpoint.save_training: the trained
+    parameters, buffers, optimiser state and the rest; frozen weights left out)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = checkpoint.save_training(Path(folder) / "checkpoint.pt", run, RunState(), "bench")
+        return path.stat().st_size / 2**20
 
 
 def peak_rss_mb(args, strategy: str) -> float:
@@ -81,8 +83,8 @@ def main() -> None:
         counts = run.parameters
         lines.append(f"{s:<12}{step[s]:>8.3f}{step[s] / step[base]:>7.2f}x{counts['trainable']:>12,}"
                      f"{counts['adapters']:>15,}{checkpoint_mb(run):>9.1f} MB")
-    lines.append(f"# ratio: s/step over {base}'s in this run; checkpoint: model + optimiser state as a training "
-                 f"checkpoint holds them (the frozen base weights included)")
+    lines.append(f"# ratio: s/step over {base}'s in this run; checkpoint: the training checkpoint the run writes "
+                 f"(trained parameters, buffers, optimiser and RNG state; frozen weights left out)")
     if not args.no_memory:
         lines.append(f"# peak RSS of a whole short run ({args.steps} steps, caches read), one process each")
         for s in STRATEGIES:

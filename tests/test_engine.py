@@ -106,6 +106,30 @@ def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_checkpoint_leaves_out_frozen_weights_and_resume_checks_them(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, tmp_path, method="source_only", stages=1, strategy="partial:2", cache_views=2)
+
+    def kill_after_first(epoch):
+        if epoch == 1:
+            raise Kill()
+
+    with pytest.raises(Kill):
+        train_stage(cfg, stage=2, on_epoch_end=kill_after_first)
+    path = run_dir_for(cfg, 2) / CHECKPOINT_FILE
+    ckpt = checkpoint.load(path)
+    from da.train.setup import build_run, load_splits
+
+    run = build_run(cfg, 2, load_splits(cfg, 2), None)
+    trained = {n for n, p in run.model.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in run.model.named_parameters() if not p.requires_grad}
+    assert trained and frozen and trained <= set(ckpt["model"]) and not frozen & set(ckpt["model"])
+    assert {n for n, _ in run.model.named_buffers()} <= set(ckpt["model"])  # BatchNorm statistics move
+    ckpt["frozen_digest"] = "0" * 64  # as if the weights the run starts from had been replaced
+    checkpoint.save(path, ckpt)
+    with pytest.raises(RuntimeError, match=f"frozen weights this run starts from .* remove {run_dir_for(cfg, 2)}"):
+        train_stage(cfg, stage=2)
+
+
 def test_nonfinite_loss_names_step_and_terms_and_keeps_checkpoint(tiny_root, tmp_path, monkeypatch):
     from da.methods.coral import CoralMethod
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import random
@@ -77,11 +78,32 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- a run's state
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's parameters that training does not update (``requires_grad`` off): what the run was built
+    with, rebuilt identically on resume, so a checkpoint need not hold them."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in frozen}
+
+
 def save_training(path: str | os.PathLike, run, state, config_hash: str) -> Path:
-    """Everything a resumed run needs to continue bit-identically: model, method (its own parameters and
-    buffers), optimiser, scheduler, scaler, unfreezer, the run state and every RNG state."""
+    """Everything a resumed run needs to continue bit-identically: the model's trained parameters and every
+    buffer, method (its own parameters and buffers), optimiser, scheduler, scaler, unfreezer, the run state
+    and every RNG state.  Frozen parameters are left out (with ``lora:K:r`` the checkpoint holds the adapters,
+    the head and the BatchNorm statistics): their digest is kept, and a resume checks it against the model it
+    rebuilt."""
+    frozen = frozen_weights(run.model)
     return save(path, {
-        "model": run.model.state_dict(), "method": run.method.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "model": {k: v for k, v in run.model.state_dict().items() if k not in frozen},
+        "frozen_digest": _digest(frozen), "method": run.method.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
         "unfreezer": run.unfreezer.state_dict() if run.unfreezer else None,
         "state": state.to_dict(), "rng": rng_state(), "config_hash": config_hash})
@@ -107,11 +129,22 @@ def set_aside(path: Path, err: DamagedCheckpoint, who: str) -> None:
     path.replace(path.with_suffix(".damaged"))
 
 
-def restore_training(ckpt: dict[str, Any], run):
-    """Load a :func:`read_checkpoint` checkpoint into ``run``; return its :class:`~da.train.state.RunState`."""
+def restore_training(ckpt: dict[str, Any], run, folder: str | os.PathLike = "the run folder"):
+    """Load a :func:`read_checkpoint` checkpoint into ``run``; return its :class:`~da.train.state.RunState`.
+    ``folder`` (the run's) is named in the errors as what to remove to start over."""
     from da.train.state import RunState
 
-    run.model.load_state_dict(ckpt["model"])
+    if "frozen_digest" in ckpt:  # frozen parameters left out: the rebuilt model must hold what was saved
+        frozen = {k: v for k, v in run.model.state_dict().items() if k not in ckpt["model"]}
+        if _digest(frozen) != ckpt["frozen_digest"]:
+            raise RuntimeError("the frozen weights this run starts from are not those its checkpoint was trained "
+                               f"with (were the initial weights replaced?); remove {folder} to start over")
+        missing, unexpected = run.model.load_state_dict(ckpt["model"], strict=False)
+        if unexpected or set(missing) != set(frozen):
+            raise RuntimeError(f"the checkpoint does not fit the model (unexpected {unexpected[:3]}, missing "
+                               f"{sorted(set(missing) - set(frozen))[:3]}); remove {folder} to start over")
+    else:  # checkpoints written before frozen parameters were left out
+        run.model.load_state_dict(ckpt["model"])
     run.method.load_state_dict(ckpt["method"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])

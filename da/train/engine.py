@@ -252,7 +252,7 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
     keep_epoch_models = stage == 2 and cfg.selection == RANK  # a relative rule may go back to an earlier epoch
     state = RunState(git_commit=records.git_commit())
     if ckpt is not None:
-        state = checkpoint.restore_training(ckpt, run)
+        state = checkpoint.restore_training(ckpt, run, run_dir)
         state.resumed += 1
         log.info("stage %d: resuming %s after epoch %d", stage, run_dir, state.epoch)
 
