@@ -345,11 +345,11 @@ def _permute_target_train_labels(monkeypatch):
     monkeypatch.setattr(setup, "adaptation_splits", shuffled)
 
 
-@pytest.mark.parametrize("method,prior,stages", [("shot+cbst", "", 1), ("shot", "em", 1), ("aad+mcc+adabn", "", 2),
+@pytest.mark.parametrize("method,prior,stages", [("shot+cbst", "", 1), ("shot", "em", 1), ("aad+mcc+adabn+fixmatch", "", 2),
                                                  pytest.param("mcc+coral", "bbse", 1, marks=pytest.mark.slow)])
 def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior, stages):
     """The same run with the target training labels permuted trains to the same numbers: pseudo-labels,
-    the prior estimate, AaD's memory, AdaBN's statistics, the drift from the source model and every loss are
+    the prior estimate, AaD's memory, AdaBN's statistics, FixMatch's weak views, the drift from the source model and every loss are
     made without them (only the prior's reported error moves)."""
     kw = dict(method=method, prior=prior, stages=stages, epochs=2)
     ref = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "ref", **kw)))
@@ -372,11 +372,13 @@ def test_shot_can_freeze_the_classifier(tiny_root, tmp_path):
     models = {}
 
     def remember(epoch):
-        models[epoch] = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)["model"]
+        models[epoch] = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)
 
     train_stage(cfg, stage=2, on_epoch_end=remember)
-    for name in ("head.classifier.weight", "head.classifier.bias"):
-        assert torch.equal(models[1][name], models[2][name])
+    for name in ("head.classifier.weight", "head.classifier.bias"):  # frozen: left out of the checkpoint
+        assert name not in models[1]["model"] and name not in models[2]["model"]
+    assert models[1]["frozen_digest"] == models[2]["frozen_digest"]  # the frozen weights did not move
+    models = {epoch: ckpt["model"] for epoch, ckpt in models.items()}
     assert not torch.equal(models[1]["head.bottleneck.0.weight"], models[2]["head.bottleneck.0.weight"])
 
 
