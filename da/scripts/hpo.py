@@ -24,7 +24,8 @@ from pathlib import Path
 
 from da.data.registry import default_data_root
 from da.hpo.study import STUDIES_DIR, load_study_spec, study_dir
-from da.launch.submit import PROFILES_DIR, default_cluster
+from da.launch.cluster import default_cluster
+from da.launch.submit import PROFILES_DIR
 from da.launch.sweep import known_names
 
 
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="array tasks, each running trials one after another "
                                                            "until the budget is spent (default 1)")
     ap.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None,
-                    help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH)")
+                    help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH, "
+                         "else local; a --profile asks for slurm)")
     ap.add_argument("--profile", help=f"Slurm settings: a profile shipped with da, by name "
                                       f"({', '.join(known_names(PROFILES_DIR))}), or the path of a profile YAML file")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; create and submit "
