@@ -98,3 +98,33 @@ def test_inductor_probe_reports_a_failing_compiler(monkeypatch, caplog):
         assert cache.inductor_works("cpu") is False
     assert "no C++ compiler found" in caplog.text and "runs eagerly" in caplog.text
     cache.inductor_works.cache_clear()
+
+
+def test_compiling_for_the_cpu_prints_no_cuda_home_notice(tmp_path):
+    """Issue 31: every CPU run printed torch's "No CUDA runtime is found, using CUDA_HOME=..." when inductor
+    imported torch.utils.cpp_extension on a machine with a CUDA toolkit (here a fake nvcc) and no GPU."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = tmp_path / "cuda" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "nvcc").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "nvcc").chmod(0o755)
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=str(repo))
+
+    def stderr_of(code: str) -> str:
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stderr
+
+    # the notice this machine set-up provokes, so that its absence below means something
+    assert "No CUDA runtime is found" in stderr_of("import torch.utils.cpp_extension")
+    err = stderr_of("import logging\n"
+                    "from da.train.cache import inductor_works\n"
+                    "inductor_works('cpu')\n"
+                    "assert logging.getLogger('torch.utils.cpp_extension').filters == []  # nothing else hidden\n")
+    assert "No CUDA runtime is found" not in err and "CUDA_HOME" not in err, err[-3000:]

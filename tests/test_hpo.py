@@ -445,3 +445,35 @@ def test_committed_study_table_regenerates_from_its_journal_and_records(tmp_path
     path = write_study_table(repo / "studies" / "shot_mcc_rsscn7", tmp_path / "study.md", runs=repo / "runs")
     assert path.read_text() == committed.read_text()
     assert "| bnm | 24 / 0 | 75.7 (trial 0) | 75.4 (trial 16) | -0.4 | 76.4 (trial 22) | +1.1 |" in committed.read_text()
+
+
+def test_committed_study_shows_its_status_and_table_from_a_copy_elsewhere(tmp_path, monkeypatch, capsys):
+    """Issue 31: da-hpo --status --table on results/hpo looked for the records under the absolute path the study
+    ran in (another machine) and its error suggested a --runs flag da-hpo did not have."""
+    import re
+    import shutil
+
+    from da.scripts.hpo import main
+
+    repo = Path(__file__).resolve().parents[1] / "results" / "hpo"
+    copy = tmp_path / "checkout" / "results" / "hpo"
+    for part in ("studies", "runs"):
+        shutil.copytree(repo / part, copy / part)
+    monkeypatch.chdir(tmp_path / "checkout")  # a relative --out, as the documented command gives it
+    args = ["--study", "shot_mcc_rsscn7", "--out", "results/hpo", "--status", "--table"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "trials: 24 done, 0 running" in out and "best so far: trial 16" in out
+    committed = (repo / "tables" / "study_shot_mcc_rsscn7.md").read_text()
+    assert "| bnm | 24 / 0 | 75.7 (trial 0) | 75.4 (trial 16) | -0.4 | 76.4 (trial 22) | +1.1 |" in out
+    assert (copy / "studies" / "shot_mcc_rsscn7" / "results" / "study.md").read_text() == committed
+    # records elsewhere: the error names a flag da-hpo has, and that flag finds them
+    shutil.move(copy / "runs", tmp_path / "moved")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no record of its run stage2-b6df87cd37e0" in err and "with --runs" in err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    flags = set(re.findall(r"--[a-z][a-z-]*", capsys.readouterr().out))
+    assert set(re.findall(r"--[a-z][a-z-]*", err)) <= flags
+    assert main(args + ["--runs", str(tmp_path / "moved")]) == 0

@@ -85,6 +85,34 @@ def test_run_keeps_its_log_environment_data_hparams_and_index(tiny_root, tmp_pat
     assert float(rows[0]["target_test_accuracy"]) == pytest.approx(record["target_test"]["accuracy"], abs=1e-4)
 
 
+def test_a_dataset_that_differs_from_its_release_is_warned_about_once_per_run(tmp_path, caplog):
+    """Issue 31: a two-stage run printed each dataset's mismatch twice per stage (scan's warning and the
+    engine's log line) and AID again in stage 2.  Now the screen gets one DatasetMismatchWarning per dataset;
+    each stage's log.txt still keeps its line."""
+    import logging
+    import warnings
+
+    from conftest import make_folder_dataset
+    from da.data.folder import DatasetMismatchWarning
+    from da.data.registry import AID, RSSCN7
+
+    root = tmp_path / "data"  # a folder of its own: no other test has been warned about it in this process
+    make_folder_dataset(root, "AID", list(AID.classes), 4, size=32)
+    make_folder_dataset(root, "RSSCN7", list(RSSCN7.classes), 8, size=32)
+    with warnings.catch_warnings(record=True) as seen, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")  # Python's own once-per-place rule must not be what hides repeats
+        path = Path(run_experiment(tiny_cfg(root, tmp_path / "runs", stages=2, epochs=1,
+                                                    compile_prefix=False)))
+    mismatch = [str(w.message).split(" under ")[0] for w in seen if issubclass(w.category, DatasetMismatchWarning)]
+    assert sorted(mismatch) == ["dataset AID", "dataset RSSCN7"]
+    assert not [r for r in caplog.records if "not the official release" in r.getMessage()]  # no second copy
+    logs = {d.name.split("-")[0]: (d / LOG_FILE).read_text() for d in (tmp_path / "runs").glob("stage*")}
+    assert "data AID is not the official release: 120 files" in logs["stage1"]
+    assert "data AID is not the official release: 120 files" in logs["stage2"]
+    assert "data RSSCN7 is not the official release: 56 files" in logs["stage2"]
+    assert path.parent.name.startswith("stage2-")
+
+
 def _fake_run(out: Path, name: str, files: dict[str, str], method: str = "mmd") -> Path:
     d = out / name
     d.mkdir(parents=True)

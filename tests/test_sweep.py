@@ -113,6 +113,37 @@ def test_sweeps_and_profiles_by_shipped_name_or_by_path(tmp_path):
         load_profile(str(tmp_path / "nope" / "gpu"))
 
 
+def test_without_sbatch_a_profile_still_dry_runs_its_script_and_a_real_submission_stops(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Issue 31: with no sbatch on PATH, --profile gpu --dry-run quietly planned a local run and printed no
+    script; a dry run needs no Slurm, and a real submission must not run the GPU sweep on this machine."""
+    from da.scripts.sweep import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no_slurm_here"))  # a machine without Slurm
+    runs = tmp_path / "runs"
+    common = ["--sweep", str(tiny_sweep_file(tmp_path)), "--out", str(runs), "--data-root", str(tmp_path)]
+    assert main(common + ["--profile", "gpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "array job(s) on cluster slurm" in out
+    assert "#SBATCH --partition=gpu" in out and "#SBATCH --gpus-per-node=1" in out and "module load cuda" in out
+    assert "sbatch is not on PATH here; --profile gpu (a Slurm profile) would submit the script below" in out
+    for extra, asked in ((["--profile", "gpu"], "--profile gpu (a Slurm profile)"),
+                         (["--cluster", "slurm"], "--cluster slurm")):
+        with pytest.raises(SystemExit):
+            main(common + extra)
+        err = capsys.readouterr().err
+        assert f"{asked} needs Slurm, but sbatch is not on PATH; nothing was submitted" in err
+        assert "--cluster local" in err and "--profile local" in err
+    assert not runs.exists()  # nothing was planned into run directories, nothing ran here
+    # asking for this machine is obeyed, and the default without a profile says where the runs go
+    assert main(common + ["--profile", "gpu", "--cluster", "local", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert "on cluster local" in out and "#SBATCH" not in out and "sbatch is not on PATH" not in out + err
+    assert main(common + ["--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert "on cluster local" in out and "note: sbatch is not on PATH, so the runs go to this machine" in err
+
+
 @pytest.mark.parametrize("text,message", [
     ("partition: \"debug\\nrm -rf /tmp/x\"\n", "partition holds a control character"),
     ("setup:\n  - \"echo a\\necho b\"\n", "setup holds a control character"),

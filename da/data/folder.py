@@ -183,9 +183,17 @@ def release_differences(found: ScanResult) -> list[str]:
     return problems
 
 
+# (dataset, folder) pairs already warned about: a run scans a dataset once per stage, and each would
+# otherwise print the same warning again (Python's own once-per-place rule forgets whenever any library
+# touches the warning filters, and each call site is a place of its own)
+_warned_folders: set[tuple[str, str]] = set()
+
+
 def _compare_with_release(found: ScanResult) -> None:
     problems = release_differences(found)
-    if problems:
+    key = (found.spec.name, str(found.folder.resolve()))
+    if problems and key not in _warned_folders:
+        _warned_folders.add(key)
         warnings.warn(f"dataset {found.spec.name} under {found.folder} is not the official release: "
                       + "; ".join(problems) + ". Numbers from it are not comparable with published ones (the "
                       "record keeps what the run saw under 'data')", DatasetMismatchWarning, stacklevel=3)

@@ -56,6 +56,7 @@ from torch import nn
 
 from da.data.domains import Split
 from da.deploy.load import FinishedRun, RunNotUsable, load_run
+from da.utils.cuda_home_notice import import_cpp_extension_quietly
 from da.utils.io import atomic_write_json, file_digest
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,7 @@ def _inductor_freezing() -> Iterator[None]:
 
 
 def _compiled(module: nn.Module, what: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    import_cpp_extension_quietly()  # a CPU compile: torch's CUDA_HOME notice would say nothing about it
     compiled = torch.compile(module, dynamic=False)
 
     def call(images: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ class DetectionJob(submitit.helpers.Checkpointable):
 def submit_detection_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None = None,
                            dry_run: bool = False, **overrides: Any) -> dict[str, Any]:
     """Submit the runs of ``sweep`` that are neither done nor queued, as one array job."""
-    cluster, params = cluster_parameters(cluster, profile)
+    cluster, params = cluster_parameters(cluster, profile, dry_run)
     configs = sweep.configs(**overrides)
     queued = queued_job_ids() if cluster == "slurm" else set()
     states = [submission_state(c.run_dir(), queued) for c in configs]

@@ -44,7 +44,7 @@ def submit_study(spec: StudySpec, out: str | os.PathLike, data_root: str = "", w
     """Create or continue the study under ``out`` and submit up to ``workers`` array tasks; a summary back."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    cluster, params = cluster_parameters(cluster, profile)
+    cluster, params = cluster_parameters(cluster, profile, dry_run)
     quiet_optuna()
     out = Path(out).resolve()
     sdir = study_dir(out, spec.name)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import submitit
 
 from da.config import RunConfig
+from da.launch.cluster import choose_cluster
 from da.launch.local import LOCAL_TIMEOUT_MIN, check_single_process, local_gpus, map_one_per_gpu
 from da.launch.sweep import Sweep, named_yaml
 from da.rundir import FAILED_FILE, SUBMITTED_FILE, run_dir_for, submission_state
@@ -120,10 +121,6 @@ def executor_parameters(profile: dict[str, Any], cluster: str) -> dict[str, Any]
     return params
 
 
-def default_cluster() -> str:
-    return "slurm" if shutil.which("sbatch") else "local"
-
-
 def max_array_size() -> int:
     """The cluster's MaxArraySize (array indices must stay below it); Slurm's default when unknown."""
     try:
@@ -217,12 +214,13 @@ def sbatch_script(params: dict[str, Any], folder: Path, n_tasks: int, name: str 
     return text
 
 
-def cluster_parameters(cluster: str | None, profile: str | None) -> tuple[str, dict[str, Any]]:
-    """The cluster to use (checked) and its executor parameters from ``profile``, for sweeps and studies."""
-    cluster = cluster or default_cluster()
-    if cluster not in ("slurm", "local", "debug"):
-        raise ValueError(f"--cluster {cluster!r} is not valid; choose from slurm, local, debug")
-    params = executor_parameters(load_profile(profile), cluster)
+def cluster_parameters(cluster: str | None, profile: str | None,
+                       dry_run: bool = False) -> tuple[str, dict[str, Any]]:
+    """The cluster to use (da.launch.cluster decides) and its executor parameters from ``profile``, for sweeps
+    and studies; the profile is loaded first, so a bad profile is reported before a missing sbatch."""
+    profile_data = load_profile(profile)
+    cluster = choose_cluster(cluster, profile, dry_run)
+    params = executor_parameters(profile_data, cluster)
     if cluster == "local":
         params.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)  # submitit's local default stops a job after 2 min
     return cluster, params
@@ -231,7 +229,7 @@ def cluster_parameters(cluster: str | None, profile: str | None) -> tuple[str, d
 def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None = None, dry_run: bool = False,
                  wait: bool = False, **overrides: Any) -> dict[str, Any]:
     """Submit what is missing of ``sweep``; return a summary (and print the plan when ``dry_run``)."""
-    cluster, params = cluster_parameters(cluster, profile)
+    cluster, params = cluster_parameters(cluster, profile, dry_run)
     runs = plan(sweep, **overrides)
     stage1 = [r for r in runs if r.stage == 1 and r.needs_submission]
     stage2 = [r for r in runs if r.stage == 2 and r.needs_submission]

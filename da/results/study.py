@@ -25,6 +25,19 @@ from da.utils.io import atomic_write_text
 STUDY_TABLE_FILE = "study.md"
 
 
+def record_folders(sdir: Path, runs: str | os.PathLike | None, stored_out: str | None) -> list[Path]:
+    """Where a study's run directories may be, in order: ``runs`` when given; the folder its workers wrote
+    to; then relative to the study's own folder (``<out>/studies/<name>``), because the stored path is
+    absolute and names the machine the study ran on: ``<out>`` itself (the whole folder moved) and
+    ``<out>/runs`` (the records archived beside the study, as committed in results/hpo)."""
+    out_here = Path(sdir).resolve().parent.parent
+    folders = [Path(runs)] if runs else []
+    if stored_out:
+        folders.append(Path(stored_out))
+    folders += [out_here, out_here / "runs"]
+    return list(dict.fromkeys(folders))
+
+
 def _record_path(row: dict[str, Any], folders: list[Path]) -> Path:
     """A complete trial's record: under the given runs folders, by its run directory's name (archived runs
     keep it), else where the worker wrote it."""
@@ -34,21 +47,20 @@ def _record_path(row: dict[str, Any], folders: list[Path]) -> Path:
             return path
     if row.get("record") and Path(row["record"]).is_file():
         return Path(row["record"])
+    # --runs: an option of both programs that read records (da-hpo --table and da-tables --study)
     raise FileNotFoundError(f"trial {row['number']}: no record of its run {row['run_dir']} under "
-                            f"{', '.join(str(f) for f in folders)} (nor at {row.get('record')}); give the runs "
-                            f"folder that holds it (--runs)")
+                            f"{', '.join(str(f) for f in folders)} (nor at {row.get('record')}); give the folder "
+                            f"that holds the study's run directories with --runs")
 
 
 def study_summary(sdir: str | os.PathLike, runs: str | os.PathLike | None = None) -> dict[str, Any]:
     """The study in ``sdir`` with each complete trial's target test accuracy (%), the default, the label-free
-    choice and the oracle trial.  Records are looked up under ``runs``, then under the study's own runs folder."""
+    choice and the oracle trial.  Records are looked up where ``record_folders`` says."""
     quiet_optuna()
     sdir = Path(sdir)
     study = load_study_dir(sdir)
     definition = study.user_attrs.get("definition", {})
-    folders = [Path(runs)] if runs else []
-    if study.user_attrs.get("out"):
-        folders.append(Path(study.user_attrs["out"]))
+    folders = record_folders(sdir, runs, study.user_attrs.get("out"))
     rows = trial_rows(study, sdir, probe_locks=False)
     for r in rows:
         r["target_acc"] = None

@@ -33,7 +33,7 @@ def _parser() -> Parser:
     p = Parser(allow_abbrev=False, prog="da-detect", description=__doc__.split("\n")[0])
     p.add_argument("--sweep", help="submit a detection sweep (a shipped name such as det_nwpu, or a YAML path)")
     p.add_argument("--cluster", choices=("slurm", "local", "debug"), help="with --sweep (default: slurm if sbatch "
-                   "is on the PATH, else local)")
+                   "is on the PATH or a --profile is given, else local)")
     p.add_argument("--profile", help="with --sweep: a cluster profile (shipped name or YAML path)")
     p.add_argument("--dry-run", action="store_true", help="with --sweep: list the runs and what would be submitted")
     add_config_flags(p, FIELDS, lambda f: HELP[f.name], PRESETS, typing.get_type_hints(DetectionConfig))

@@ -4,6 +4,7 @@
     da-hpo --study shot_mcc_rsscn7 --out runs --workers 2 --profile local     # submit; the process may exit
     da-hpo --study shot_mcc_rsscn7 --out runs --status                        # done / running / failed / best
     da-hpo --study shot_mcc_rsscn7 --out runs --status --table                # and write the study table
+    da-hpo --study shot_mcc_rsscn7 --out results/hpo --status --table         # the committed study
     da-hpo --study my_study.yaml --out runs --worker                          # one worker, in this process
 
 A study (a file shipped in da/launch/studies, by name, or the path of a study YAML file) is a base config,
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from da.data.registry import default_data_root
 from da.hpo.study import STUDIES_DIR, load_study_spec, study_dir
-from da.launch.submit import PROFILES_DIR, default_cluster
+from da.launch.cluster import default_cluster
+from da.launch.submit import PROFILES_DIR
 from da.launch.sweep import known_names
 
 
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="array tasks, each running trials one after another "
                                                            "until the budget is spent (default 1)")
     ap.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None,
-                    help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH)")
+                    help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH, "
+                         "else local; a --profile asks for slurm)")
     ap.add_argument("--profile", help=f"Slurm settings: a profile shipped with da, by name "
                                       f"({', '.join(known_names(PROFILES_DIR))}), or the path of a profile YAML file")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; create and submit "
@@ -58,9 +61,12 @@ def main(argv=None) -> int:
     ap.add_argument("--wait", action="store_true", help="wait until the workers have finished")
     ap.add_argument("--status", action="store_true", help="print trials done / running / failed / remaining and the "
                                                           "best so far by the label-free objective")
-    ap.add_argument("--table", action="store_true", help="write the study table (label-free choice vs default vs "
-                                                         "oracle) to <out>/studies/<name>/results/study.md")
+    ap.add_argument("--table", action="store_true", help="print the study table (label-free choice vs default vs "
+                                                         "oracle) and write it to <out>/studies/<name>/results/study.md")
     ap.add_argument("--table-out", type=Path, default=None, help="write the study table here instead")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="with --table: the folder holding the study's run directories, where they are neither in "
+                         "--out nor in <out>/runs (the default: found beside the study)")
     ap.add_argument("--worker", action="store_true", help="run one worker in this process (no submitit)")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()  # absolute: array tasks may start in another working directory
@@ -74,7 +80,8 @@ def main(argv=None) -> int:
             if args.table:
                 from da.results.study import write_study_table
 
-                print(f"study table written to {write_study_table(study_dir(out, spec.name), args.table_out)}")
+                path = write_study_table(study_dir(out, spec.name), args.table_out, args.runs)
+                print(f"\n{path.read_text()}\nstudy table written to {path}")
             return 0
         data_root = str(Path(args.data_root or default_data_root()).resolve())
         if args.worker:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from da.data.registry import default_data_root
 from da.launch import load_sweep, status, submit_sweep
-from da.launch.submit import PROFILES_DIR, default_cluster
+from da.launch.cluster import default_cluster
+from da.launch.submit import PROFILES_DIR
 from da.launch.sweep import SWEEPS_DIR, known_names
 
 
@@ -32,7 +33,8 @@ def main(argv=None) -> int:
                                       f"or the path of a sweep YAML file")
     what.add_argument("--status", metavar="SWEEP", help="tabulate done / queued / partial / failed / missing runs")
     ap.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None,
-                    help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH)")
+                    help=f"submitit executor (default here: {default_cluster()}: slurm when sbatch is on PATH, "
+                         "else local; a --profile asks for slurm)")
     ap.add_argument("--profile", help=f"Slurm settings (partition, gpus, cpus, memory, time, account, ...): a profile "
                                       f"shipped with da, by name ({', '.join(known_names(PROFILES_DIR))}), or the "
                                       f"path of a profile YAML file")

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from da.data.domains import Split
 from da.train import checkpoint
 from da.train.batches import SeededImages
+from da.utils.cuda_home_notice import import_cpp_extension_quietly
 from da.utils.io import atomic_write_json, exclusive_lock
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class PrefixRuntime:
 @functools.cache
 def inductor_works(device_type: str) -> bool:
     """Whether ``torch.compile`` (inductor) can compile and run a small function on this device type."""
+    if device_type == "cpu":  # inductor's C++ builder would import it and print torch's CUDA_HOME notice
+        import_cpp_extension_quietly()
     try:
         fn = torch.compile(lambda t: torch.relu(t) * 2 + 1, dynamic=False)
         out = fn(torch.arange(-2.0, 6.0, device=device_type))

@@ -42,7 +42,7 @@ from da.train.setup import Run, build_run, load_splits, resolve_device
 from da.train.state import RunState
 from da.runindex import update_index
 from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock, file_digest
-from da.utils.runlog import run_log
+from da.utils.runlog import file_only, run_log
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,9 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
         if records.is_done(run_dir):
             log.info("stage %d: %s finished while this process waited", stage, run_dir)
             return _reuse(run_dir, stage, inputs)
-        with run_log(run_dir / LOG_FILE):
+        with run_log(run_dir / LOG_FILE) as log_file:
             (run_dir / FAILED_FILE).unlink(missing_ok=True)  # this attempt replaces an earlier failure
-            _log_start(cfg, stage, run_dir, splits)
+            _log_start(cfg, stage, run_dir, splits, log_file)
             try:
                 return _train(cfg, stage, run_dir, splits, init_weights, on_epoch_end, t_start, inputs)
             except BaseException as err:
@@ -174,7 +174,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
                 _update_index(run_dir.parent)
 
 
-def _log_start(cfg: RunConfig, stage: int, run_dir: Path, splits) -> None:
+def _log_start(cfg: RunConfig, stage: int, run_dir: Path, splits, log_file: logging.Handler) -> None:
     env = records.environment(resolve_device(cfg.device).type)
     log.info("stage %d: %s, config %s, code %s", stage, run_dir, cfg.config_hash(), records.git_commit())
     log.info("environment: python %s, torch %s, torchvision %s, timm %s, cuda %s, gpu %s, %d threads, "
@@ -184,8 +184,9 @@ def _log_start(cfg: RunConfig, stage: int, run_dir: Path, splits) -> None:
         log.info("data %s: %d images in %d classes, sizes %s (official release: %s images, %s px)", name,
                  d["images"], len(d["images_per_class"]), d["image_sizes"], d["official"]["images"],
                  d["official"]["image_size"])
-        if d.get("differs_from_release"):
-            log.warning("data %s is not the official release: %s", name, "; ".join(d["differs_from_release"]))
+        if d.get("differs_from_release"):  # the console had it once already, as scan's DatasetMismatchWarning
+            file_only(log_file, log, logging.WARNING, "data %s is not the official release: %s", name,
+                      "; ".join(d["differs_from_release"]))
     log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.parts.items()))
     _update_index(run_dir.parent)
 

@@ -31,3 +31,10 @@ def run_log(path: str | os.PathLike, logger: str = "da") -> Iterator[logging.Han
         target.removeHandler(handler)
         target.setLevel(level)
         handler.close()
+
+
+def file_only(handler: logging.Handler, logger: logging.Logger, level: int, msg: str, *args) -> None:
+    """A line for the run's log file alone (``handler``, from ``run_log``): for what the console has already
+    shown another way, such as a Python warning, so that the screen does not show it twice."""
+    if logger.isEnabledFor(level):
+        handler.handle(logger.makeRecord(logger.name, level, "(file only)", 0, msg, args, None))
