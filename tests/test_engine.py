@@ -41,6 +41,9 @@ def test_two_stage_run_record_contract_and_stage1_reuse(tiny_root, tmp_path, cap
     assert set(rec["target_test"]) >= {"accuracy", "macro_f1", "per_class", "confusion"}
     assert list(rec["target_test"]["per_class"]) == list(RSSCN7.classes)
     assert sum(map(sum, rec["target_test"]["confusion"])) == rec["split_sizes"]["target_test"]
+    # every epoch keeps its confusion matrix (tables at an epoch chosen after training); the kept one is the record's
+    assert all(sum(map(sum, e["target_test"]["confusion"])) == rec["split_sizes"]["target_test"] for e in rec["epochs"])
+    assert rec["epochs"][rec["selected_epoch"] - 1]["target_test"]["confusion"] == rec["target_test"]["confusion"]
     tgt = [e["target_test"]["accuracy"] for e in rec["epochs"]]
     assert rec["oracle"]["target_test"]["accuracy"] == max(tgt)
     assert "coral" in rec["epochs"][0]["loss"] and rec["images_per_s"] > 0

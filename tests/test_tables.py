@@ -486,3 +486,38 @@ def test_harm_table_against_the_records():
         assert row["worst"]["points"] == pytest.approx(min(d.min() for d in drops))
         assert row["class_drops"] == sum(int((d < -CLASS_HARM).sum()) for d in drops)
     assert "reference" not in " ".join(table.index) and "source_only" not in table.index
+
+
+def test_harm_and_confusions_read_the_reported_epochs_confusion_where_records_keep_one_per_epoch():
+    """Runs trained with one rule and reported with another: where each epoch's record keeps its confusion matrix
+    (runs made since it does), harm and the confusion table are those of the reported epoch, not the kept one."""
+    import pandas as pd
+
+    from da.results.gap import confusion_table
+    from da.results.harm import harm_table
+    from da.results.load import group_hash
+    from da.results.selection import reselect
+
+    good, bad = [[10, 0], [0, 10]], [[2, 8], [0, 10]]  # bad: class a moved wholesale to b
+    rows = []
+    for fields, per_epoch in (({"method": "source_only"}, [good, good]),
+                              ({"method": "source_only", "target_labeled_fraction": 1.0}, [good, good]),
+                              ({"method": "mcc"}, [good, bad])):  # kept in training: epoch 1; last: epoch 2
+        cfg = RunConfig(seed=0, **fields).to_dict()
+        epochs = [{"epoch": i + 1, "scores": {"source_acc": 0.9 - i / 10},
+                   "target_test": {"accuracy": np.trace(m) / 20, "macro_f1": 0.5, "confusion": m}}
+                  for i, m in enumerate(per_epoch)]
+        record = {"classes": ["a", "b"], "selected_epoch": 1, "config": cfg, "epochs": epochs, "schema_version": 2,
+                  "target_test": {"confusion": per_epoch[0]}}
+        rows.append({**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()},
+                     "target_acc": 100.0, "target_f1": 50.0, "selected_epoch": 1, "group": group_hash(cfg),
+                     "record": record, "run_dir": "x"})
+    runs = pd.DataFrame(rows)
+    kept = harm_table(runs).iloc[0]
+    assert kept["worst"]["points"] == 0.0 and kept["class_drops"] == 0
+    last = reselect(runs, "last")
+    assert list(last["selected_epoch"]) == [2, 2, 2]
+    worst = harm_table(last).iloc[0]["worst"]
+    assert worst["class"] == "a" and worst["points"] == -80.0 and worst["went_to"] == "b" and worst["share"] == 80.0
+    table, _ = confusion_table(last, [("a", "b")])
+    assert table.set_index("method").loc["mcc", "conf_a_b_mean"] == 80.0

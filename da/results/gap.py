@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from da.results.load import reported_confusion
 from da.results.tables import paired_gain_values, summarise
 from da.settings import USED_BY
 
@@ -82,7 +83,7 @@ def confusion_pairs(runs: pd.DataFrame, count: int = 2) -> list[tuple[str, str]]
     if base.empty:
         raise ValueError("no source-only run to find the confusions of")
     classes = base["record"].iloc[0]["classes"]
-    rates = np.mean([_row_rates(r["target_test"]["confusion"]) for r in base["record"]], axis=0)
+    rates = np.mean([_row_rates(reported_confusion(r)) for _, r in base.iterrows()], axis=0)
     np.fill_diagonal(rates, -1)
     flat = np.argsort(rates, axis=None)[::-1][:count]
     return [(classes[i], classes[j]) for i, j in zip(*np.unravel_index(flat, rates.shape))]
@@ -96,13 +97,13 @@ def _row_rates(confusion) -> np.ndarray:
 def confusion_table(runs: pd.DataFrame, pairs: list[tuple[str, str]], expected_seeds: int | None = None
                     ) -> tuple[pd.DataFrame, list[str]]:
     """Per row: for each (true, predicted) pair, the share (%) of target-test images of the true class
-    predicted as the other, and the true class's recall, mean +- s.d. over seeds (the epoch kept in
-    training: confusion matrices are recorded for it only)."""
+    predicted as the other, and the true class's recall, mean +- s.d. over seeds (at the reported epoch,
+    :func:`~da.results.load.reported_confusion`)."""
     classes = runs["record"].iloc[0]["classes"]
     columns, metrics = {}, {}
     for true, pred in pairs:
         i, j = classes.index(true), classes.index(pred)
-        rates = [_row_rates(r["target_test"]["confusion"]) for r in runs["record"]]
+        rates = [_row_rates(reported_confusion(r)) for _, r in runs.iterrows()]
         columns[f"conf_{true}_{pred}"] = [m[i, j] for m in rates]
         columns[f"recall_{true}"] = [m[i, i] for m in rates]
         metrics[f"conf_{true}_{pred}"] = f"{true} -> {pred}"

@@ -2,7 +2,8 @@
 
 Per method (every row but source-only and the reference), against the source-only run of the same split
 seed and seed: how many runs lose accuracy, the smallest paired gain, and per class the change of its recall
-(target test, the epoch kept in training: confusion matrices are recorded for it only).  A class that loses
+(target test, at the reported epoch where the records keep a confusion matrix per epoch, else at the
+epoch kept in training).  A class that loses
 more than ``CLASS_HARM`` points in some run is named with the run and where its images went.
 """
 
@@ -12,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from da.results.gap import GAP_FACTORS, is_reference, is_source_only
+from da.results.load import reported_confusion
 from da.results.paired import PAIR_KEYS, paired
 
 CLASS_HARM = 20.0  # points of one class's recall (issue 29: a loss beyond it must be explained)
 
 
-def _rates(record: dict) -> np.ndarray:
-    m = np.asarray(record["target_test"]["confusion"], dtype=float)
+def _rates(row) -> np.ndarray:
+    m = np.asarray(reported_confusion(row), dtype=float)
     return 100 * m / np.maximum(m.sum(1, keepdims=True), 1)
 
 
@@ -29,7 +31,7 @@ def harm_table(runs: pd.DataFrame) -> pd.DataFrame:
     base = runs[is_source_only(runs)]
     if base.empty:
         raise ValueError("no source-only run to measure harm against")
-    base_rates = {tuple(r[k] for k in PAIR_KEYS): _rates(r["record"]) for _, r in base.iterrows()}
+    base_rates = {tuple(r[k] for k in PAIR_KEYS): _rates(r) for _, r in base.iterrows()}
     rows = []
     others = runs[~is_source_only(runs) & ~is_reference(runs)]
     for key, g in others.groupby(list(GAP_FACTORS), sort=True, dropna=False):
@@ -39,7 +41,7 @@ def harm_table(runs: pd.DataFrame) -> pd.DataFrame:
             pair = tuple(r[k] for k in PAIR_KEYS)
             if pair not in base_rates:
                 continue
-            rates, before = _rates(r["record"]), base_rates[pair]
+            rates, before = _rates(r), base_rates[pair]
             classes = r["record"]["classes"]
             change = np.diag(rates) - np.diag(before)
             over += int(np.sum(change < -CLASS_HARM))

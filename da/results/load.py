@@ -104,3 +104,11 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2, strict: bool =
     if not rows:
         raise FileNotFoundError(f"no finished run records (record.json + DONE) under {runs_dir}")
     return pd.DataFrame(rows).sort_values(["group", "seed"], kind="stable").reset_index(drop=True)
+
+
+def reported_confusion(row) -> list[list[int]]:
+    """A run's (a row of :func:`load_runs`) target-test confusion matrix at its reported epoch: that of the
+    epoch re-selected after training (``confusion``, da.results.selection.reselect) where the record keeps one
+    per epoch, else the record's (the epoch selected in training)."""
+    kept = row.get("confusion")
+    return kept if isinstance(kept, list) else row["record"]["target_test"]["confusion"]

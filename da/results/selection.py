@@ -28,12 +28,13 @@ def epoch_scores(record: dict) -> list[dict[str, float]]:
 
 def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     """``runs`` with ``selected_epoch``, ``target_acc`` and ``target_f1`` (percent) taken at the epoch rule
-    ``name`` picks in each run (``rank``: each run's own ``rank_validators``).  Per-class and confusion
-    numbers are only recorded for the epoch selected during training, so tables built on them keep that one."""
+    ``name`` picks in each run (``rank``: each run's own ``rank_validators``), and ``confusion``, that epoch's
+    target-test confusion matrix where the record keeps one per epoch (runs made since it does; else None: the
+    record's confusion is that of the epoch selected during training only)."""
     if name not in validator_names():
         raise ValueError(f"--selection {name!r} is not valid; choose from {', '.join(validator_names())}")
     runs = runs.copy()
-    picked, acc, f1 = [], [], []
+    picked, acc, f1, confusion = [], [], [], []
     for _, r in runs.iterrows():
         rec = r["record"]
         try:
@@ -45,7 +46,9 @@ def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
         picked.append(epoch)
         acc.append(100 * tgt["accuracy"])
         f1.append(100 * tgt["macro_f1"])
-    return runs.assign(selected_epoch=picked, target_acc=acc, target_f1=f1)
+        confusion.append(tgt.get("confusion"))
+    return runs.assign(selected_epoch=picked, target_acc=acc, target_f1=f1, confusion=confusion)
+
 
 
 def _scored(record: dict, rule: str) -> bool:

@@ -165,9 +165,10 @@ def main(argv=None) -> int:
     tables = Path(args.out) / "tables"
     rules = set(runs["record"].map(lambda r: r.get("selection", DEFAULT) if r["schema_version"] > 1 else DEFAULT))
     rule = args.selection or (rules.pop() if len(rules) == 1 else "each run's own rule")
-    # the distance and the confusion matrices exist for the epoch selected in training only
+    # confusion matrices exist for the epoch selected in training, and for every epoch in runs made since
     kept_epoch_only = args.selection is None or (runs["selected_epoch"] == runs["record"].map(
         lambda r: r["selected_epoch"])).all()
+    confusions_known = kept_epoch_only or runs["confusion"].map(lambda c: isinstance(c, list)).all()
     target = "/".join(sorted(runs["target"].unique()))
     chosen = 'on source validation accuracy' if rule == DEFAULT else f'without target labels ({rule})'
     table, factors = ablation_table(runs, args.expected_seeds)
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
                     f"training split. Gain and gap closed against plain source-only: gap closed = (acc - source-only) / "
                     f"(reference - source-only). The reference is trained with every target-train label: a yardstick, "
                     f"not a result.")
-        if kept_epoch_only:
+        if confusions_known:
             pairs = confusion_pairs(runs)
             table, factors = confusion_table(runs, pairs, args.expected_seeds)
             write_table(tables, "confusions", table, factors,
@@ -193,8 +194,8 @@ def main(argv=None) -> int:
             atomic_write_text(tables / "harm.md", (
                 f"Do no harm on {target}: each method against the source-only run of the same split seed and seed: "
                 f"runs whose target accuracy is below source-only's, the smallest paired gain, and the largest drop "
-                f"of one class's recall (the run, and the class most of its test images went to), at the epoch kept "
-                f"in training.\n\n") + render_harm_table(harm_table(runs)))
+                f"of one class's recall (the run, and the class most of its test images went to), at the reported "
+                f"epoch.\n\n") + render_harm_table(harm_table(runs)))
     if baseline is not None:
         table, factors = baseline_comparison(runs, baseline)
         atomic_write_text(tables / "vs_baseline.md", render_baseline_comparison(

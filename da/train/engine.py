@@ -279,7 +279,9 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
         src_m, tgt_m = src.metrics(run.classes), (tgt.metrics(run.classes) if tgt is not None else None)
         entry = {"epoch": epoch + 1, "lr": _head_lr(run.optimizer),
                  "train_s": round(result.seconds, 3), "loss": result.loss,
-                 "source_val": _summary(src_m), "target_test": _summary(tgt_m), "scores": scores}
+                 "source_val": _summary(src_m), "scores": scores,
+                 # the confusion matrix of every epoch: harm and confusion tables at an epoch chosen after training
+                 "target_test": None if tgt_m is None else {**_summary(tgt_m), "confusion": tgt_m["confusion"]}}
         if run.reference is not None:
             logits = run.last_target_pass.logits
             entry["drift"] = prediction_drift(run.reference, logits.argmax(1), logits.shape[1]).summary(run.classes)
