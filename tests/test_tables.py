@@ -139,7 +139,11 @@ def test_latex_escapes_what_class_names_may_hold():
     ("rsscn7_aid_splits/runs", "rsscn7_aid_splits", "rsscn7_aid_splits/", ["--selection", "last"]),
     ("rsscn7_aid_budget/runs", "rsscn7_aid_budget", "rsscn7_aid_budget/", []),
     ("half_gap/runs", "half_gap", "half_gap/", ["--selection", "last"]),
-    ("rsscn7_aid_half_gap/runs", "rsscn7_aid_half_gap", "rsscn7_aid_half_gap/", ["--selection", "last"])])
+    ("rsscn7_aid_half_gap/runs", "rsscn7_aid_half_gap", "rsscn7_aid_half_gap/", ["--selection", "last"]),
+    ("consistency/runs", "consistency", "consistency/", ["--selection", "last"]),
+    ("rsscn7_aid_consistency/runs", "rsscn7_aid_consistency", "rsscn7_aid_consistency/", []),
+    ("shifted_prior/runs", "shifted_prior", "shifted_prior/", ["--selection", "last"]),
+    ("rsscn7_aid_lora/runs", "rsscn7_aid_lora", "rsscn7_aid_lora/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -152,7 +156,8 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
     committed = {p.name for p in (REPO / "results" / f"{out}tables").glob("*.md")}
     # a re-selected epoch has no stored predictions: its shares are not written
     assert {"ablation.md", "oracle.md", "paired.md"} <= committed
-    assert ("predicted_shares.md" in committed) == (sweep not in ("gap_splits", "half_gap"))
+    assert ("predicted_shares.md" in committed) == (sweep not in ("gap_splits", "half_gap", "consistency",
+                                                                  "shifted_prior"))
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
