@@ -98,7 +98,7 @@ def test_a_two_stage_run_measures_drift_from_its_stage1_model_and_a_one_stage_ru
     two = json.loads(open(run_experiment(tiny_cfg(tiny_root, tmp_path / "two", method="mcc", epochs=2))).read())
     for e in two["epochs"]:
         drift = e["drift"]
-        assert 0 <= drift["changed"] <= 1 and -e["scores"]["drift"] == pytest.approx(drift["largest_wholesale_share"])
+        assert 0 <= drift["changed"] <= 1 and -e["scores"]["drift"] == pytest.approx(drift["largest_wholesale_share"], abs=5e-5)  # the record rounds to 4 places
         assert sum(c["images"] for c in drift["classes"].values()) <= two["split_sizes"]["target_train"]
     one = json.loads(open(run_experiment(tiny_cfg(tiny_root, tmp_path / "one", method="mcc", stages=1, epochs=2))).read())
     assert all("drift" not in e and np.isnan(e["scores"]["drift"] if e["scores"]["drift"] is not None else np.nan)
