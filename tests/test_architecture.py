@@ -1,7 +1,11 @@
 """The layering docs/architecture.md describes, checked on the source: the config layer imports no registry,
-no library module imports the command line, and no private name crosses a package."""
+no library module imports the command line, and no private name crosses a package; and the command line
+imports none of the heavy libraries before it has checked its arguments."""
 
 import ast
+import os
+import subprocess
+import sys
 
 from conftest import REPO
 
@@ -48,3 +52,19 @@ def test_no_private_name_is_imported_from_another_package():
                 continue
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             assert not private or _package(module) == here, (rel, module, private)
+
+
+HEAVY = ("sklearn", "torchvision", "timm", "pandas", "scipy")
+
+
+def test_the_command_line_checks_its_arguments_without_the_heavy_libraries():
+    """`da-run --help` and a bad flag answer in about a second: importing da.cli and the run program loads
+    none of sklearn, torchvision, timm, pandas, scipy (imported where they are used); da.data's transforms
+    still resolve on first use."""
+    code = ("import sys, da.cli, da.scripts.run; "
+            f"print(' '.join(sorted(m for m in {HEAVY!r} if m in sys.modules))); "
+            "import da.data; assert callable(da.data.eval_transform) and 'torchvision' in sys.modules")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [], f"imported with da.cli: {res.stdout.strip()}"

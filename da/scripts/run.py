@@ -17,10 +17,7 @@ import signal
 import sys
 
 from da.cli import config_from_args
-from da.data.download import DownloadError
 from da.records import load_record, summary
-from da.models import OfflineWeightsError, WeightsError
-from da.train import run_experiment
 
 
 class Interrupted(SystemExit):
@@ -36,6 +33,12 @@ def _stop(signum, frame):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(argv, __doc__.splitlines()[0])
+    # heavy (torchvision, timm, the data pipeline): imported once the arguments are checked, so that --help and
+    # a bad flag answer without them
+    from da.data.download import DownloadError
+    from da.models import OfflineWeightsError, WeightsError
+    from da.train import run_experiment
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGUSR2, _stop)
     try:

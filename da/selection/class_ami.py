@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_mutual_info_score
 
 from da.selection.base import EpochOutputs, Setting, Validator, register
 
@@ -20,6 +18,9 @@ class ClassAMI(Validator):
                         hash="unless_default"),)
 
     def score(self, out: EpochOutputs) -> float:
+        from sklearn.cluster import KMeans  # heavy: imported when used
+        from sklearn.metrics import adjusted_mutual_info_score
+
         tp = out.target_train
         z = F.normalize(tp.features.double(), dim=1).numpy()
         clusters = KMeans(n_clusters=tp.logits.shape[1], n_init=self.cfg.class_ami_restarts, random_state=0).fit_predict(z)

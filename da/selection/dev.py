@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from da.selection.base import EpochOutputs, Validator, register
 
@@ -36,6 +32,11 @@ class DeepEmbeddedValidation(Validator):
     name = "dev"
 
     def score(self, out: EpochOutputs) -> float:
+        from sklearn.linear_model import LogisticRegression  # heavy: imported when used
+        from sklearn.model_selection import cross_val_predict
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         sv, tt = out.source_val, out.target_train
         zs, zt = sv.features.double().numpy(), tt.features.double().numpy()
         x = np.concatenate([zs, zt])

@@ -6,7 +6,6 @@ import time
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 from da.selection.base import REGISTRY, EpochOutputs
 from da.selection.drift import WHOLESALE
@@ -55,6 +54,8 @@ def selection_scores(history: Sequence[dict[str, float]], name: str, rank_set: S
         return [float("nan") if s[name] is None else float(s[name]) for s in history]  # null in a record: NaN
     if not rank_set:
         raise ValueError("selection 'rank' needs a non-empty set of validators (rank_validators)")
+    from scipy.stats import rankdata  # heavy: imported when used
+
     ranks = np.mean([rankdata(selection_scores(history, v)) for v in rank_set], axis=0)
     return [float(r) for r in ranks]
 
