@@ -128,3 +128,23 @@ def test_local_sweep_on_a_machine_with_gpus_pins_every_run(monkeypatch, tmp_path
         assert s["params"]["timeout_min"] == LOCAL_TIMEOUT_MIN  # not submitit's 2-minute local default
     recorded = sorted(json.loads(p.read_text())["job_id"] for p in out.glob(f"*/{SUBMITTED_FILE}"))
     assert recorded == sorted(s["job"].job_id for s in subs)
+
+
+def test_every_task_submits_through_the_one_launcher(monkeypatch, tmp_path):
+    """Issue 28: sweeps, detection sweeps and HPO workers go out through da.launch.submit.Launcher; no other
+    module makes a submitit executor, so local GPU pinning and Slurm dependencies reach every task."""
+    import da
+
+    makers = [p.relative_to(Path(da.__file__).parent).as_posix() for p in Path(da.__file__).parent.rglob("*.py")
+              if "AutoExecutor(" in p.read_text()]
+    assert makers == ["launch/submit.py"]
+    monkeypatch.setattr(_FakeExecutor, "submitted", [])
+    monkeypatch.setattr(submitit, "LocalExecutor", _FakeExecutor)
+    monkeypatch.setattr(submit_module, "local_gpus", lambda: ["3"])
+    monkeypatch.setattr(submit_module, "map_one_per_gpu", lambda *a, **k: map_one_per_gpu(*a, **k, poll_s=0))
+    launcher = submit_module.Launcher(tmp_path / "%j", "local", {"timeout_min": 7}, name="x")
+    assert launcher.gpus == ["3"] and launcher.executor is None  # nothing made before the first submission
+    launcher.map(max, [1, 2], [0, 5])
+    assert [(s["args"], s["params"]["visible_gpus"]) for s in _FakeExecutor.submitted] == [((1, 0), (3,)), ((2, 5), (3,))]
+    # a profile that asks for no GPU keeps submitit's own executor, whatever GPUs the machine has
+    assert submit_module.Launcher(tmp_path / "%j", "local", {"gpus_per_node": 0}, name="x").gpus == []

@@ -18,7 +18,7 @@ from typing import Any
 import submitit
 
 from da.detection.config import DetectionConfig
-from da.launch.submit import cluster_parameters, guarded, queued_job_ids, record_submission, sbatch_script
+from da.launch.submit import Launcher, cluster_parameters, guarded, queued_job_ids, record_submission, sbatch_script
 from da.launch.sweep import Sweep, load_sweep
 from da.rundir import SUBMISSION_STATES, submission_state
 
@@ -70,9 +70,7 @@ def submit_detection_sweep(sweep: Sweep, cluster: str | None = None, profile: st
         if dry_run and todo and cluster == "slurm":
             print(sbatch_script(params, folder, len(todo), name=f"da-det-{sweep.name}"))
         return summary
-    executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
-    executor.update_parameters(name=f"da-det-{sweep.name}", **params)
-    jobs = executor.map_array(DetectionJob(), [c.to_dict() for c in todo])
+    jobs = Launcher(folder, cluster, params, name=f"da-det-{sweep.name}").map(DetectionJob(), [c.to_dict() for c in todo])
     for c, job in zip(todo, jobs):
         c.run_dir().mkdir(parents=True, exist_ok=True)
         record_submission(c.run_dir(), job, c.config_hash())

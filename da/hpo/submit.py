@@ -13,13 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import submitit
-
 from da.hpo.report import counts, trial_rows
 from da.hpo.study import JOURNAL_FILE, LOGS_DIR, StudySpec, open_study, quiet_optuna, study_dir
 from da.hpo.worker import HpoWorker
-from da.launch.local import local_gpus, map_one_per_gpu
-from da.launch.submit import queued_job_ids, cluster_parameters, sbatch_script
+from da.launch.submit import Launcher, cluster_parameters, queued_job_ids, sbatch_script
 from da.utils.io import atomic_write_json
 
 SUBMITTED_FILE = "submitted.json"
@@ -58,10 +55,10 @@ def submit_study(spec: StudySpec, out: str | os.PathLike, data_root: str = "", w
     live = _live_workers(sdir) if cluster == "slurm" else []
     work = c["remaining"] + c["running"] + c["interrupted"]  # a running trial may need a worker to resume it
     n = max(0, min(workers, work) - len(live))
-    gpus = local_gpus() if cluster == "local" and params.get("gpus_per_node") != 0 else []
-    if gpus:
-        n = min(n, len(gpus))  # one worker per GPU: more would only wait for a free one
     folder = sdir / LOGS_DIR / "%j"
+    launcher = Launcher(folder, cluster, params, name=f"da-hpo-{spec.name}")
+    if launcher.gpus:
+        n = min(n, len(launcher.gpus))  # one worker per GPU: more would only wait for a free one
     summary: dict[str, Any] = {"cluster": cluster, "study_dir": str(sdir), "new": not exists, **c,
                                "live_workers": live, "submit": n, "jobs": []}
     if dry_run:
@@ -81,12 +78,7 @@ def submit_study(spec: StudySpec, out: str | os.PathLike, data_root: str = "", w
     if n == 0:
         return summary
     data_root = str(data_root)
-    if gpus:
-        jobs = map_one_per_gpu(folder, params, gpus, HpoWorker(), [spec] * n, [str(out)] * n, [data_root] * n)
-    else:
-        executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
-        executor.update_parameters(name=f"da-hpo-{spec.name}", **params)
-        jobs = executor.map_array(HpoWorker(), [spec] * n, [str(out)] * n, [data_root] * n)
+    jobs = launcher.map(HpoWorker(), [spec] * n, [str(out)] * n, [data_root] * n)
     previous = []
     if (sdir / SUBMITTED_FILE).exists():
         previous = json.loads((sdir / SUBMITTED_FILE).read_text()).get("jobs", [])

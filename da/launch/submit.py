@@ -226,6 +226,29 @@ def cluster_parameters(cluster: str | None, profile: str | None,
     return cluster, params
 
 
+class Launcher:
+    """How every task's jobs go out (sweeps, detection sweeps, HPO workers): one submitit array per call on
+    Slurm, the local or the debug executor; with local GPUs (unless the profile asks for none) one job per GPU
+    at a time, each pinned to its own (:func:`da.launch.local.map_one_per_gpu`)."""
+
+    def __init__(self, folder: str | os.PathLike, cluster: str, params: dict[str, Any], name: str):
+        self.folder, self.cluster, self.params, self.name = Path(folder), cluster, dict(params), name
+        self.gpus = local_gpus() if cluster == "local" and self.params.get("gpus_per_node") != 0 else []
+        self.executor = None  # made at the first map: a dry run submits nothing and makes nothing
+
+    def map(self, fn: Callable, *iterables, after: list[str] = ()) -> list:
+        """``fn(*args)`` for each ``args`` of ``zip(*iterables)``; ``after``: Slurm job ids these jobs wait for
+        (``afterok``; the other executors know no dependencies: the caller waits for those jobs itself)."""
+        if self.gpus:
+            return map_one_per_gpu(self.folder, self.params, self.gpus, fn, *iterables)
+        if self.executor is None:
+            self.executor = submitit.AutoExecutor(folder=self.folder, cluster=None if self.cluster == "slurm" else self.cluster)
+            self.executor.update_parameters(name=self.name, **self.params)
+        if after and self.cluster == "slurm":
+            self.executor.update_parameters(slurm_dependency="afterok:" + ":".join(after))
+        return self.executor.map_array(fn, *iterables)
+
+
 def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None = None, dry_run: bool = False,
                  wait: bool = False, **overrides: Any) -> dict[str, Any]:
     """Submit what is missing of ``sweep``; return a summary (and print the plan when ``dry_run``)."""
@@ -252,18 +275,11 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
             print(sbatch_script(params, folder, max(len(stage1), len(stage2)), name=f"da-{sweep.name}"))
         return summary
 
-    executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
-    executor.update_parameters(name=f"da-{sweep.name}", **params)
-    # local with GPUs (unless the profile asks for none): one run per GPU at a time, each pinned to its own
-    gpus = local_gpus() if cluster == "local" and params.get("gpus_per_node") != 0 else []
-
-    def launch(fn, *iterables):
-        return map_one_per_gpu(folder, params, gpus, fn, *iterables) if gpus else executor.map_array(fn, *iterables)
-
+    launcher = Launcher(folder, cluster, params, name=f"da-{sweep.name}")
     s1_ids = list(waiting_s1)
     s1_jobs = []
     for chunk in _chunks(stage1, array_size):
-        jobs = launch(RunJob(), [job_payload(r.cfg) for r in chunk], [1] * len(chunk))
+        jobs = launcher.map(RunJob(), [job_payload(r.cfg) for r in chunk], [1] * len(chunk))
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
             record_submission(r.run_dir, job, r.cfg.config_hash(), stage=r.stage)
@@ -274,10 +290,7 @@ def submit_sweep(sweep: Sweep, cluster: str | None = None, profile: str | None =
             job.result()
     s2_jobs = []
     for chunk in _chunks(stage2, array_size):
-        if cluster == "slurm":
-            if s1_ids:
-                executor.update_parameters(slurm_dependency="afterok:" + ":".join(s1_ids))
-        jobs = launch(RunJob(), [job_payload(r.cfg) for r in chunk], [2] * len(chunk))
+        jobs = launcher.map(RunJob(), [job_payload(r.cfg) for r in chunk], [2] * len(chunk), after=s1_ids)
         for r, job in zip(chunk, jobs):
             r.run_dir.mkdir(parents=True, exist_ok=True)
             record_submission(r.run_dir, job, r.cfg.config_hash(), stage=r.stage)
