@@ -12,6 +12,7 @@ import csv
 import fcntl
 import io
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,8 +22,10 @@ from da.utils.io import atomic_write_text, exclusive_lock
 
 INDEX_FILE = "index.csv"
 INDEX_LOCK = ".index.lock"
-COLUMNS = ("run", "status", "stage", "method", "stage1", "source", "target", "seed", "epochs", "selected_epoch",
-           "selection", "target_test_accuracy", "source_val_accuracy", "wall_time_s", "finished_at")
+COLUMNS = ("run", "status", "task", "stage", "method", "stage1", "source", "target", "seed", "epochs",
+           "selected_epoch", "selection", "target_test_accuracy", "source_val_accuracy", "test_map50", "wall_time_s",
+           "finished_at")
+RUN_GLOBS = ("stage*-*", "det-*")  # classification stages, detection runs
 
 
 def run_status(run_dir: Path) -> str:
@@ -58,25 +61,33 @@ def index_row(run_dir: Path) -> dict | None:
     try:
         if status == "done":
             record = json.loads((run_dir / RECORD_FILE).read_text())
-            cfg, stage = record["config"], record["stage"]
+            cfg, stage = record["config"], record.get("stage", "")  # detection records have no stage
         else:
             saved = json.loads((run_dir / CONFIG_FILE).read_text())
-            record, cfg, stage = {}, saved["config"], saved["stage"]
+            record, cfg, stage = {}, saved["config"], saved.get("stage", "")
     except (OSError, ValueError, KeyError):
         if status not in ("failed", "submitted"):  # not a run directory (yet)
             return None
         record, cfg, stage = {}, {}, run_dir.name.split("-")[0].removeprefix("stage")  # failed before it began
-    tgt, src = record.get("target_test") or {}, record.get("source_val") or {}
     finished = record.get("finished_at")
+    if run_dir.name.startswith("det-"):
+        test = (record.get("test") or {}).get(f"nms_{record.get('headline_nms', 0):g}") or {}
+        return {"run": run_dir.name, "status": status, "task": "detection", "stage": "", "seed": cfg.get("seed"),
+                "method": f"faster_rcnn ({cfg.get('anchors')} anchors, {cfg.get('sampler')} sampler)" if cfg else "",
+                "source": cfg.get("weights", ""), "target": cfg.get("dataset", ""),
+                "stage1": "", "epochs": len(record.get("history", [])) if record else "",
+                "selected_epoch": record.get("selected_epoch", ""), "selection": record.get("selection", ""),
+                "target_test_accuracy": "", "source_val_accuracy": "", "test_map50": _fmt(test.get("map_50")),
+                "wall_time_s": record.get("wall_time_s", ""), "finished_at": _when(finished)}
+    tgt, src = record.get("target_test") or {}, record.get("source_val") or {}
     return {
-        "run": run_dir.name, "status": status, "stage": stage, "method": cfg.get("method"),
+        "run": run_dir.name, "status": status, "task": "classification", "stage": stage, "method": cfg.get("method"),
         "stage1": cfg.get("stage1") if stage == 2 and cfg.get("stages") == 2 else "",
         "source": cfg.get("source"), "target": cfg.get("target") or "", "seed": cfg.get("seed"),
         "epochs": len(record.get("epochs", [])) if record else "", "selected_epoch": record.get("selected_epoch", ""),
         "selection": record.get("selection", ""),
         "target_test_accuracy": _fmt(tgt.get("accuracy")), "source_val_accuracy": _fmt(src.get("accuracy")),
-        "wall_time_s": record.get("wall_time_s", ""),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(finished)) if finished else "",
+        "test_map50": "", "wall_time_s": record.get("wall_time_s", ""), "finished_at": _when(finished),
     }
 
 
@@ -84,13 +95,27 @@ def _fmt(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def _when(finished) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(finished)) if finished else ""
+
+
 def update_index(out: str | os.PathLike) -> Path:
-    """Rebuild ``<out>/index.csv`` from every ``stage*-*`` run directory under ``out``."""
+    """Rebuild ``<out>/index.csv`` from every run directory under ``out`` (classification and detection)."""
     out = Path(out)
     with exclusive_lock(out / INDEX_LOCK):
-        rows = [row for d in sorted(out.glob("stage*-*")) if d.is_dir() and (row := index_row(d)) is not None]
+        dirs = sorted(d for pattern in RUN_GLOBS for d in out.glob(pattern))
+        rows = [row for d in dirs if d.is_dir() and (row := index_row(d)) is not None]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return atomic_write_text(out / INDEX_FILE, buf.getvalue())
+
+
+def refresh_index(out: str | os.PathLike) -> None:
+    """:func:`update_index`, as a run calls it when it starts, ends or fails: the index is a convenience, and a
+    failure to write it is logged, never raised."""
+    try:
+        update_index(out)
+    except OSError as err:
+        logging.getLogger(__name__).warning("could not update %s/%s (%s)", out, INDEX_FILE, err)

@@ -441,6 +441,14 @@ def test_detection_tables_and_figure_from_records(tmp_path):
     assert any("random" in line and "fitted" in line for line in text.splitlines())
     assert text.count("| yes") == 1 and rows
     assert (tmp_path / "res" / "figures" / "detections.png").stat().st_size > 10_000
+    import csv  # the run index lists detection runs beside classification's (issue 28)
+    from pathlib import Path
+
+    index = {r["run"]: r for r in csv.DictReader((Path(cfg.out) / "index.csv").open())}
+    assert set(index) == {d.name for d in dirs}
+    row = index[dirs[0].name]
+    assert row["task"] == "detection" and row["status"] == "done" and row["target"] == "NWPU-VHR-10"
+    assert float(row["test_map50"]) == pytest.approx(recs[0]["test"][f"nms_{recs[0]['headline_nms']:g}"]["map_50"], abs=1e-4)
 
 
 def test_torchvision_resnet_trunk(tmp_path):
@@ -482,7 +490,11 @@ def test_committed_detection_table_regenerates(tmp_path):
 
     committed = REPO / "results" / "detection"
     write_detection_report(committed / "runs", tmp_path, figure=False)
-    assert (tmp_path / "tables" / "detection.md").read_text() == (committed / "tables" / "detection.md").read_text()
+    for name in ("detection.md", "detection.tex"):
+        assert (tmp_path / "tables" / name).read_text() == (committed / "tables" / name).read_text(), name
+    tex = (committed / "tables" / "detection.tex").read_text()  # LaTeX as a paper takes it (issue 28)
+    assert tex.count(r"\begin{table}") == 2 and r"\toprule" in tex and "±" not in tex and r"$\pm$" in tex
+    assert "mAP@[.5:.95]" in tex and r"(\%)" in tex
     # the README's time of a --preset nwpu-cpu run is the committed records' range
     minutes = [json.loads(p.read_text())["wall_time_s"] / 60 for p in (committed / "runs").glob("det-*/record.json")]
     assert f"records took {min(minutes):.0f}-{max(minutes):.0f} min each" in " ".join((REPO / "README.md").read_text().split())

@@ -34,6 +34,7 @@ from da.detection.model import build_detector
 from da.detection.transforms import detection_transforms, sample_inputs
 from da.records import DETECTION_SCHEMA_VERSION, environment, git_commit, is_done, launch_info, load_record, \
     peak_memory_mb, write_record
+from da.runindex import refresh_index
 from da.rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FAILED_FILE, LOCK_FILE, LOG_FILE, MANIFEST_FILE, \
     RECORD_FILE, check_inputs
 from da.train.checkpoint import DamagedCheckpoint, load, read_checkpoint, rng_state, save, set_aside, set_rng_state
@@ -159,11 +160,14 @@ def run_detection(cfg: DetectionConfig) -> Path:
         if is_done(run_dir):  # finished while this process waited for the lock
             return reuse()
         (run_dir / FAILED_FILE).unlink(missing_ok=True)  # this attempt replaces an earlier failure
+        refresh_index(run_dir.parent)
         try:
             return _run(cfg, run_dir, dataset, inputs)
         except Exception as err:  # as classification's runs: the sweep's state says "failed", not "partial"
             atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {run_dir / LOG_FILE}\n")
             raise
+        finally:
+            refresh_index(run_dir.parent)
 
 
 def _run(cfg: DetectionConfig, run_dir: Path, dataset, inputs: dict[str, str]) -> Path:

@@ -106,6 +106,22 @@ def render(table: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    """The same table in LaTeX (booktabs, through pandas' Styler): every cell escaped, ± as $\\pm$."""
+    from da.results.tables import latex_escape
+
+    if not isinstance(table.index, pd.RangeIndex):
+        table = table.reset_index(names="class")
+    def tex(v) -> str:
+        return latex_escape(str(v)).replace("±", r"$\pm$").replace("<", r"\textless{}").replace(">", r"\textgreater{}")
+
+    cells = table.astype(str).map(tex)
+    cells.columns = [tex(c) for c in table.columns]
+    align = "".join("l" if c in (*FACTORS, "class") else "r" for c in table.columns)
+    return cells.style.hide(axis="index").to_latex(hrules=True, caption=tex(caption), label=label,
+                                                   column_format=align, position_float="centering")
+
+
 def diverse(samples: list, n: int) -> list:
     """Up to ``n`` samples, each adding a class not shown yet where one can (in split order), then the rest."""
     chosen, seen = [], set()
@@ -195,14 +211,17 @@ def write_detection_report(folder: str | Path, out: str | Path, figure: bool = T
                f"at it; 'chosen on val': the configuration with the best mean val mAP (the test split plays no part "
                f"in any choice). Init: "
                f"ImageNet weights, or 'stage-1 <hash>': the backbone of that stage-1 scene-classification run.")
-    text = "# Detection\n\n" + render(table, caption)
-    text += "\n" + render(per_class_table(runs, float(nms_list.split(", ")[-1])),
-                          f"AP@0.5 (%) per class at NMS {nms_list.split(', ')[-1]}, mean over seeds "
-                          "(columns: init / anchors / sampler / box loss).")
+    per_class = per_class_table(runs, float(nms_list.split(", ")[-1]))
+    per_class_caption = (f"AP@0.5 (%) per class at NMS {nms_list.split(', ')[-1]}, mean over seeds "
+                         "(columns: init / anchors / sampler / box loss).")
+    text = "# Detection\n\n" + render(table, caption) + "\n" + render(per_class, per_class_caption)
     path = out / "tables" / "detection.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     written.append(path)
+    latex = render_latex(table, caption, "tab:detection") + "\n" + render_latex(per_class, per_class_caption,
+                                                                                "tab:detection-per-class")
+    written.append(atomic_write_text(out / "tables" / "detection.tex", latex))
     if figure:
         chosen = runs.loc[runs.groupby(FACTORS)["val_map"].transform("mean").idxmax()]
         run_dir = Path(folder) / chosen["run"]

@@ -40,7 +40,7 @@ from da.train.evaluate import Predictions, export_features, predict
 from da.train.seeding import seed_everything, set_deterministic
 from da.train.setup import Run, build_run, load_splits, resolve_device
 from da.train.state import RunState
-from da.runindex import update_index
+from da.runindex import refresh_index
 from da.utils.io import atomic_write_json, atomic_write_text, exclusive_lock, file_digest
 from da.utils.runlog import file_only, run_log
 
@@ -171,7 +171,7 @@ def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
                     atomic_write_text(run_dir / FAILED_FILE, f"{type(err).__name__}: {err}\nlog: {run_dir / LOG_FILE}\n")
                 raise
             finally:
-                _update_index(run_dir.parent)
+                refresh_index(run_dir.parent)
 
 
 def _log_start(cfg: RunConfig, stage: int, run_dir: Path, splits, log_file: logging.Handler) -> None:
@@ -188,14 +188,7 @@ def _log_start(cfg: RunConfig, stage: int, run_dir: Path, splits, log_file: logg
             file_only(log_file, log, logging.WARNING, "data %s is not the official release: %s", name,
                       "; ".join(d["differs_from_release"]))
     log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.parts.items()))
-    _update_index(run_dir.parent)
-
-
-def _update_index(out: Path) -> None:
-    try:
-        update_index(out)
-    except OSError as err:  # the index is a convenience: it never stops a run
-        log.warning("could not update %s/index.csv (%s)", out, err)
+    refresh_index(run_dir.parent)
 
 
 def run_inputs(cfg: RunConfig, splits, init_weights: str | None) -> dict[str, str]:
