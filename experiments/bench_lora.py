@@ -84,7 +84,8 @@ def main() -> None:
         lines.append(f"{s:<12}{step[s]:>8.3f}{step[s] / step[base]:>7.2f}x{counts['trainable']:>12,}"
                      f"{counts['adapters']:>15,}{checkpoint_mb(run):>9.1f} MB")
     lines.append(f"# ratio: s/step over {base}'s in this run; checkpoint: the training checkpoint the run writes "
-                 f"(trained parameters, buffers, optimiser and RNG state; frozen weights left out)")
+                 f"(trained parameters, buffers, optimiser and RNG state; frozen weights left out); load average "
+                 f"{os.getloadavg()[0]:.1f} after the timed epochs (other work slows both sides of a ratio)")
     if not args.no_memory:
         lines.append(f"# peak RSS of a whole short run ({args.steps} steps, caches read), one process each")
         for s in STRATEGIES:

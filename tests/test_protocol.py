@@ -186,6 +186,21 @@ def test_paired_table_pairs_each_method_with_its_source_only_runs():
     assert table.set_index("comparison").loc["reference − source-only", "uses_target_labels"]
     # the best label-free row against the runner-up; the reference is neither
     assert by["mcc − shot"].diffs == pytest.approx((1.0, 2.0, 0.5))
+    assert table.set_index("comparison").loc["mcc − shot", "kind"] == "best vs runner-up"
+
+
+def test_paired_table_sets_the_best_against_every_other_method_and_names_a_setting_only_where_it_is_read():
+    rows = []
+    for seed, accs in enumerate([(68.0, 75.0, 74.0, 70.0), (69.0, 76.5, 74.5, 70.0), (67.0, 74.0, 73.5, 69.0)]):
+        for method, acc, thr in zip(("source_only", "mcc", "fixmatch+mcc", "fixmatch"), accs, (0.95, 0.95, 0.9, 0.9)):
+            rows.append({"method": method, "prior": "", "target_labeled_fraction": 0.0, "seed": seed,
+                         "split_seed": 0, "target_acc": acc, "fixmatch_threshold": thr})
+    table = paired_table(pd.DataFrame(rows), ["method", "fixmatch_threshold"]).set_index("comparison")
+    # mcc and source-only do not read fixmatch_threshold: their labels leave it out, fixmatch's name it
+    assert table.loc["mcc − fixmatch+mcc, fixmatch_threshold 0.9", "kind"] == "best vs runner-up"
+    assert table.loc["mcc − fixmatch, fixmatch_threshold 0.9", "kind"] == "best vs another"
+    assert table.loc["mcc − fixmatch, fixmatch_threshold 0.9", "paired"].diffs == pytest.approx((5.0, 6.5, 5.0))
+    assert "mcc − source-only" in table.index and not any("source-only, " in c for c in table.index)
 
 
 # ------------------------------------------------------------------------------------------------ split seeds

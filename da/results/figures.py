@@ -258,3 +258,228 @@ def learning_curves(runs: pd.DataFrame, out_dir: Path, name: str = "learning_cur
                  "(below, adaptation methods' runs)", y=1.0)
     fig.tight_layout()
     return _save(fig, out_dir, name)
+
+
+# ------------------------------------------------------------------ figures with their data beside them
+# Each of these draws from a small dict (``*_data(runs)``) that tables.py writes next to the figure as
+# ``<name>.json`` with the command's source (runs folder, sweeps, selection rule), so a test can recompute
+# the data of every committed figure from the committed records.
+
+def _num(x, digits: int = 2):
+    """A float for a figure's JSON: rounded, NaN as null."""
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+
+
+def save_data(out_dir: Path, name: str, data: dict, source: dict) -> Path:
+    import json
+
+    from da.utils.io import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    atomic_write_text(path, json.dumps({"figure": name, "source": source, "data": data}, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def _other_factors(runs: pd.DataFrame) -> list[str]:
+    """The varying factors that tell comparable groups apart (a budget, a strategy): not the method, its prior,
+    its target labels or its own settings, which are what a figure compares within a group."""
+    from da import settings as declared
+    from da.results.tables import varying_factors
+
+    return [f for f in varying_factors(runs) if f not in SHOWN and f not in declared.USED_BY]
+
+
+def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    others = _other_factors(runs)
+    if not others:
+        return [("", runs)]
+    return [(", ".join(f"{f} {v}" for f, v in zip(others, key if isinstance(key, tuple) else (key,))), g)
+            for key, g in runs.groupby(others, sort=True)]
+
+
+def accuracy_data(runs: pd.DataFrame) -> dict:
+    """The numbers of :func:`accuracy_by_method`: per configuration and setting, mean and s.d. of target accuracy."""
+    data = runs.assign(setting=_setting(runs), variant=config_labels(runs))
+    rows = data.groupby(["cls_loss", "setting", "variant"], sort=True)["target_acc"]
+    return {"bars": [{"cls_loss": c, "setting": s, "configuration": v, "mean": _num(g.mean()),
+                      "sd": _num(g.std(ddof=1)) if len(g) > 1 else None, "runs": int(len(g))}
+                     for (c, s, v), g in rows]}
+
+
+def gain_data(runs: pd.DataFrame) -> dict:
+    """Per group of comparable runs (:func:`_groups`): each configuration's gain over source-only, paired per
+    seed and split seed (mean, 95 % paired t interval), and the share of the gap to the reference it closes
+    (mean gain over the reference's mean gain)."""
+    from da.results.gap import is_reference, is_source_only
+    from da.results.paired import paired
+
+    panels = []
+    for group, g in _groups(runs.assign(label=config_labels(runs))):
+        base = g[is_source_only(g)]
+        if base.empty:
+            continue
+        ref = g[is_reference(g)]
+        ref_gain = paired(ref, base).mean if len(ref) else float("nan")
+        bars = []
+        for label, c in g[~is_source_only(g) & ~is_reference(g)].groupby("label", sort=True):
+            p = paired(c, base)
+            low, high = p.interval()
+            bars.append({"configuration": label, "uses_target_labels": bool((c["target_labeled_fraction"] > 0).any()),
+                         "gain": _num(p.mean), "interval": [_num(low), _num(high)], "pairs": p.n,
+                         "gap_closed": _num(100 * p.mean / ref_gain, 1) if np.isfinite(ref_gain) and ref_gain else None})
+        bars.sort(key=lambda b: -(b["gain"] if b["gain"] is not None else -np.inf))
+        panels.append({"group": group, "source_only": _num(base["target_acc"].mean()),
+                       "reference_gain": _num(ref_gain), "bars": bars})
+    return {"panels": panels}
+
+
+def gain_chart(data: dict, out_dir: Path, target: str) -> list[Path]:
+    """Horizontal bars: each configuration's paired gain over source-only (error bars: the 95 % paired t
+    interval), source-only at 0 and the reference's gain as a dashed line, a top axis in % of the gap."""
+    panels = [p for p in data["panels"] if p["bars"]]
+    if not panels:
+        return []
+    height = max(len(p["bars"]) for p in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 0.38 * height + 1.9), squeeze=False,
+                             sharex=True)
+    for ax, p in zip(axes[0], panels):
+        bars = p["bars"][::-1]  # the largest gain on top
+        y = np.arange(len(bars))
+        gains = np.array([b["gain"] if b["gain"] is not None else np.nan for b in bars])
+        low = np.array([b["interval"][0] if b["interval"][0] is not None else np.nan for b in bars])
+        high = np.array([b["interval"][1] if b["interval"][1] is not None else np.nan for b in bars])
+        colours = ["0.7" if b["uses_target_labels"] else sns.color_palette("colorblind")[0] for b in bars]
+        ax.barh(y, gains, color=colours)
+        ax.errorbar(gains, y, xerr=[gains - low, high - gains], fmt="none", ecolor="black", capsize=3, linewidth=1)
+        ax.set_yticks(y, [b["configuration"] + (" (uses target labels)" if b["uses_target_labels"] else "")
+                          for b in bars], fontsize=8)
+        ax.axvline(0, color="0.3", linestyle=":", linewidth=1)
+        ref = p["reference_gain"]
+        if ref:
+            ax.axvline(ref, color="0.3", linestyle="--", linewidth=1)
+            ax.secondary_xaxis("top", functions=(lambda g, r=ref: 100 * g / r, lambda c, r=ref: c * r / 100)
+                               ).set_xlabel("gap to the reference closed (%)")
+        ax.set_xlabel("gain over source-only (points)")
+        ax.set_title(f"{p['group'] or target}: source-only {p['source_only']:.1f} %", fontsize=9)
+    fig.tight_layout()
+    fig.suptitle(f"Gain over source-only on {target}, paired per seed", y=1.0, va="bottom")
+    fig.text(0.5, 0.0, "bars: mean gain; error bars: 95 % paired t interval; dotted: source-only; dashed: the reference "
+             "(trained with target labels) = 100 % of the gap", ha="center", va="top", fontsize=8)
+    return _save(fig, out_dir, "gain")
+
+
+def _panel_labels(runs: pd.DataFrame) -> list[str]:
+    """Source-only, the label-free configuration with the best mean target accuracy and the reference, those
+    two from the best one's group (the same budget, strategy, ...), each where it exists."""
+    from da.results.gap import is_reference, is_source_only
+
+    data = runs.assign(label=config_labels(runs))
+    free = data[~is_source_only(data) & (data["target_labeled_fraction"] == 0)]
+    if free.empty:
+        return []
+    best = free.groupby("label")["target_acc"].mean().idxmax()
+    others = _other_factors(runs)
+    row = data[data["label"] == best].iloc[0]
+    same = data[np.logical_and.reduce([data[f] == row[f] for f in others] or [np.ones(len(data), bool)])]
+    labels = []
+    for pick in (is_source_only(same), None, is_reference(same)):
+        if pick is None:
+            labels.append(best)
+        elif pick.any():
+            labels.append(same.loc[pick, "label"].iloc[0])
+    return labels
+
+
+def confusion_data(runs: pd.DataFrame) -> dict:
+    """Row-normalised target-test confusion matrices (%, at each run's reported epoch) averaged over the seeds of
+    source-only, the best label-free configuration and the reference (:func:`_panel_labels`)."""
+    from da.results.load import reported_confusion
+
+    data = runs.assign(label=config_labels(runs))
+    panels = []
+    for label in _panel_labels(runs):
+        rows = data[data["label"] == label]
+        rates = [100 * np.asarray(m, float) / np.maximum(np.asarray(m, float).sum(1, keepdims=True), 1)
+                 for m in (reported_confusion(r) for _, r in rows.iterrows())]
+        panels.append({"configuration": label, "runs": int(len(rows)),
+                       "matrix": [[_num(v, 1) for v in line] for line in np.mean(rates, axis=0)]})
+    return {"classes": list(runs["record"].iloc[0]["classes"]), "panels": panels}
+
+
+def confusion_matrices(data: dict, out_dir: Path, target: str) -> list[Path]:
+    """One annotated heatmap per panel of :func:`confusion_data`: rows the true class, columns the predicted."""
+    panels, classes = data["panels"], data["classes"]
+    if not panels:
+        return []
+    size = 0.62 * len(classes) + 1.6
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        sns.heatmap(np.array(p["matrix"], dtype=float), annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100,
+                    xticklabels=classes, yticklabels=classes, cbar=False, ax=ax, annot_kws={"fontsize": 7})
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{p['configuration']} ({p['runs']} runs)", fontsize=9)
+    fig.suptitle(f"{target} test images: share (%) of each true class predicted as each class, at the reported "
+                 f"epoch, mean over runs", y=1.02)
+    fig.tight_layout()
+    return _save(fig, out_dir, "confusion_matrices")
+
+
+def validator_data(runs: pd.DataFrame) -> dict:
+    """Every epoch of every run: each validator's score and the target accuracy (%), pooled, with the Spearman
+    rank correlation of the validator table (da.results.selection.validator_table); ``rank`` and ``last``,
+    which score nothing of their own, are left out."""
+    from scipy.stats import spearmanr
+
+    from da.results.selection import epoch_scores
+    from da.selection import scored_validator_names, selection_scores
+
+    validators = []
+    for name in scored_validator_names():
+        if not all(all(name in (e.get("scores") or {}) for e in r["epochs"]) for r in runs["record"]):
+            continue  # a record made before this validator existed
+        points = [(float(s), 100 * e["target_test"]["accuracy"], variant(r))
+                  for _, r in runs.iterrows()
+                  for s, e in zip(selection_scores(epoch_scores(r["record"]), name), r["record"]["epochs"])]
+        finite = [(s, a, m) for s, a, m in points if np.isfinite(s)]
+        rho = spearmanr([p[0] for p in finite], [p[1] for p in finite]).statistic if len({p[0] for p in finite}) > 1 else np.nan
+        validators.append({"validator": name, "points": len(finite), "spearman": _num(rho, 3),
+                           "score": [_num(p[0], 4) for p in finite], "accuracy": [_num(p[1], 2) for p in finite],
+                           "method": [p[2] for p in finite]})
+    return {"validators": validators}
+
+
+def validator_scores(data: dict, out_dir: Path, target: str) -> list[Path]:
+    """One panel per validator: its score against target accuracy at every epoch of every run, coloured by method."""
+    shown = [v for v in data["validators"] if v["points"]]
+    if not shown:
+        return []
+    methods = sorted({m for v in shown for m in v["method"]}, key=lambda m: (m != "source_only", m))
+    colours = dict(zip(methods, palette(len(methods))))
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    for ax, v in zip(axes.flat, shown):
+        frame = pd.DataFrame({"score": v["score"], "accuracy": v["accuracy"], "method": v["method"]})
+        sns.scatterplot(data=frame, x="score", y="accuracy", hue="method", hue_order=methods, palette=colours, s=12,
+                        linewidth=0, ax=ax, legend=ax is axes.flat[0])
+        ax.set_title(f"{v['validator']} (Spearman {v['spearman']})" if v["spearman"] is not None else v["validator"],
+                     fontsize=9)
+        ax.set_xlabel("score")
+        ax.set_ylabel(f"{target} test accuracy (%)")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if axes.flat[0].get_legend():
+        axes.flat[0].get_legend().remove()
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)), fontsize=8,
+               markerscale=1.5, frameon=False)
+    fig.suptitle("Label-free validators against target accuracy, every epoch of every run (Spearman: pooled, as in "
+                 "tables/validators.md)", y=1.0, va="bottom")
+    return _save(fig, out_dir, "validator_scores")
+
+
+DATA = {"accuracy_by_method": accuracy_data, "gain": gain_data, "confusion_matrices": confusion_data,
+        "validator_scores": validator_data}  # figure name -> what its JSON holds, recomputed by the tests

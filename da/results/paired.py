@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from da.settings import USED_BY
+from da.settings import USED_BY, used_by
 
 PAIR_KEYS = ("split_seed", "seed")  # what identifies the two runs of a pair
 
@@ -90,7 +90,9 @@ def _label(row: dict, factors: list[str]) -> str:
         name = str(row["method"])
     if row.get("prior"):
         name += f" + prior ({row['prior']})"
-    others = [f"{LABELS.get(f, f)} {row[f]}" for f in factors if f not in ("method", "prior", "target_labeled_fraction")]
+    parts = str(row["method"]).split("+")  # a method's own setting is named only on the rows of a method that reads it
+    others = [f"{LABELS.get(f, f)} {row[f]}" for f in factors if f not in ("method", "prior", "target_labeled_fraction")
+              and (f not in USED_BY or (row["method"] != "source_only" and used_by(f, parts)))]
     return ", ".join([name, *others])
 
 
@@ -98,8 +100,9 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
     """Every configuration against the source-only runs with the same other factors, each prior-aware
     configuration against its uniform-prior counterpart, and the best label-free configuration against the
     runner-up (by mean ``col``): per-pair differences (points), their
-    mean ± s.d. and the 95 % paired t interval.  Rows that use target labels (the reference) are compared
-    with source-only like the rest, but are never the best or the runner-up."""
+    mean ± s.d. and the 95 % paired t interval; then the best against each other label-free method (not
+    source-only, which has its own rows).  Rows that use target labels (the reference) are compared with
+    source-only like the rest, but are never the best or the runner-up."""
     from da.results.gap import is_reference, is_source_only
 
     factors = [f for f in factors if f not in PAIR_KEYS]
@@ -124,11 +127,13 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
             if base:
                 rows.append({"comparison": f"{_label(row, factors)} − {_label({**row, 'prior': ''}, factors)}",
                              "kind": "prior vs uniform", "uses_target_labels": False, "paired": paired(g, base[0], col)})
-    free = [(row, g) for row, g in groups if not (g["target_labeled_fraction"] >= 1).any()]
+    free = [(row, g) for row, g in groups if not (g["target_labeled_fraction"] >= 1).any()
+            and not is_source_only(g.iloc[:1]).iloc[0]]
     free.sort(key=lambda rg: -rg[1][col].mean())
-    if len(free) >= 2:
-        (r1, g1), (r2, g2) = free[:2]
-        rows.append({"comparison": f"{_label(r1, factors)} − {_label(r2, factors)}", "kind": "best vs runner-up",
+    for rank, (r2, g2) in enumerate(free[1:]):  # the best against the runner-up, then against every other one
+        (r1, g1) = free[0]
+        rows.append({"comparison": f"{_label(r1, factors)} − {_label(r2, factors)}",
+                     "kind": "best vs runner-up" if rank == 0 else "best vs another",
                      "uses_target_labels": False, "paired": paired(g1, g2, col)})
     return pd.DataFrame(rows)
 

@@ -240,7 +240,8 @@ def main(argv=None) -> int:
         atomic_write_text(tables / "paired.md", render_paired_table(pt, (
             f"Paired comparisons on {target} (epoch selected {chosen}): per seed, the target test accuracy of a "
             f"configuration minus that of its source-only partner (same seed and split seed, same other factors), "
-            f"and of the best label-free configuration minus the runner-up; their mean ± s.d. and the 95 % paired t "
+            f"and of the best label-free configuration minus the runner-up and each other label-free configuration; their "
+            f"mean ± s.d. and the 95 % paired t "
             f"interval. A difference is read as one only where the interval excludes 0.")))
     if runs["strategy"].nunique() > 1:
         from da.results.strategies import BASELINE, render_strategy_table, strategy_table
@@ -262,7 +263,21 @@ def main(argv=None) -> int:
 
         fig_dir = Path(args.out) / "figures"
         classes = runs["record"].iloc[0]["classes"]
+        source = {"runs": args.runs, "sweeps": args.sweep, "selection": args.selection}
         figures.accuracy_by_method(runs, fig_dir)
+        figures.save_data(fig_dir, "accuracy_by_method", figures.accuracy_data(runs), source)
+        if (runs["method"] == "source_only").any():  # gains are over source-only
+            data = figures.gain_data(runs)
+            if figures.gain_chart(data, fig_dir, target):
+                figures.save_data(fig_dir, "gain", data, source)
+        if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
+            data = figures.validator_data(runs)
+            if figures.validator_scores(data, fig_dir, target):
+                figures.save_data(fig_dir, "validator_scores", data, source)
+        if confusions_known:
+            data = figures.confusion_data(runs)
+            if figures.confusion_matrices(data, fig_dir, target):
+                figures.save_data(fig_dir, "confusion_matrices", data, source)
         figures.training_curves(runs, fig_dir)
         if runs["epochs"].nunique() > 1:  # a budget sweep: accuracy and every validator per epoch, per budget
             figures.learning_curves(runs, fig_dir)
