@@ -335,7 +335,7 @@ def test_the_detection_initialisations_compare_as_the_readmes_say():
     recs = [json.loads(p.read_text()) for p in (REPO / "results" / "detection" / "runs").glob("*/record.json")]
     by = {("stage1" in r["config"]["weights"], r["seed"]): r["test"] for r in recs
           if r["config"]["anchors"] == "default" and r["config"]["sampler"] == "default"}
-    texts = [" ".join((REPO / f).read_text().split()) for f in ("README.md", "results/README.md")]
+    texts = [" ".join((REPO / f).read_text().split()) for f in ("docs/detection.md", "results/README.md")]
     for nms in ("nms_0.5", "nms_0.3"):
         p = Paired(tuple((s,) for s in (0, 1, 2)),
                    tuple(100 * (by[(True, s)][nms]["map_50"] - by[(False, s)][nms]["map_50"]) for s in (0, 1, 2)))
