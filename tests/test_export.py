@@ -56,7 +56,7 @@ def exported(tiny_run, tmp_path_factory):
     """One export of the tiny run (eager INT8: the compiled kernels and latency are the slow test's), with
     the calibration images it used recorded."""
     seen = []
-    original = ex._batches
+    original = ex.batches
 
     def spy(split, samples, transform, batch_size):
         seen.append((split.dataset, list(samples)))
@@ -64,7 +64,7 @@ def exported(tiny_run, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("exports") / "export"
     mp = pytest.MonkeyPatch()
-    mp.setattr(ex, "_batches", spy)
+    mp.setattr(ex, "batches", spy)
     try:
         card = ex.export_run(tiny_run, out=out, calibration_images=12, inductor=False)
     finally:
@@ -78,7 +78,7 @@ def sha256(path: Path) -> str:
 
 def target_images(run) -> tuple[torch.Tensor, np.ndarray]:
     images = ex.run_images(run)
-    batches = list(ex._batches(images.target_test, images.target_test.samples, run.transform(), 1000))
+    batches = list(ex.batches(images.target_test, images.target_test.samples, run.transform(), 1000))
     return batches[0][0], batches[0][1].numpy()
 
 
