@@ -68,3 +68,24 @@ def test_the_command_line_checks_its_arguments_without_the_heavy_libraries():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [], f"imported with da.cli: {res.stdout.strip()}"
+
+
+def test_a_signal_ends_every_training_program_the_same_way():
+    """run, detect and hpo's worker exit on Slurm's signals through one handler (da.utils.interrupt)."""
+    import signal
+
+    from da.utils.interrupt import Interrupted, exit_on_signals
+
+    import pytest
+
+    scripts = REPO / "da" / "scripts"
+    for name in ("run.py", "detect.py", "hpo.py"):
+        text = (scripts / name).read_text()
+        assert "exit_on_signals(" in text and "class Interrupted" not in text, name
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        exit_on_signals("do this next", (signal.SIGUSR2,))
+        with pytest.raises(Interrupted, match="stopped by signal SIGUSR2; do this next"):
+            os.kill(os.getpid(), signal.SIGUSR2)  # the handler runs before the next bytecode
+    finally:
+        signal.signal(signal.SIGUSR2, before)

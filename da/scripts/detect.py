@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
 import typing
 
@@ -25,6 +26,7 @@ import yaml
 from da.cli import Parser, add_config_flags, resolve
 from da.detection.config import HELP, PRESETS, DetectionConfig, DetectionConfigError
 from da.rundir import RECORD_FILE
+from da.utils.interrupt import exit_on_signals
 
 FIELDS = dataclasses.fields(DetectionConfig)
 
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from da.rundir import StaleRunError
     try:
         cfg.check_weights()
+        exit_on_signals("rerun the same command to resume from the last finished epoch", (signal.SIGTERM, signal.SIGUSR2))
         run_dir = run_detection(cfg)
     except (DetectionConfigError, DetectionDataError, OfflineWeightsError, WeightsError, FileNotFoundError,
             StaleRunError) as err:

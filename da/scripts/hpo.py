@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -28,16 +27,7 @@ from da.hpo.study import STUDIES_DIR, load_study_spec, study_dir
 from da.launch.cluster import default_cluster
 from da.launch.submit import PROFILES_DIR
 from da.launch.sweep import known_names
-
-
-class Interrupted(SystemExit):
-    pass
-
-
-def _stop(signum, frame):
-    # the trial stays RUNNING and its lock goes with this process: the next worker resumes it
-    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}; the trial in progress is resumed by the "
-                      f"next worker (run the same command again)")
+from da.utils.interrupt import exit_on_signals
 
 
 def main(argv=None) -> int:
@@ -88,7 +78,8 @@ def main(argv=None) -> int:
             from da.hpo.worker import run_worker
 
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-            signal.signal(signal.SIGTERM, _stop)
+            # the trial stays RUNNING and its lock goes with this process: the next worker resumes it
+            exit_on_signals("the trial in progress is resumed by the next worker (run the same command again)")
             handled = run_worker(spec, out, data_root)
             print(f"worker ran trial(s) {', '.join(map(str, handled)) or '-'}")
             return 0

@@ -18,16 +18,7 @@ import sys
 
 from da.cli import config_from_args
 from da.records import load_record, summary
-
-
-class Interrupted(SystemExit):
-    pass
-
-
-def _stop(signum, frame):
-    # Checkpoints are written atomically at each epoch end: stopping here loses at most the current epoch.
-    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}; rerun the same command to resume "
-                      f"from the last finished epoch")
+from da.utils.interrupt import exit_on_signals
 
 
 def main(argv=None) -> int:
@@ -39,8 +30,8 @@ def main(argv=None) -> int:
     from da.models import OfflineWeightsError, WeightsError
     from da.train import run_experiment
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGUSR2, _stop)
+    # checkpoints are written atomically at each epoch end: stopping loses at most the current epoch
+    exit_on_signals("rerun the same command to resume from the last finished epoch", (signal.SIGTERM, signal.SIGUSR2))
     try:
         record = run_experiment(cfg)
     except (FileNotFoundError, ValueError, WeightsError, OfflineWeightsError) as err:  # bad input: the message says what to do
