@@ -225,6 +225,26 @@ def test_config_hashes_of_committed_records_are_pinned(folder):
         assert path.parent.name == f"stage{rec['stage']}-{rec['config_hash']}"
 
 
+def test_every_committed_record_rehashes_to_its_directory_name():
+    """Issue 28: every committed record, classification and detection, in every results folder: its config hashes
+    to the hash it was written with, which names its directory."""
+    from da.config import RunConfig
+    from da.detection.config import DetectionConfig
+
+    stages = sorted((REPO / "results").glob("**/stage*-*/record.json"))
+    assert len(stages) >= 500
+    for path in stages:
+        rec = json.loads(path.read_text())
+        assert RunConfig.from_record(rec["config"]).config_hash() == rec["config_hash"], path
+        assert path.parent.name == f"stage{rec['stage']}-{rec['config_hash']}", path
+    detection = sorted((REPO / "results").glob("**/det-*/record.json"))
+    assert len(detection) >= 8
+    for path in detection:
+        rec = json.loads(path.read_text())
+        assert DetectionConfig.from_dict(rec["config"]).config_hash() == rec["config_hash"], path
+        assert path.parent.name == f"det-{rec['config_hash']}", path
+
+
 def _with_scores(tmp_path):
     """The committed records as schema-2 records whose 'im' score is the target accuracy itself and whose
     'entropy' score is its negation: a perfect and a perfectly wrong validator."""
