@@ -44,11 +44,10 @@ from typing import Any, Iterator, Sequence
 
 from da.config import PRESETS, ConfigError, RunConfig, config_fields, read_config_file
 from da.hpo.space import SearchSpace, SpaceError, parse_space
-from da.launch.sweep import named_yaml
+from da.launch.sweep import STUDIES_DIR, named_yaml
 from da.utils.safeload import load_file, plain_line
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "launch" / "studies"
 JOURNAL_FILE = "journal.log"
 STUDY_LOCK_FILE = "study.lock"
 LOCKS_DIR = "locks"

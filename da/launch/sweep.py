@@ -47,6 +47,7 @@ from da.utils.safeload import load_file, plain_line
 
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+STUDIES_DIR = Path(__file__).resolve().parent / "studies"  # da-hpo's, shipped beside the sweeps and profiles
 CHOICE_KEYS = {"setting", "value", "pair", "rule"}  # optional: records (the runs folders that chose it), procedure
 
 

@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 
 from da.data.registry import default_data_root
-from da.hpo.study import STUDIES_DIR, load_study_spec, study_dir
+from da.hpo.study import load_study_spec, study_dir
 from da.launch.cluster import default_cluster
 from da.launch.submit import PROFILES_DIR
-from da.launch.sweep import known_names
+from da.launch.sweep import STUDIES_DIR, known_names
 from da.utils.interrupt import exit_on_signals
 
 
