@@ -277,6 +277,30 @@ def test_the_budget_results_readme_reports_is_what_the_second_pairs_curves_give(
 
 
 
+def test_the_32_epoch_point_results_readme_reports_is_what_the_records_give():
+    """Issue 27's "longer where still rising": MCC at 32 against 16 epochs on RSSCN7 -> AID, paired per seed, from
+    the records of both sweeps; source-only likewise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        long = load_runs(REPO / "results" / "rsscn7_aid_budget32" / "runs", strict=True)
+        curves = load_runs(REPO / "results" / "rsscn7_aid_budget" / "runs", strict=True)
+    assert set(long["epochs"]) == {32} and len(long) == 9
+    sixteen = curves[(curves["epochs"] == 16) & (curves["prior"] == "")]
+    quoted = []
+    for method in ("mcc", "source_only"):
+        pick = lambda r: r[(r["method"] == method) & (r["target_labeled_fraction"] == 0)]  # noqa: E731
+        p = paired(pick(long), pick(sixteen))
+        low, high = p.interval()
+        assert p.n == 3
+        quoted.append(f"{p.mean:+.1f} [{low:+.1f}, {high:+.1f}]")
+    text = " ".join((REPO / "results" / "README.md").read_text().split())
+    assert f"(paired per seed {quoted[0]} points)" in text and f"75.5 % ({quoted[1]} against 16)" in text
+    assert quoted[0] == "-0.9 [-2.2, +0.4]"
+    hours = sum(json.loads((REPO / "results" / "rsscn7_aid_budget32" / "runs" / d / "record.json").read_text())[
+        "wall_time_s"] for d in long["run_dir"]) / 3600
+    assert f"(9 runs, {hours:.1f} core-hours" in text
+
+
 def test_the_budget_the_first_pairs_curves_give_the_second_pair_is_what_results_readme_says():
     """results/README: choose_budget on budget's committed runs (AID -> RSSCN7, last epoch) gives 4 epochs for
     RSSCN7 -> AID, from means of 75.3, 75.5 and 75.0 %."""

@@ -143,7 +143,8 @@ def test_latex_escapes_what_class_names_may_hold():
     ("consistency/runs", "consistency", "consistency/", ["--selection", "last"]),
     ("rsscn7_aid_consistency/runs", "rsscn7_aid_consistency", "rsscn7_aid_consistency/", []),
     ("shifted_prior/runs", "shifted_prior", "shifted_prior/", ["--selection", "last"]),
-    ("rsscn7_aid_lora/runs", "rsscn7_aid_lora", "rsscn7_aid_lora/", [])])
+    ("rsscn7_aid_lora/runs", "rsscn7_aid_lora", "rsscn7_aid_lora/", []),
+    ("rsscn7_aid_budget32/runs", "rsscn7_aid_budget32", "rsscn7_aid_budget32/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
