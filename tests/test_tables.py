@@ -232,18 +232,13 @@ def test_every_committed_record_rehashes_to_its_directory_name():
     from da.config import RunConfig
     from da.detection.config import DetectionConfig
 
-    stages = sorted((REPO / "results").glob("**/stage*-*/record.json"))
-    assert len(stages) >= 500
-    for path in stages:
-        rec = json.loads(path.read_text())
-        assert RunConfig.from_record(rec["config"]).config_hash() == rec["config_hash"], path
-        assert path.parent.name == f"stage{rec['stage']}-{rec['config_hash']}", path
-    detection = sorted((REPO / "results").glob("**/det-*/record.json"))
-    assert len(detection) >= 8
-    for path in detection:
-        rec = json.loads(path.read_text())
-        assert DetectionConfig.from_dict(rec["config"]).config_hash() == rec["config_hash"], path
-        assert path.parent.name == f"det-{rec['config_hash']}", path
+    for pattern, config, least in (("stage*-*", RunConfig.from_record, 500), ("det-*", DetectionConfig.from_dict, 8)):
+        paths = sorted((REPO / "results").glob(f"**/{pattern}/record.json"))
+        assert len(paths) >= least, pattern
+        for path in paths:
+            rec = json.loads(path.read_text())
+            assert config(rec["config"]).config_hash() == rec["config_hash"], path
+            assert path.parent.name == (f"stage{rec['stage']}-" if "stage" in rec else "det-") + rec["config_hash"], path
 
 
 def _with_scores(tmp_path):
