@@ -444,6 +444,10 @@ def test_committed_study_table_regenerates_from_its_journal_and_records(tmp_path
     committed = repo / "tables" / "study_shot_mcc_rsscn7.md"
     path = write_study_table(repo / "studies" / "shot_mcc_rsscn7", tmp_path / "study.md", runs=repo / "runs")
     assert path.read_text() == committed.read_text()
+    # and in LaTeX, from the same cells (issue 28: one table renderer for every task)
+    tex = committed.with_suffix(".tex").read_text()
+    assert path.with_suffix(".tex").read_text() == tex and tex.count(r"\begin{table}") == 2
+    assert r"bnm & 24 / 0 & 75.7 (trial 0) & 75.4 (trial 16) & -0.4 & 76.4 (trial 22) & +1.1 \\" in tex
     assert "| bnm | 24 / 0 | 75.7 (trial 0) | 75.4 (trial 16) | -0.4 | 76.4 (trial 22) | +1.1 |" in committed.read_text()
 
 

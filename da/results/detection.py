@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from da.records import load_record
+from da.results.tables import render_cells_latex, render_cells_markdown
 from da.rundir import BEST_FILE, DONE_FILE, RECORD_FILE
 from da.utils.io import atomic_write_text
 
@@ -94,32 +95,6 @@ def per_class_table(runs: pd.DataFrame, nms: float) -> pd.DataFrame:
         per = pd.DataFrame([r["test"][f"nms_{nms:g}"]["ap50_per_class"] for r in g["record"]])
         cols[" / ".join(str(k) for k in key)] = [_fmt(per[c]) if c in per else "–" for c in classes]
     return pd.DataFrame(cols, index=pd.Index(classes, name="class"))
-
-
-def render(table: pd.DataFrame, caption: str) -> str:
-    """A Markdown table of already formatted cells (a non-default index becomes the first column)."""
-    if not isinstance(table.index, pd.RangeIndex):
-        table = table.reset_index(names="class")
-    header = [str(c) for c in table.columns]
-    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def render_latex(table: pd.DataFrame, caption: str, label: str) -> str:
-    """The same table in LaTeX (booktabs, through pandas' Styler): every cell escaped, ± as $\\pm$."""
-    from da.results.tables import latex_escape
-
-    if not isinstance(table.index, pd.RangeIndex):
-        table = table.reset_index(names="class")
-    def tex(v) -> str:
-        return latex_escape(str(v)).replace("±", r"$\pm$").replace("<", r"\textless{}").replace(">", r"\textgreater{}")
-
-    cells = table.astype(str).map(tex)
-    cells.columns = [tex(c) for c in table.columns]
-    align = "".join("l" if c in (*FACTORS, "class") else "r" for c in table.columns)
-    return cells.style.hide(axis="index").to_latex(hrules=True, caption=tex(caption), label=label,
-                                                   column_format=align, position_float="centering")
 
 
 def diverse(samples: list, n: int) -> list:
@@ -214,13 +189,13 @@ def write_detection_report(folder: str | Path, out: str | Path, figure: bool = T
     per_class = per_class_table(runs, float(nms_list.split(", ")[-1]))
     per_class_caption = (f"AP@0.5 (%) per class at NMS {nms_list.split(', ')[-1]}, mean over seeds "
                          "(columns: init / anchors / sampler / box loss).")
-    text = "# Detection\n\n" + render(table, caption) + "\n" + render(per_class, per_class_caption)
+    text = "# Detection\n\n" + render_cells_markdown(table, caption) + "\n" + render_cells_markdown(per_class, per_class_caption)
     path = out / "tables" / "detection.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     written.append(path)
-    latex = render_latex(table, caption, "tab:detection") + "\n" + render_latex(per_class, per_class_caption,
-                                                                                "tab:detection-per-class")
+    latex = (render_cells_latex(table, caption, "tab:detection", left=tuple(FACTORS)) + "\n"
+             + render_cells_latex(per_class, per_class_caption, "tab:detection-per-class"))
     written.append(atomic_write_text(out / "tables" / "detection.tex", latex))
     if figure:
         chosen = runs.loc[runs.groupby(FACTORS)["val_map"].transform("mean").idxmax()]

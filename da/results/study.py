@@ -13,11 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from scipy.stats import spearmanr
 
 from da.hpo.report import best_row, trial_rows
 from da.hpo.study import RESULTS_DIR, load_study_dir, quiet_optuna
 from da.records import load_record
+from da.results.tables import render_cells_latex, render_cells_markdown
 from da.rundir import RECORD_FILE
 from da.selection import RANK
 from da.utils.io import atomic_write_text
@@ -93,51 +95,66 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def render_study_markdown(summary: dict[str, Any]) -> str:
+def study_tables(summary: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
+    """The study's two tables as (caption, formatted cells): the label-free choice against the default and the
+    oracle trial, and every trial; Markdown and LaTeX are rendered from them (da.results.tables)."""
     d = summary["definition"]
     base = d.get("base", {})
     objective = d.get("objective")
     objective_text = (f"rank (rank-average over the trials of {', '.join(d.get('rank_validators', []))})"
                       if objective == RANK else objective)
     choice, default, oracle = summary["choice"], summary["default"], summary["oracle"]
-    lines = [f"Study {summary['name']}: {base.get('method')} on {base.get('source')} -> {base.get('target')}, "
-             f"{summary['complete']} complete trials ({summary['failed']} failed), sampler {d.get('sampler')} "
-             f"(seed {d.get('seed')}). Target test accuracy (%) at each trial's selected epoch. The configuration is "
-             f"chosen by the label-free objective {objective_text}, which reads no target label; the ORACLE column "
-             f"is the trial with the best target test accuracy, which looks at target labels: it only measures "
-             f"what choosing without labels costs, and is never used to choose.", "",
-             "| objective | trials (complete / failed) | default configuration | label-free choice | choice - default "
-             "(points) | ORACLE trial (uses target labels) | oracle - choice (points) |",
-             "| --- | --- | --- | --- | --- | --- | --- |",
-             f"| {objective} | {summary['complete']} / {summary['failed']} | {_acc(default)} | {_acc(choice)} | "
-             f"{_diff(choice, default)} | {_acc(oracle)} | {_diff(oracle, choice)} |", ""]
+    caption = (f"Study {summary['name']}: {base.get('method')} on {base.get('source')} -> {base.get('target')}, "
+               f"{summary['complete']} complete trials ({summary['failed']} failed), sampler {d.get('sampler')} "
+               f"(seed {d.get('seed')}). Target test accuracy (%) at each trial's selected epoch. The configuration is "
+               f"chosen by the label-free objective {objective_text}, which reads no target label; the ORACLE column "
+               f"is the trial with the best target test accuracy, which looks at target labels: it only measures "
+               f"what choosing without labels costs, and is never used to choose.")
+    head = pd.DataFrame([{"objective": objective,
+                          "trials (complete / failed)": f"{summary['complete']} / {summary['failed']}",
+                          "default configuration": _acc(default), "label-free choice": _acc(choice),
+                          "choice - default (points)": _diff(choice, default),
+                          "ORACLE trial (uses target labels)": _acc(oracle),
+                          "oracle - choice (points)": _diff(oracle, choice)}])
+    second = ""
     done = [r for r in summary["rows"] if r["state"] == "complete" and r["objective"] is not None
             and r["target_acc"] is not None]
     if len(done) > 2:  # at full precision: the trial table below rounds the objective to 4 decimals
         rho = spearmanr([r["objective"] for r in done], [r["target_acc"] for r in done])
-        lines += [f"Spearman correlation of the objective with target accuracy over the {len(done)} complete trials "
-                  f"(objective at full precision): {rho.statistic:+.3f} (p = {rho.pvalue:.3f}).", ""]
+        second = (f"Spearman correlation of the objective with target accuracy over the {len(done)} complete trials "
+                  f"(objective at full precision): {rho.statistic:+.3f} (p = {rho.pvalue:.3f}).\n\n")
+    second += "Every trial (default: the base config; chosen: the label-free choice; oracle: best target accuracy)."
     names = list(dict.fromkeys(k for r in summary["rows"] for k in r["params"]))
-    lines += ["Every trial (default: the base config; chosen: the label-free choice; oracle: best target accuracy).", "",
-              "| trial | " + " | ".join(names) + f" | {objective} (objective) | target acc (%), for judging only | "
-              "state | note |",
-              "| --- |" + " --- |" * (len(names) + 4)]
+    rows = []
     for r in summary["rows"]:
         notes = [n for n, row in (("default", default), ("chosen", choice), ("oracle", oracle))
                  if row is not None and row["number"] == r["number"]]
-        value = "–" if r["objective"] is None or r["state"] != "complete" else f"{r['objective']:.4f}"
-        acc = "–" if r["target_acc"] is None else f"{r['target_acc']:.1f}"
         state = r["state"] + (f": {r['error'].splitlines()[0][:80]}" if r["state"] == "failed" and r["error"] else "")
-        lines.append(f"| {r['number']} | " + " | ".join(_value(r["params"].get(k, "–")) for k in names)
-                     + f" | {value} | {acc} | {state} | {', '.join(notes)} |")
-    return "\n".join(lines) + "\n"
+        rows.append({"trial": r["number"], **{k: _value(r["params"].get(k, "–")) for k in names},
+                     f"{objective} (objective)": "–" if r["objective"] is None or r["state"] != "complete"
+                     else f"{r['objective']:.4f}",
+                     "target acc (%), for judging only": "–" if r["target_acc"] is None else f"{r['target_acc']:.1f}",
+                     "state": state, "note": ", ".join(notes)})
+    return [(caption, head), (second, pd.DataFrame(rows))]
+
+
+def render_study_markdown(summary: dict[str, Any]) -> str:
+    return "\n".join(render_cells_markdown(table, caption) for caption, table in study_tables(summary))
+
+
+def render_study_latex(summary: dict[str, Any]) -> str:
+    return "\n".join(render_cells_latex(table, caption.replace("\n\n", " "), f"tab:study-{summary['name']}-{i}",
+                                        left=("objective", "state", "note"))
+                     for i, (caption, table) in enumerate(study_tables(summary)))
 
 
 def write_study_table(sdir: str | os.PathLike, dest: str | os.PathLike | None = None,
                       runs: str | os.PathLike | None = None) -> Path:
-    """Write the study table (Markdown, atomically) to ``dest``, by default ``<study>/results/study.md``."""
+    """Write the study table (Markdown, atomically) to ``dest``, by default ``<study>/results/study.md``, and its
+    LaTeX beside it (``.tex``)."""
     summary = study_summary(sdir, runs)
     if not summary["complete"]:
         raise ValueError(f"study {sdir}: no complete trial yet, so no table; see da-hpo --status")
     dest = Path(dest) if dest else Path(sdir) / RESULTS_DIR / STUDY_TABLE_FILE
+    atomic_write_text(dest.with_suffix(".tex"), render_study_latex(summary))
     return atomic_write_text(dest, render_study_markdown(summary))

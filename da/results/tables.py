@@ -258,6 +258,33 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
+def render_cells_markdown(table: pd.DataFrame, caption: str) -> str:
+    """A Markdown table of already formatted cells (a non-default index becomes the first column, ``class``), for
+    every task's tables that are not ablations (detection, HPO studies)."""
+    if not isinstance(table.index, pd.RangeIndex):
+        table = table.reset_index(names="class")
+    header = [str(c) for c in table.columns]
+    lines = [caption, "", "| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def render_cells_latex(table: pd.DataFrame, caption: str, label: str, left: tuple[str, ...] = ("class",)) -> str:
+    """The same table in LaTeX (booktabs, through pandas' Styler): every cell escaped, ± as $\\pm$; the columns
+    in ``left`` left-aligned, the rest right-aligned."""
+    if not isinstance(table.index, pd.RangeIndex):
+        table = table.reset_index(names="class")
+
+    def tex(v) -> str:
+        return latex_escape(str(v)).replace("±", r"$\pm$").replace("<", r"\textless{}").replace(">", r"\textgreater{}")
+
+    cells = table.astype(str).map(tex)
+    cells.columns = [tex(c) for c in table.columns]
+    align = "".join("l" if c in left else "r" for c in table.columns)
+    return cells.style.hide(axis="index").to_latex(hrules=True, caption=tex(caption), label=label,
+                                                   column_format=align, position_float="centering")
+
+
 def render_latex(table: pd.DataFrame, factors: list[str], caption: str = "", label: str = "") -> str:
     header, rows = _cells(table, factors, bold=lambda t: rf"\textbf{{{t}}}", pm=r"$\pm$",
                           fmt_gain=lambda g: f"${g:+.1f}$", esc=latex_escape)

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
                     help="refuse bad records (naming them) instead of leaving them out with a warning")
     ap.add_argument("--study", action="append", default=[], metavar="DIR",
                     help="a study folder of da-hpo (<out>/studies/<name>): write only its study table, "
-                         "<out>/tables/study_<name>.md (the label-free choice vs the default vs the oracle trial); "
+                         "<out>/tables/study_<name>.md and .tex (the label-free choice vs the default vs the oracle trial); "
                          "records are looked up under --runs, then the study's own runs folder; repeat for several")
     ap.add_argument("--validators-from", action="append", default=[], metavar="DIR",
                     help="runs folders of one pair (repeat for several; --sweep applies to each): write only "
