@@ -56,13 +56,12 @@ def test_gain_bars_are_the_paired_per_seed_gains_of_the_records(runs):
 
 
 def test_confusion_panels_average_the_row_normalised_matrices_of_their_runs(runs):
-    from da.results.figures import confusion_data
+    from da.results.figures import config_labels, confusion_data
 
     data = confusion_data(runs)
     labels = [p["configuration"] for p in data["panels"]]
     assert labels[0] == "source_only" and labels[-1] == "reference (target labels)" and len(labels) == 3
-    means = runs.assign(label=__import__("da.results.figures", fromlist=["x"]).config_labels(runs)).groupby(
-        "label")["target_acc"].mean()
+    means = runs.assign(label=config_labels(runs)).groupby("label")["target_acc"].mean()
     free = means[[not lab.startswith(("source_only", "reference")) for lab in means.index]]
     assert labels[1] == free.idxmax()
     so = [np.asarray(rec["target_test"]["confusion"], float) for name, _, rec in _records() if name == "source-only"]

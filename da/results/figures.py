@@ -394,14 +394,14 @@ def _panel_labels(runs: pd.DataFrame) -> list[str]:
 def confusion_data(runs: pd.DataFrame) -> dict:
     """Row-normalised target-test confusion matrices (%, at each run's reported epoch) averaged over the seeds of
     source-only, the best label-free configuration and the reference (:func:`_panel_labels`)."""
+    from da.results.gap import row_rates
     from da.results.load import reported_confusion
 
     data = runs.assign(label=config_labels(runs))
     panels = []
     for label in _panel_labels(runs):
         rows = data[data["label"] == label]
-        rates = [100 * np.asarray(m, float) / np.maximum(np.asarray(m, float).sum(1, keepdims=True), 1)
-                 for m in (reported_confusion(r) for _, r in rows.iterrows())]
+        rates = [row_rates(reported_confusion(r)) for _, r in rows.iterrows()]
         panels.append({"configuration": label, "runs": int(len(rows)),
                        "matrix": [[_num(v, 1) for v in line] for line in np.mean(rates, axis=0)]})
     return {"classes": list(runs["record"].iloc[0]["classes"]), "panels": panels}

@@ -83,13 +83,14 @@ def confusion_pairs(runs: pd.DataFrame, count: int = 2) -> list[tuple[str, str]]
     if base.empty:
         raise ValueError("no source-only run to find the confusions of")
     classes = base["record"].iloc[0]["classes"]
-    rates = np.mean([_row_rates(reported_confusion(r)) for _, r in base.iterrows()], axis=0)
+    rates = np.mean([row_rates(reported_confusion(r)) for _, r in base.iterrows()], axis=0)
     np.fill_diagonal(rates, -1)
     flat = np.argsort(rates, axis=None)[::-1][:count]
     return [(classes[i], classes[j]) for i, j in zip(*np.unravel_index(flat, rates.shape))]
 
 
-def _row_rates(confusion) -> np.ndarray:
+def row_rates(confusion) -> np.ndarray:
+    """A confusion matrix (true x predicted counts) as row shares in %: each true class's predictions."""
     m = np.asarray(confusion, dtype=float)
     return 100 * m / np.maximum(m.sum(1, keepdims=True), 1)
 
@@ -103,7 +104,7 @@ def confusion_table(runs: pd.DataFrame, pairs: list[tuple[str, str]], expected_s
     columns, metrics = {}, {}
     for true, pred in pairs:
         i, j = classes.index(true), classes.index(pred)
-        rates = [_row_rates(reported_confusion(r)) for _, r in runs.iterrows()]
+        rates = [row_rates(reported_confusion(r)) for _, r in runs.iterrows()]
         columns[f"conf_{true}_{pred}"] = [m[i, j] for m in rates]
         columns[f"recall_{true}"] = [m[i, i] for m in rates]
         metrics[f"conf_{true}_{pred}"] = f"{true} -> {pred}"
