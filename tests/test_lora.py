@@ -172,3 +172,10 @@ def test_committed_strategy_table_and_what_results_readme_says_of_it(tmp_path):
     assert f"takes {rows['lora:3:4'][2][:-1]}x the time of partial:3's ({rows['lora:3:4'][1]} against " \
            f"{rows['partial:3'][1]} s" in text
     assert f"checkpoint is {rows['lora:3:4'][5]} MB against {rows['partial:3'][5]} MB" in text
+    sizes = {line.split()[0]: line.split()[5] for line in bench.splitlines() if line.startswith(("partial:3 ", "lora:"))
+             and "x" in line}
+    assert (f"{sizes['lora:3:4']} MB at rank 4 and {sizes['lora:3:16']} MB at rank 16, against {sizes['partial:3']} MB "
+            f"for `partial:3`") in text
+    rss = [int(line.split()[1]) / 1000 for line in bench.splitlines() if line.startswith(("partial:3 ", "lora:"))
+           and line.rstrip().endswith("MB") and "x" not in line]
+    assert len(rss) == 3 and f"({min(rss):.2f} to {max(rss):.2f} GB for the three" in text

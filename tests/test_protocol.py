@@ -296,6 +296,17 @@ def test_the_32_epoch_point_results_readme_reports_is_what_the_records_give():
     text = " ".join((REPO / "results" / "README.md").read_text().split())
     assert f"(paired per seed {quoted[0]} points)" in text and f"75.5 % ({quoted[1]} against 16)" in text
     assert quoted[0] == "-0.9 [-2.2, +0.4]"
+    # the accuracies and gaps closed the prose reads, from the records (mean over seeds; gap by the means)
+    def mean(r, method, fraction=0.0):
+        return r[(r["method"] == method) & (r["target_labeled_fraction"] == fraction)]["target_acc"].mean()
+
+    four = curves[(curves["epochs"] == 4) & (curves["prior"] == "")]
+    closed = {name: 100 * (mean(r, "mcc") - mean(r, "source_only")) / (mean(r, "source_only", 1.0) - mean(r, "source_only"))
+              for name, r in (("32", long), ("16", sixteen), ("4", four))}
+    assert (f"MCC at 32 epochs is {mean(long, 'mcc'):.1f} % against {mean(sixteen, 'mcc'):.1f} % at 16" in text
+            and f"closes {closed['32']:.0f} % of the gap ({closed['16']:.0f} % at 16, {closed['4']:.0f} % at 4)" in text
+            and f"source-only stays at {mean(long, 'source_only'):.1f} %" in text
+            and f"the reference at {mean(long, 'source_only', 1.0):.1f} %" in text), closed
     hours = sum(json.loads((REPO / "results" / "rsscn7_aid_budget32" / "runs" / d / "record.json").read_text())[
         "wall_time_s"] for d in long["run_dir"]) / 3600
     assert f"(9 runs, {hours:.1f} core-hours" in text
