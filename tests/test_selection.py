@@ -9,7 +9,7 @@ from scipy.stats import rankdata
 from da.config import RunConfig
 from da.methods import TargetPass
 from da.rundir import BEST_FILE, EPOCHS_DIR, run_dir_for
-from da.selection import REGISTRY, EpochOutputs, SourcePredictions, best_epoch, score_epoch, scored_validator_names, validator_names
+from da.selection import REGISTRY, EpochOutputs, SourcePredictions, best_epoch, score_epoch, scored_validator_names, validator_names, validator_versions
 from da.selection.dev import dev_risk
 from da.train import checkpoint, train_stage
 from test_engine import load, tiny_cfg
@@ -103,6 +103,29 @@ def test_dev_risk_against_the_closed_form():
     assert -score("dev", same) == pytest.approx(ce, rel=0.15)
 
 
+def _class_structured(order: str, seed: int = 0, c: int = 6, per_class: int = 40, d: int = 8) -> EpochOutputs:
+    """Source validation with class-clustered features (rows sorted by class, as splits arrive, or shuffled)
+    and a target that holds every class, shifted."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=3.0, size=(c, d))
+    labels = np.repeat(np.arange(c), per_class)
+    zs = means[labels] + rng.normal(size=(len(labels), d))
+    logits = 2.0 * np.eye(c)[labels] + rng.normal(size=(len(labels), c))
+    zt = means[rng.integers(0, c, 300)] + rng.normal(size=(300, d)) + 0.7
+    rows = np.arange(len(labels)) if order == "sorted" else np.random.default_rng(seed + 1).permutation(len(labels))
+    src = SourcePredictions(torch.tensor(logits[rows]), torch.tensor(zs[rows]), torch.tensor(labels[rows]))
+    return EpochOutputs(src, TargetPass(torch.tensor(rng.normal(size=(300, c))), torch.tensor(zt)))
+
+
+def test_dev_does_not_depend_on_the_order_of_the_rows():
+    # version 1 cross-fitted on the rows in their order: with class-sorted rows each fold's domain classifier
+    # had seen only half of the source classes, and the score moved with the order (issue 30)
+    for seed in range(3):
+        sorted_, shuffled = score("dev", _class_structured("sorted", seed)), score("dev", _class_structured("shuffled", seed))
+        assert sorted_ == pytest.approx(shuffled, rel=0.1, abs=0.05)
+    assert REGISTRY["dev"].version == 2
+
+
 def test_rank_average_and_best_epoch():
     history = [{"a": 0.1, "b": 5.0}, {"a": 0.3, "b": 1.0}, {"a": 0.2, "b": 6.0}]
     ranks = (rankdata([0.1, 0.3, 0.2]) + rankdata([5.0, 1.0, 6.0])) / 2  # [1.5, 2, 2.5]
@@ -141,6 +164,7 @@ def test_no_validator_reads_a_target_label(tiny_root, tmp_path, monkeypatch):
     assert all(np.isfinite(v) for e in ref["epochs"] for k, v in e["scores"].items() if k != "drift")
     assert all(e["scores"]["drift"] is None for e in ref["epochs"])  # one-stage: no source model to drift from
     assert ref["selection"] == "source_acc" and ref["schema_version"] == 2
+    assert ref["validator_versions"] == validator_versions() and ref["validator_versions"]["dev"] == 2
     assert set(ref["epochs"][0]["validation_s"]) >= {"target_pass", "snd", "dev"}
 
 
@@ -159,3 +183,18 @@ def test_rank_selection_keeps_the_selected_epoch_model(tiny_root, tmp_path):
 def test_score_epoch_times_every_validator():
     scores, seconds = score_epoch(_outputs())
     assert set(scores) == set(seconds) == set(REGISTRY) and all(s >= 0 for s in seconds.values())
+
+
+def test_validator_versions_across_a_resume():
+    from da.train.state import RunState
+
+    fresh = RunState()
+    fresh.note_validator_versions({"dev": 2, "im": 1})
+    assert fresh.validator_versions == {"dev": 2, "im": 1}
+    old = RunState(epoch=3)  # a checkpoint from before versions were kept: version 1 of everything
+    with pytest.warns(UserWarning, match="'dev' changed from version 1 to 2"):
+        old.note_validator_versions({"dev": 2, "im": 1})
+    assert old.validator_versions == {"dev": None, "im": 1}  # dev's history mixes two estimators
+    same = RunState(epoch=3, validator_versions={"dev": 2})
+    same.note_validator_versions({"dev": 2, "snd": 1})  # a validator new since the start keeps its version
+    assert same.validator_versions == {"dev": 2, "snd": 1}

@@ -272,6 +272,29 @@ def test_reselect_and_validator_table(tmp_path):
     assert table.loc["entropy", "selected_acc"] == pytest.approx(np.mean(worst))
 
 
+def test_tables_never_pool_two_versions_of_a_validator(tmp_path):
+    from da.results.figures import validator_data
+    from da.results.selection import MixedVersions, reselect, validator_table
+
+    runs_dir = _with_scores(tmp_path)
+    paths = sorted(runs_dir.glob("stage2-*/record.json"))
+    rec = json.loads(paths[0].read_text())
+    rec["validator_versions"] = {"im": 2}  # the others keep no versions: version 1
+    paths[0].write_text(json.dumps(rec))
+    runs = load_runs(runs_dir)
+    with pytest.raises(MixedVersions, match=r"'im' scores of these runs come from 2 versions .*version 1: .*version 2: "):
+        reselect(runs, "im")
+    with pytest.raises(MixedVersions):
+        validator_table(runs)
+    with pytest.raises(MixedVersions):
+        validator_data(runs)
+    assert len(reselect(runs, "entropy")) == len(runs)  # the other validators are one version: pooled
+    rec["validator_versions"] = {"im": None}  # resumed across the change: one run's own scores mix
+    paths[0].write_text(json.dumps(rec))
+    with pytest.raises(MixedVersions, match="mix two versions"):
+        reselect(load_runs(runs_dir), "im")
+
+
 def test_tables_selection_flag(tmp_path):
     runs_dir = _with_scores(tmp_path)
     res = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), "--runs", str(runs_dir),

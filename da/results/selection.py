@@ -26,6 +26,42 @@ def epoch_scores(record: dict) -> list[dict[str, float]]:
     return [e.get("scores") or {"source_acc": e["source_val"]["accuracy"]} for e in record["epochs"]]
 
 
+class MixedVersions(RecordError):
+    """Records whose scores of one validator were made by two versions of it: never pooled."""
+
+
+def _read_validators(record: dict, name: str) -> list[str]:
+    """The scored validators that rule ``name`` reads in ``record``."""
+    if name == LAST:
+        return []
+    if name == GUARDED:
+        return [DRIFT]
+    if name == RANK:
+        return list(RunConfig.from_record(record["config"]).rank_validators)
+    return [name]
+
+
+def check_versions(runs: pd.DataFrame, name: str) -> None:
+    """Raise :class:`MixedVersions` where the runs' scores of a validator that rule ``name`` reads come from
+    different versions of it (``da.selection.base``; a record that keeps no versions has version 1), or
+    where one run's own scores mix two versions (resumed across the change)."""
+    seen: dict[str, dict] = {}
+    for _, r in runs.iterrows():
+        versions = r["record"].get("validator_versions") or {}
+        for v in _read_validators(r["record"], name):
+            version = versions.get(v, 1)
+            if version is None:
+                raise MixedVersions(f"run {r['run_dir']}: its {v!r} scores mix two versions of the validator (resumed "
+                                    f"across a change of it); rerun it afresh")
+            seen.setdefault(v, {}).setdefault(version, r["run_dir"])
+    for v, by_version in seen.items():
+        if len(by_version) > 1:
+            examples = "; ".join(f"version {k}: {run}" for k, run in sorted(by_version.items()))
+            raise MixedVersions(f"the {v!r} scores of these runs come from {len(by_version)} versions of the "
+                                f"validator ({examples}), which one table never pools: rerun the older runs, or "
+                                f"tabulate them apart")
+
+
 def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     """``runs`` with ``selected_epoch``, ``target_acc`` and ``target_f1`` (percent) taken at the epoch rule
     ``name`` picks in each run (``rank``: each run's own ``rank_validators``), and ``confusion``, that epoch's
@@ -33,6 +69,7 @@ def reselect(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     record's confusion is that of the epoch selected during training only)."""
     if name not in validator_names():
         raise ValueError(f"--selection {name!r} is not valid; choose from {', '.join(validator_names())}")
+    check_versions(runs, name)
     runs = runs.copy()
     picked, acc, f1, confusion = [], [], [], []
     for _, r in runs.iterrows():
@@ -77,6 +114,8 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
     for name in control_first(validator_names()):
         try:
             chosen = reselect(runs, name)
+        except MixedVersions:
+            raise
         except RecordError:
             if any(_scored(rec, name) for rec in runs["record"]):  # newer than some of the records
                 left_out.append(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from da.selection.base import REGISTRY, EpochOutputs, SourcePredictions, Validator, register
+from da.selection.base import REGISTRY, EpochOutputs, SourcePredictions, Validator, register, validator_versions
 from da.settings import declare_check
 
 for _module in pkgutil.iter_modules(__path__):
@@ -45,6 +45,6 @@ declare_check("selection", lambda cfg: check_validator_name(cfg.selection, "--se
 declare_check("rank_validators", lambda cfg: [check_validator_name(v, "--rank-validators", allow_rank=False)
                                               for v in cfg.rank_validators])
 
-__all__ = ["EpochOutputs", "SourcePredictions", "Validator", "register", "validator_names",
+__all__ = ["EpochOutputs", "SourcePredictions", "Validator", "register", "validator_names", "validator_versions",
            "check_validator_name", "scored_validator_names", "score_epoch", "best_epoch", "selection_scores",
            "GUARDED", "LAST", "RANK", "RULES", "DEFAULT"]

@@ -6,6 +6,11 @@ Scores follow one convention: higher is better.  Registering a class (``@registe
 package is all it takes for ``--selection`` and the tables to know its name; a validator's own settings
 are declared in its class (``settings``, :mod:`da.settings`, hashed only where they differ from their
 default) and read from the run's config (``self.cfg``).
+
+A validator's ``version`` counts changes of what its score means (a fix of its estimator, not of its
+speed).  Records keep the versions their scores were made with, and tables refuse to pool scores of two
+versions of one validator (``da.results.selection``): committed scores are never re-read as a newer
+estimator's.
 """
 
 from __future__ import annotations
@@ -44,12 +49,18 @@ class EpochOutputs:
 class Validator:
     name: ClassVar[str]
     settings: ClassVar[tuple[Setting, ...]] = ()
+    version: ClassVar[int] = 1  # bumped when the score's meaning changes; records made before a version have 1
 
     def __init__(self, cfg=None):
         self.cfg = RunConfig() if cfg is None else cfg  # scored outside a run: the declared defaults
 
     def score(self, out: EpochOutputs) -> float:
         raise NotImplementedError
+
+
+def validator_versions() -> dict[str, int]:
+    """The version of every registered validator's score, as records keep them."""
+    return {name: cls.version for name, cls in sorted(REGISTRY.items())}
 
 
 def register(cls: type[Validator]) -> type[Validator]:

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from da.selection.base import EpochOutputs, Validator, register
 
+SPLIT_SEED = 0  # the cross-fitting folds: fixed, so that a score depends on the data only
+
 
 def dev_risk(losses: np.ndarray, weights: np.ndarray) -> float:
     r"""DEV's control-variate estimate (You et al. 2019, Algorithm 1): with L_i = w_i l_i,
@@ -27,13 +29,18 @@ class DeepEmbeddedValidation(Validator):
     bottleneck features (standardised logistic regression, source validation vs unlabelled target
     train), its probabilities out-of-fold (2-fold cross-fitting) for the source examples:
     w_i = (n_s / n_t) d_i / (1 - d_i), d_i = P(target | z_i); l_i is the cross-entropy of the source
-    label."""
+    label.
+
+    Version 2: the two folds are a shuffled, seeded split stratified by domain (``SPLIT_SEED``).  Version 1
+    split the rows in their order, and splits arrive sorted by class, so each fold's classifier never saw
+    half of the source classes and the score followed the row order (issue 30)."""
 
     name = "dev"
+    version = 2
 
     def score(self, out: EpochOutputs) -> float:
         from sklearn.linear_model import LogisticRegression  # heavy: imported when used
-        from sklearn.model_selection import cross_val_predict
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
@@ -42,7 +49,8 @@ class DeepEmbeddedValidation(Validator):
         x = np.concatenate([zs, zt])
         domain = np.concatenate([np.zeros(len(zs)), np.ones(len(zt))])
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-        d = cross_val_predict(clf, x, domain, cv=2, method="predict_proba")[: len(zs), 1]
+        folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=SPLIT_SEED)
+        d = cross_val_predict(clf, x, domain, cv=folds, method="predict_proba")[: len(zs), 1]
         d = np.clip(d, 1e-6, 1 - 1e-6)
         weights = (len(zs) / len(zt)) * d / (1 - d)
         losses = F.cross_entropy(sv.logits.double(), sv.labels, reduction="none").numpy()

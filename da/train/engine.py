@@ -30,7 +30,7 @@ from da.data.domains import CONTENT_FINGERPRINT
 from da.data.splits import manifest_hash
 from da.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, EPOCHS_DIR, FAILED_FILE, FEATURES_FILE, LOCK_FILE, LOG_FILE,
                        MANIFEST_FILE, TENSORBOARD_DIR, StaleRunError, check_inputs, epoch_model_file, run_dir_for)
-from da.selection import RANK, EpochOutputs, best_epoch, score_epoch
+from da.selection import RANK, EpochOutputs, best_epoch, score_epoch, validator_versions
 from da.selection.drift import prediction_drift, source_predictions
 from da.models.lora import merged_state_dict, remove_adapters
 from da.train import checkpoint, label_shift
@@ -249,6 +249,7 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
         state = checkpoint.restore_training(ckpt, run, run_dir)
         state.resumed += 1
         log.info("stage %d: resuming %s after epoch %d", stage, run_dir, state.epoch)
+    state.note_validator_versions(validator_versions())
 
     if run.data.target_pass is not None:  # stage 2
         if state.epoch == 0:
@@ -337,6 +338,7 @@ def _write_record(run: Run, state: RunState, run_dir: Path, init_weights: str | 
         "epochs": state.history,
         "selected_epoch": state.selected_epoch,
         "selection": cfg.selection,  # a validator of da.selection: no target labels
+        "validator_versions": state.validator_versions,  # what the scores of "epochs" mean (tables check them)
         "source_val": selected["source_val"],
         "target_test": selected["target_test"],
         # --prior: the selected epoch's estimate of the target class prior and its corrected predictions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ class RunState:
     # stage 2: the start model's predicted class per target-train image (da.selection.drift's reference);
     # None in stage 1 and in checkpoints written before it was kept
     reference_predictions: list[int] | None = None
+    # the version of each validator whose scores the history holds (da.selection.base); None for a validator
+    # whose version changed across a resume (its scores mix two estimators); None: set at the first start
+    validator_versions: dict[str, int | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -33,6 +37,21 @@ class RunState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunState":
         return cls(**data)
+
+    def note_validator_versions(self, current: dict[str, int]) -> None:
+        """Keep the versions of the validators scoring this run.  At the first start, ``current``; on a
+        resume with other code, a validator whose version changed gets None (its history mixes two
+        estimators, which tables refuse) and one new since the start its own version (its scores start
+        later, as for any validator a record predates).  A checkpoint made before versions were kept
+        had version 1 of every validator."""
+        if self.validator_versions is None:
+            self.validator_versions = dict(current) if self.epoch == 0 else {name: 1 for name in current}
+        for name, version in current.items():
+            before = self.validator_versions.setdefault(name, version)
+            if before is not None and before != version:
+                warnings.warn(f"validator {name!r} changed from version {before} to {version} since this run "
+                              f"started: its scores mix both, and tables will refuse them (rerun the run afresh)")
+                self.validator_versions[name] = None
 
     def selected(self) -> dict:
         """Full metrics of the selected epoch."""
