@@ -82,21 +82,95 @@ def test_validator_panels_give_the_validator_tables_spearman(runs):
     assert "last" not in data and "rank" not in data  # they score nothing of their own
 
 
+def test_loss_curves_are_the_seed_means_of_the_records_losses(runs):
+    from da.results.figures import config_labels, loss_data
+
+    panels = {p["term"]: p for p in loss_data(runs)["panels"]}
+    assert {"cls", "mcc"} <= set(panels)
+    mcc = [rec for name, _, rec in _records() if name == "mcc"]
+    (line,) = [l for l in panels["mcc"]["lines"] if l["configuration"] == "mcc"]
+    by_hand = np.mean([[e["loss"]["mcc"] for e in rec["epochs"]] for rec in mcc], axis=0)
+    assert line["runs"] == 3 and line["mean"] == pytest.approx(by_hand, abs=5e-5)
+    assert not any(l["configuration"].startswith("source_only") for l in panels["mcc"]["lines"])  # no such term
+    assert {l["configuration"] for l in panels["cls"]["lines"]} == set(config_labels(runs))
+
+
+def test_predicted_shares_are_column_sums_and_the_truth_row_sums(runs):
+    from da.results.figures import prior_data
+
+    data = prior_data(runs)
+    (only,) = [c for c in data["configurations"] if c["configuration"] == "source_only"]
+    confusions = [np.array(rec["target_test"]["confusion"], dtype=float) for name, _, rec in _records()
+                  if name == "source-only"]
+    assert only["predicted"] == pytest.approx(np.mean([100 * c.sum(0) / c.sum() for c in confusions], axis=0), abs=0.05)
+    assert data["target_test_shares"] == pytest.approx(100 * confusions[0].sum(1) / confusions[0].sum(), abs=0.05)
+    assert sum(data["source_shares"]) == pytest.approx(100, abs=0.5)
+    assert only["prior_estimate"] is None and only["prior_l1_error"] is None  # no --prior in this sweep
+
+
+def test_detection_figure_data_from_the_records():
+    from da.results.detection import detection_runs, map_per_epoch_data, per_class_ap_data
+
+    folder = REPO / "results" / "detection" / "runs"
+    runs = detection_runs(folder)
+    recs = [json.loads(p.read_text()) for p in sorted(folder.glob("det-*/record.json"))]
+    imagenet = [r for r in recs if r["config"]["weights"] in ("imagenet", "tf_efficientnet_lite0")
+                and r["config"]["anchors"] == "default" and r["config"]["sampler"] == "default"]
+    assert len(imagenet) == 3
+    nms = f"nms_{imagenet[0]['headline_nms']:g}"
+    (config,) = [c for c in per_class_ap_data(runs)["configurations"] if c["configuration"] == "ImageNet / default / default / ce"]
+    airplane = [100 * r["test"][nms]["ap50_per_class"]["airplane"] for r in imagenet]
+    assert config["ap50"][0] == pytest.approx(np.mean(airplane), abs=0.05)
+    assert config["sd"][0] == pytest.approx(np.std(airplane, ddof=1), abs=0.05)
+    (curve,) = [c for c in map_per_epoch_data(runs)["configurations"] if c["configuration"] == "ImageNet / default / default / ce"]
+    assert curve["val_map_50"] == pytest.approx([100 * np.mean([r["history"][i]["val_map_50"] for r in imagenet])
+                                                 for i in range(len(imagenet[0]["history"]))], abs=0.005)
+
+
+def test_study_figure_history_and_marks():
+    from da.results.study import study_figure_data, study_summary
+
+    summary = study_summary(REPO / "results" / "hpo" / "studies" / "shot_mcc_rsscn7", REPO / "results" / "hpo" / "runs")
+    data = study_figure_data(summary)
+    trials = data["trials"]
+    assert len(trials) == summary["complete"] and [t["number"] for t in trials] == sorted(t["number"] for t in trials)
+    assert all(b >= a for a, b in zip([t["best_so_far"] for t in trials], [t["best_so_far"] for t in trials][1:]))
+    done = [r for r in summary["rows"] if r["state"] == "complete"]
+    best = max(done, key=lambda r: r["objective"])  # full precision (the JSON rounds to 5 digits)
+    assert data["choice"] == best["number"] and trials[-1]["best_so_far"] == pytest.approx(best["objective"], abs=5e-6)
+    assert data["oracle"] == max(done, key=lambda r: r["target_acc"])["number"] and data["default"] == 0
+
+
 def test_figures_with_data_are_committed():
-    assert {p.stem for p in COMMITTED} >= {"gain", "confusion_matrices", "validator_scores", "accuracy_by_method"}
+    assert {p.stem for p in COMMITTED} >= {"gain", "confusion_matrices", "validator_scores", "accuracy_by_method",
+                                           "loss_curves", "prior_shares", "per_class_ap", "map_per_epoch",
+                                           "study_shot_mcc_rsscn7"}
+    for folder in ("label_shift", "gap_warm", "hpo", "detection"):  # every results folder has figures
+        assert list((REPO / "results" / folder / "figures").glob("*.json")), folder
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[str(p.relative_to(REPO / "results")) for p in COMMITTED])
 def test_committed_figure_data_recompute_from_committed_records(path, monkeypatch):
     """What a committed figure shows is what its records give: its JSON (written with it by
-    experiments/tables.py) against a recomputation with the command's own runs folder, sweeps and rule."""
-    from da.results.figures import DATA
-    from da.scripts.tables import selected_runs
-
+    experiments/tables.py) against a recomputation with the command's own runs folder, sweeps and rule (a
+    study's folder, a detection folder)."""
     monkeypatch.chdir(REPO)
     saved = json.loads(path.read_text())
     source = saved["source"]
-    assert not Path(source["runs"]).is_absolute(), "a committed figure's runs folder must be relative to the repo"
-    fresh = selected_runs(source["runs"], source["sweeps"], source["selection"], strict=True)
-    assert json.loads(json.dumps(DATA[saved["figure"]](fresh))) == saved["data"]
+    assert not any(Path(v).is_absolute() for v in source.values() if isinstance(v, str)), \
+        "a committed figure's folders must be relative to the repo"
+    if "study" in source:
+        from da.results.study import study_figure_data, study_summary
+
+        fresh = study_figure_data(study_summary(source["study"], source.get("runs")))
+    elif "detection" in source:
+        from da.results.detection import FIGURE_DATA, detection_runs
+
+        fresh = FIGURE_DATA[saved["figure"]](detection_runs(source["detection"]))
+    else:
+        from da.results.figures import DATA
+        from da.scripts.tables import selected_runs
+
+        fresh = DATA[saved["figure"]](selected_runs(source["runs"], source["sweeps"], source["selection"], strict=True))
+    assert json.loads(json.dumps(fresh)) == saved["data"]
     assert path.with_suffix(".png").exists() and path.with_suffix(".pdf").exists()

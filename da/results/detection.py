@@ -170,6 +170,102 @@ def detections_figure(run_dir: str | Path, out: str | Path, n_images: int = 6, n
     return out.with_suffix(".png")
 
 
+def _configuration(key) -> str:
+    return " / ".join(str(k) for k in key)
+
+
+def per_class_ap_data(runs: pd.DataFrame) -> dict:
+    """Per configuration (init / anchors / sampler / box loss): test AP@0.5 (%) of each class at the headline NMS,
+    mean and s.d. over seeds (null: a class without test boxes)."""
+    from da.results.figures import json_number
+
+    first = runs["record"].iloc[0]
+    classes, nms = first["classes"], f"nms_{first['headline_nms']:g}"
+    configurations = []
+    for key, g in runs.groupby(FACTORS, sort=True):
+        per = np.array([[r["test"][nms]["ap50_per_class"].get(c, np.nan) for c in classes] for r in g["record"]],
+                       dtype=float) * 100
+        with np.errstate(invalid="ignore"):
+            sd = np.nanstd(per, axis=0, ddof=1) if len(per) > 1 else np.full(len(classes), np.nan)
+        configurations.append({"configuration": _configuration(key), "runs": int(len(g)),
+                               "ap50": [json_number(v, 1) for v in np.nanmean(per, axis=0)],
+                               "sd": [json_number(v, 1) for v in sd]})
+    return {"classes": list(classes), "nms": first["headline_nms"], "configurations": configurations}
+
+
+def map_per_epoch_data(runs: pd.DataFrame) -> dict:
+    """Per configuration: val mAP@0.5 and mAP@[.5:.95] (%) after every epoch, mean over seeds (the curve the
+    selected epoch is read from)."""
+    from da.results.figures import json_number
+
+    configurations = []
+    for key, g in runs.groupby(FACTORS, sort=True):
+        histories = [r["history"] for r in g["record"]]
+        if len({len(h) for h in histories}) != 1:
+            continue
+        configurations.append({
+            "configuration": _configuration(key), "runs": int(len(g)),
+            "val_map_50": [json_number(100 * np.mean([h[i]["val_map_50"] for h in histories]), 2) for i in range(len(histories[0]))],
+            "val_map": [json_number(100 * np.mean([h[i]["val_map"] for h in histories]), 2) for i in range(len(histories[0]))],
+            "selected_epochs": sorted(int(r["selected_epoch"]) for r in g["record"])})
+    return {"configurations": configurations}
+
+
+def per_class_ap_figure(data: dict, out: Path) -> list[Path]:
+    """Grouped bars: AP@0.5 per class, one bar per configuration, error bars the s.d. over seeds."""
+    import matplotlib.pyplot as plt
+
+    from da.results.figures import palette, save_figure
+
+    classes, configs = data["classes"], data["configurations"]
+    x = np.arange(len(classes))
+    width = 0.8 / len(configs)
+    colours = palette(len(configs))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(classes) + 2), 4.0))
+    for i, c in enumerate(configs):
+        values = np.array(c["ap50"], dtype=float)
+        sd = np.array(c["sd"], dtype=float)
+        ax.bar(x - 0.4 + (i + 0.5) * width, values, width, yerr=np.nan_to_num(sd), capsize=2, color=colours[i],
+               label=f"{c['configuration']} ({c['runs']} seeds)")
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("test AP@0.5 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"NWPU VHR-10 test AP@0.5 per class (NMS {data['nms']:g}), mean over seeds, bars: s.d.", fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, out, "per_class_ap")
+
+
+def map_per_epoch_figure(data: dict, out: Path) -> list[Path]:
+    """Val mAP@0.5 (left) and mAP@[.5:.95] (right) per epoch, one line per configuration."""
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    from da.results.figures import palette, save_figure
+
+    configs = data["configurations"]
+    colours = palette(len(configs))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, name in zip(axes, ("val_map_50", "val_map"), ("val mAP@0.5 (%)", "val mAP@[.5:.95] (%)")):
+        for colour, c in zip(colours, configs):
+            ax.plot(np.arange(1, len(c[key]) + 1), c[key], marker="o", color=colour,
+                    label=f"{c['configuration']} ({c['runs']} seeds)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=7, frameon=False)
+    fig.suptitle("Detection: val mAP after every epoch, mean over seeds (each run keeps its best-val epoch)", y=1.0,
+                 va="bottom", fontsize=10)
+    return save_figure(fig, out, "map_per_epoch")
+
+
+# figure name -> what its JSON holds (recomputed from the records by the tests)
+FIGURE_DATA = {"per_class_ap": per_class_ap_data, "map_per_epoch": map_per_epoch_data}
+FIGURES = {"per_class_ap": per_class_ap_figure, "map_per_epoch": map_per_epoch_figure}
+
+
 def write_detection_report(folder: str | Path, out: str | Path, figure: bool = True) -> list[Path]:
     """``<out>/tables/detection.md`` (+ per-class AP) and, when the val-chosen run's model is still there,
     ``<out>/figures/detections.png``."""
@@ -198,6 +294,12 @@ def write_detection_report(folder: str | Path, out: str | Path, figure: bool = T
              + render_cells_latex(per_class, per_class_caption, "tab:detection-per-class"))
     written.append(atomic_write_text(out / "tables" / "detection.tex", latex))
     if figure:
+        from da.results.figures import save_data
+
+        for name, compute in FIGURE_DATA.items():
+            data = compute(runs)
+            written += FIGURES[name](data, out / "figures")
+            written.append(save_data(out / "figures", name, data, {"detection": str(folder)}))
         chosen = runs.loc[runs.groupby(FACTORS)["val_map"].transform("mean").idxmax()]
         run_dir = Path(folder) / chosen["run"]
         if (run_dir / BEST_FILE).exists():

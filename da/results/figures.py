@@ -1,4 +1,5 @@
-"""Figures of an ablation (seaborn): accuracy by method, per-class heatmap, training curves, t-SNE."""
+"""Figures of an ablation (seaborn): accuracy by method, gain, confusion matrices, validators, loss curves,
+predicted class shares, per-class heatmap, training curves, t-SNE; each with its data (a JSON beside it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -16,7 +19,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 PDF_META = {"CreationDate": None}  # reproducible PDFs: no timestamp
 
 
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
@@ -107,7 +110,7 @@ def accuracy_by_method(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     spread = "seeds and split seeds" if data["split_seed"].nunique() > 1 else "seeds"
     grid.figure.suptitle(f"Target accuracy at the epoch each run selected\n(mean; error bars: s.d. over {spread}; "
                          f"dotted: source-only, dashed: reference)", y=1.08)
-    return _save(grid.figure, out_dir, "accuracy_by_method")
+    return save_figure(grid.figure, out_dir, "accuracy_by_method")
 
 
 def tsne_panels(runs: pd.DataFrame) -> tuple[list[pd.Series], list[str]]:
@@ -142,7 +145,7 @@ def per_class_heatmap(runs: pd.DataFrame, out_dir: Path, classes: list[str]) -> 
     ax.set_xlabel("target class")
     ax.set_ylabel("setting / classification loss")
     ax.set_title("Per-class target accuracy (mean over seeds)")
-    return _save(fig, out_dir, "per_class_heatmap")
+    return save_figure(fig, out_dir, "per_class_heatmap")
 
 
 def training_curves(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -162,7 +165,7 @@ def training_curves(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     grid.figure.suptitle("Training curves (mean, band: s.d. over seeds and classification losses)", y=1.04)
     for ax in grid.axes.flat:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    return _save(grid.figure, out_dir, "training_curves")
+    return save_figure(grid.figure, out_dir, "training_curves")
 
 
 def tsne(features: dict[str, dict], classes: list[str], out_dir: Path, per_domain: int = 500, seed: int = 0,
@@ -197,7 +200,7 @@ def tsne(features: dict[str, dict], classes: list[str], out_dir: Path, per_domai
     fig.suptitle("Bottleneck features of source validation and target test images (t-SNE)"
                  + (f"; not shown: {', '.join(left_out)}" if left_out else ""), wrap=True)
     fig.tight_layout()
-    return _save(fig, out_dir, "tsne")
+    return save_figure(fig, out_dir, "tsne")
 
 
 def learning_curves(runs: pd.DataFrame, out_dir: Path, name: str = "learning_curves") -> list[Path]:
@@ -257,7 +260,7 @@ def learning_curves(runs: pd.DataFrame, out_dir: Path, name: str = "learning_cur
     fig.suptitle("Learning curves: target accuracy per epoch at each budget (above) and the validators' scores "
                  "(below, adaptation methods' runs)", y=1.0)
     fig.tight_layout()
-    return _save(fig, out_dir, name)
+    return save_figure(fig, out_dir, name)
 
 
 # ------------------------------------------------------------------ figures with their data beside them
@@ -265,7 +268,7 @@ def learning_curves(runs: pd.DataFrame, out_dir: Path, name: str = "learning_cur
 # ``<name>.json`` with the command's source (runs folder, sweeps, selection rule), so a test can recompute
 # the data of every committed figure from the committed records.
 
-def _num(x, digits: int = 2):
+def json_number(x, digits: int = 2):
     """A float for a figure's JSON: rounded, NaN as null."""
     return None if x is None or not np.isfinite(x) else round(float(x), digits)
 
@@ -302,8 +305,8 @@ def accuracy_data(runs: pd.DataFrame) -> dict:
     """The numbers of :func:`accuracy_by_method`: per configuration and setting, mean and s.d. of target accuracy."""
     data = runs.assign(setting=_setting(runs), variant=config_labels(runs))
     rows = data.groupby(["cls_loss", "setting", "variant"], sort=True)["target_acc"]
-    return {"bars": [{"cls_loss": c, "setting": s, "configuration": v, "mean": _num(g.mean()),
-                      "sd": _num(g.std(ddof=1)) if len(g) > 1 else None, "runs": int(len(g))}
+    return {"bars": [{"cls_loss": c, "setting": s, "configuration": v, "mean": json_number(g.mean()),
+                      "sd": json_number(g.std(ddof=1)) if len(g) > 1 else None, "runs": int(len(g))}
                      for (c, s, v), g in rows]}
 
 
@@ -326,11 +329,11 @@ def gain_data(runs: pd.DataFrame) -> dict:
             p = paired(c, base)
             low, high = p.interval()
             bars.append({"configuration": label, "uses_target_labels": bool((c["target_labeled_fraction"] > 0).any()),
-                         "gain": _num(p.mean), "interval": [_num(low), _num(high)], "pairs": p.n,
-                         "gap_closed": _num(100 * p.mean / ref_gain, 1) if np.isfinite(ref_gain) and ref_gain else None})
+                         "gain": json_number(p.mean), "interval": [json_number(low), json_number(high)], "pairs": p.n,
+                         "gap_closed": json_number(100 * p.mean / ref_gain, 1) if np.isfinite(ref_gain) and ref_gain else None})
         bars.sort(key=lambda b: -(b["gain"] if b["gain"] is not None else -np.inf))
-        panels.append({"group": group, "source_only": _num(base["target_acc"].mean()),
-                       "reference_gain": _num(ref_gain), "bars": bars})
+        panels.append({"group": group, "source_only": json_number(base["target_acc"].mean()),
+                       "reference_gain": json_number(ref_gain), "bars": bars})
     return {"panels": panels}
 
 
@@ -366,7 +369,7 @@ def gain_chart(data: dict, out_dir: Path, target: str) -> list[Path]:
     fig.suptitle(f"Gain over source-only on {target}, paired per seed", y=1.0, va="bottom")
     fig.text(0.5, 0.0, "bars: mean gain; error bars: 95 % paired t interval; dotted: source-only; dashed: the reference "
              "(trained with target labels) = 100 % of the gap", ha="center", va="top", fontsize=8)
-    return _save(fig, out_dir, "gain")
+    return save_figure(fig, out_dir, "gain")
 
 
 def _panel_labels(runs: pd.DataFrame) -> list[str]:
@@ -403,7 +406,7 @@ def confusion_data(runs: pd.DataFrame) -> dict:
         rows = data[data["label"] == label]
         rates = [row_rates(reported_confusion(r)) for _, r in rows.iterrows()]
         panels.append({"configuration": label, "runs": int(len(rows)),
-                       "matrix": [[_num(v, 1) for v in line] for line in np.mean(rates, axis=0)]})
+                       "matrix": [[json_number(v, 1) for v in line] for line in np.mean(rates, axis=0)]})
     return {"classes": list(runs["record"].iloc[0]["classes"]), "panels": panels}
 
 
@@ -423,7 +426,7 @@ def confusion_matrices(data: dict, out_dir: Path, target: str) -> list[Path]:
     fig.suptitle(f"{target} test images: share (%) of each true class predicted as each class, at the reported "
                  f"epoch, mean over runs", y=1.02)
     fig.tight_layout()
-    return _save(fig, out_dir, "confusion_matrices")
+    return save_figure(fig, out_dir, "confusion_matrices")
 
 
 def validator_data(runs: pd.DataFrame) -> dict:
@@ -445,8 +448,8 @@ def validator_data(runs: pd.DataFrame) -> dict:
                   for s, e in zip(selection_scores(epoch_scores(r["record"]), name), r["record"]["epochs"])]
         finite = [(s, a, m) for s, a, m in points if np.isfinite(s)]
         rho = spearmanr([p[0] for p in finite], [p[1] for p in finite]).statistic if len({p[0] for p in finite}) > 1 else np.nan
-        validators.append({"validator": name, "points": len(finite), "spearman": _num(rho, 3),
-                           "score": [_num(p[0], 4) for p in finite], "accuracy": [_num(p[1], 2) for p in finite],
+        validators.append({"validator": name, "points": len(finite), "spearman": json_number(rho, 3),
+                           "score": [json_number(p[0], 4) for p in finite], "accuracy": [json_number(p[1], 2) for p in finite],
                            "method": [p[2] for p in finite]})
     return {"validators": validators}
 
@@ -479,8 +482,124 @@ def validator_scores(data: dict, out_dir: Path, target: str) -> list[Path]:
                markerscale=1.5, frameon=False)
     fig.suptitle("Label-free validators against target accuracy, every epoch of every run (Spearman: pooled, as in "
                  "tables/validators.md)", y=1.0, va="bottom")
-    return _save(fig, out_dir, "validator_scores")
+    return save_figure(fig, out_dir, "validator_scores")
+
+
+def loss_data(runs: pd.DataFrame) -> dict:
+    """Per configuration (:func:`config_labels`) and loss term of the records (``total``, ``cls``, each method's
+    own terms): the mean and s.d. over seeds of its per-epoch training value."""
+    data = runs.assign(label=config_labels(runs))
+    terms = sorted({t for rec in runs["record"] for e in rec["epochs"] for t in (e.get("loss") or {})},
+                   key=lambda t: (t != "total", t != "cls", t))
+    panels = []
+    for term in terms:
+        lines = []
+        for label in _order(data["label"]):
+            per_run = [[e["loss"][term] for e in r["epochs"]] for r in data.loc[data["label"] == label, "record"]
+                       if all(term in (e.get("loss") or {}) for e in r["epochs"])]
+            if not per_run or len({len(v) for v in per_run}) != 1:
+                continue  # a term this configuration has no value of (or runs of different lengths)
+            values = np.array(per_run, dtype=float)
+            lines.append({"configuration": label, "runs": len(per_run),
+                          "mean": [json_number(v, 4) for v in values.mean(axis=0)],
+                          "sd": [json_number(v, 4) for v in values.std(axis=0, ddof=1)] if len(per_run) > 1 else None})
+        if lines:
+            panels.append({"term": term, "lines": lines})
+    return {"panels": panels}
+
+
+def loss_curves(data: dict, out_dir: Path, target: str) -> list[Path]:
+    """One panel per loss term (own y axis: the terms differ in scale), one line per configuration (band: s.d.
+    over seeds), colours that stay distinct past ten configurations."""
+    panels = data["panels"]
+    if not panels:
+        return []
+    labels = _order({line["configuration"] for p in panels for line in p["lines"]})
+    colours = dict(zip(labels, palette(len(labels))))
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, p in zip(axes.flat, panels):
+        for line in p["lines"]:
+            mean = np.array(line["mean"], dtype=float)
+            epochs = np.arange(1, len(mean) + 1)
+            ax.plot(epochs, mean, marker="o", ms=3, color=colours[line["configuration"]], label=line["configuration"])
+            if line["sd"] is not None:
+                sd = np.array(line["sd"], dtype=float)
+                ax.fill_between(epochs, mean - sd, mean + sd, color=colours[line["configuration"]], alpha=0.15, lw=0)
+        ax.set_title(p["term"], fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss (epoch mean)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles = [matplotlib.lines.Line2D([], [], color=colours[l], marker="o", ms=3) for l in labels]
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)), fontsize=8,
+               frameon=False)
+    fig.suptitle(f"Training losses per term (stage 2, {target}; mean over seeds, band: s.d.)", y=1.0, va="bottom")
+    return save_figure(fig, out_dir, "loss_curves")
+
+
+def prior_data(runs: pd.DataFrame) -> dict:
+    """Per configuration, at each run's reported epoch, mean over seeds: the share (%) of the target test images
+    predicted as each class (no label read), the true class shares of the target test split (its labels: shown,
+    never used), the source's class shares, and, for runs with ``--prior``, the estimated target prior and its L1
+    error against the true test prior."""
+    from da.results.load import reported_confusion
+
+    data = runs.assign(label=config_labels(runs))
+    first = runs["record"].iloc[0]
+    source = np.asarray(first["source_val"]["confusion"], dtype=float).sum(axis=1)
+    configurations = []
+    truth = None
+    for label in _order(data["label"]):
+        rows = data[data["label"] == label]
+        confusions = [np.asarray(reported_confusion(r), dtype=float) for _, r in rows.iterrows()]
+        predicted = np.mean([100 * c.sum(axis=0) / c.sum() for c in confusions], axis=0)
+        truth = np.mean([100 * c.sum(axis=1) / c.sum() for c in confusions], axis=0)
+        priors = [r["record"]["epochs"][int(r["selected_epoch"]) - 1].get("prior") for _, r in rows.iterrows()]
+        estimate = l1 = None
+        if all(priors):
+            estimate = [json_number(100 * v, 1) for v in np.mean([p["estimate"] for p in priors], axis=0)]
+            l1 = json_number(float(np.mean([p["l1_error"] for p in priors])), 3)
+        configurations.append({"configuration": label, "runs": int(len(rows)),
+                               "predicted": [json_number(v, 1) for v in predicted], "prior_estimate": estimate,
+                               "prior_l1_error": l1})
+    return {"classes": list(first["classes"]), "target_test_shares": [json_number(v, 1) for v in truth],
+            "source_shares": [json_number(v, 1) for v in 100 * source / source.sum()], "configurations": configurations}
+
+
+def prior_shares(data: dict, out_dir: Path, target: str) -> list[Path]:
+    """Left: each configuration's predicted class shares against the true target test shares (black) and the
+    source's (grey); right: the L1 error of each prior estimate (runs with --prior)."""
+    classes, configs = data["classes"], data["configurations"]
+    estimated = [c for c in configs if c["prior_l1_error"] is not None]
+    fig, axes = plt.subplots(1, 2 if estimated else 1, figsize=(13 if estimated else 9, 4.2), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]} if estimated else None)
+    ax = axes[0][0]
+    x = np.arange(len(classes))
+    colours = palette(len(configs))
+    width = 0.8 / max(len(configs), 1)
+    for i, c in enumerate(configs):
+        ax.bar(x - 0.4 + (i + 0.5) * width, c["predicted"], width, color=colours[i], label=c["configuration"])
+    ax.scatter(x, data["target_test_shares"], marker="_", s=600, color="black", zorder=3, label="true target test shares")
+    ax.scatter(x, data["source_shares"], marker="_", s=600, color="grey", zorder=3, label="source shares")
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("share of target test images (%)")
+    ax.set_title("Predicted class shares (bars) against the true prior", fontsize=9)
+    ax.legend(fontsize=7, ncol=3, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    if estimated:
+        ax2 = axes[0][1]
+        ax2.barh([c["configuration"] for c in estimated], [c["prior_l1_error"] for c in estimated],
+                 color=[colours[configs.index(c)] for c in estimated])
+        ax2.invert_yaxis()
+        ax2.set_xlabel("L1 error of the prior estimate")
+        ax2.set_title("Prior estimate (--prior)", fontsize=9)
+    fig.suptitle(f"{target}: predicted class shares at the reported epoch, mean over seeds", y=1.0, va="bottom")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "prior_shares")
 
 
 DATA = {"accuracy_by_method": accuracy_data, "gain": gain_data, "confusion_matrices": confusion_data,
-        "validator_scores": validator_data}  # figure name -> what its JSON holds, recomputed by the tests
+        "validator_scores": validator_data, "loss_curves": loss_data, "prior_shares": prior_data}  # figure name -> what its JSON holds, recomputed by the tests

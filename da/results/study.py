@@ -138,6 +138,58 @@ def study_tables(summary: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
     return [(caption, head), (second, pd.DataFrame(rows))]
 
 
+def study_figure_data(summary: dict[str, Any]) -> dict:
+    """Every complete trial in trial order: its objective, the best objective so far (what the study would choose
+    had it stopped there) and its target test accuracy (%, for judging only); the default, the label-free choice
+    and the oracle trial by number."""
+    from da.results.figures import json_number
+
+    done = [r for r in summary["rows"] if r["state"] == "complete" and r["objective"] is not None]
+    best, trials = None, []
+    for r in sorted(done, key=lambda r: r["number"]):
+        best = r["objective"] if best is None else max(best, r["objective"])
+        trials.append({"number": r["number"], "objective": json_number(r["objective"], 5),
+                       "best_so_far": json_number(best, 5), "target_acc": json_number(r["target_acc"], 2)})
+    number = lambda row: None if row is None else row["number"]  # noqa: E731
+    return {"name": summary["name"], "objective": summary["definition"].get("objective"), "trials": trials,
+            "default": number(summary["default"]), "choice": number(summary["choice"]),
+            "oracle": number(summary["oracle"])}
+
+
+def study_figure(data: dict, out: Path) -> list[Path]:
+    """Left: the objective of each trial and the best so far (the search's history); right: the objective against
+    target accuracy, the default, the label-free choice and the oracle trial marked."""
+    import matplotlib.pyplot as plt
+
+    from da.results.figures import palette, save_figure
+
+    trials = data["trials"]
+    numbers = [t["number"] for t in trials]
+    objective = [t["objective"] for t in trials]
+    colours = palette(3)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(numbers, objective, "o", color="grey", ms=4, label="trial")
+    ax1.step(numbers, [t["best_so_far"] for t in trials], where="post", color=colours[0], label="best so far")
+    ax1.set_xlabel("trial")
+    ax1.set_ylabel(f"objective ({data['objective']})")
+    ax1.set_title("Search history", fontsize=9)
+    ax1.legend(fontsize=7, frameon=False)
+    ax2.scatter(objective, [t["target_acc"] for t in trials], color="grey", s=14)
+    for (key, name), colour in zip((("default", "default"), ("choice", "label-free choice"),
+                                    ("oracle", "oracle (target labels)")), colours):
+        hit = [t for t in trials if t["number"] == data[key]]
+        if hit:
+            ax2.scatter([hit[0]["objective"]], [hit[0]["target_acc"]], s=70, facecolors="none", edgecolors=colour,
+                        linewidths=1.8, label=f"{name}: trial {hit[0]['number']}")
+    ax2.set_xlabel(f"objective ({data['objective']})")
+    ax2.set_ylabel("target test accuracy (%), for judging only")
+    ax2.set_title("Objective against target accuracy", fontsize=9)
+    ax2.legend(fontsize=7, frameon=False)
+    fig.suptitle(f"Study {data['name']}: {len(trials)} complete trials", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out, f"study_{data['name']}")
+
+
 def render_study_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(render_cells_markdown(table, caption) for caption, table in study_tables(summary))
 

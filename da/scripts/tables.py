@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             print(f"written: {path}")
         return 0
     if args.study:
-        from da.results.study import write_study_table
+        from da.results.study import study_figure, study_figure_data, study_summary, write_study_table
 
         for folder in args.study:
             try:
@@ -124,6 +124,15 @@ def main(argv=None) -> int:
             except (FileNotFoundError, ValueError, RecordError) as err:
                 ap.error(str(err))
             print(f"study table written to {path}")
+            if not args.no_figures:
+                from da.results.figures import save_data
+
+                data = study_figure_data(study_summary(folder, args.runs))
+                fig_dir = Path(args.out) / "figures"
+                study_figure(data, fig_dir)
+                source = {"study": str(folder)} | ({"runs": str(args.runs)} if args.runs else {})
+                path = save_data(fig_dir, f"study_{data['name']}", data, source)
+                print(f"study figure written to {path.with_suffix('.png')}")
         return 0
     if args.headline:
         from da.results.headline import END, START, headline_markdown
@@ -278,6 +287,13 @@ def main(argv=None) -> int:
             data = figures.confusion_data(runs)
             if figures.confusion_matrices(data, fig_dir, target):
                 figures.save_data(fig_dir, "confusion_matrices", data, source)
+        data = figures.loss_data(runs)
+        if figures.loss_curves(data, fig_dir, target):
+            figures.save_data(fig_dir, "loss_curves", data, source)
+        if confusions_known:
+            data = figures.prior_data(runs)
+            if figures.prior_shares(data, fig_dir, target):
+                figures.save_data(fig_dir, "prior_shares", data, source)
         figures.training_curves(runs, fig_dir)
         if runs["epochs"].nunique() > 1:  # a budget sweep: accuracy and every validator per epoch, per budget
             figures.learning_curves(runs, fig_dir)
