@@ -50,3 +50,35 @@ def test_every_documented_command_names_a_program_and_flags_it_has(program, flag
     assert res.returncode == 0, res.stderr[-2000:]
     known = set(re.findall(r"--[a-z][\w-]*", res.stdout))
     assert flags <= known, f"{program}: the docs pass {sorted(flags - known)}, which --help does not list"
+
+
+def _bench_smoke():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_smoke", REPO / "experiments" / "bench_smoke.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_quickstart_and_detection_pages_have_smoke_commands():
+    assert _bench_smoke().smoke_commands() == ["python experiments/run.py --preset smoke",
+                                                "python experiments/detect.py --preset smoke"]
+
+
+@pytest.mark.slow  # both smoke paths on the real images, fresh and reused: a few minutes on 2 cores
+@pytest.mark.parametrize("command", _bench_smoke().smoke_commands())
+def test_smoke_commands_run_as_written(command, real_root, tmp_path):
+    """Each `--preset smoke` command of the Quickstart and docs/detection.md, as written (its runs under a
+    temporary --out), ends with the path of a finished record; run again, it finds the same run."""
+    import json
+    import os
+
+    bench = _bench_smoke()
+    env = {**os.environ, "DA_DATA_ROOT": str(real_root), "DA_CACHE_DIR": str(tmp_path / "cache")}
+    _, res = bench.run(command, tmp_path / "runs", env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = Path(res.stdout.strip().splitlines()[-1])
+    assert record.is_file() and (record.parent / "DONE").is_file() and json.loads(record.read_text())["config_hash"]
+    _, again = bench.run(command, tmp_path / "runs", env)
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == str(record)
