@@ -107,15 +107,17 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
     its selected accuracy minus that of the last epoch (the control that selects nothing) as a paired
     comparison (``vs_last``).  A validator that some record has no score for (the record predates it) is left
     out, and named in ``table.attrs["left_out"]`` where other records have it (one that no record has is
-    simply absent)."""
-    rows, left_out = [], []
+    simply absent); one whose scores come from two versions of it is left out and named in
+    ``table.attrs["mixed_versions"]``."""
+    rows, left_out, mixed = [], [], []
     last = reselect(runs, LAST)["target_acc"].to_numpy(dtype=float)
     keys = tuple((r["run_dir"],) for _, r in runs.iterrows())
     for name in control_first(validator_names()):
         try:
             chosen = reselect(runs, name)
         except MixedVersions:
-            raise
+            mixed.append(name)  # never pooled: left out and named
+            continue
         except RecordError:
             if any(_scored(rec, name) for rec in runs["record"]):  # newer than some of the records
                 left_out.append(name)
@@ -137,6 +139,7 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["left_out"] = left_out
+    table.attrs["mixed_versions"] = mixed
     return table
 
 
