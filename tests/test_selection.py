@@ -1,6 +1,8 @@
 """Label-free validators against independent numpy computations, the selection rules, and the proof that
 no validator reads a target label."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,28 @@ def test_dev_does_not_depend_on_the_order_of_the_rows():
         sorted_, shuffled = score("dev", _class_structured("sorted", seed)), score("dev", _class_structured("shuffled", seed))
         assert sorted_ == pytest.approx(shuffled, rel=0.1, abs=0.05)
     assert REGISTRY["dev"].version == 2
+
+
+def _dev_version_1(out: EpochOutputs) -> float:
+    """DEV as version 1 scored it: the two cross-fitting folds in the rows' order (results/README.md quotes it)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    zs, zt = out.source_val.features.double().numpy(), out.target_train.features.double().numpy()
+    domain = np.r_[np.zeros(len(zs)), np.ones(len(zt))]
+    d = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)),
+                          np.concatenate([zs, zt]), domain, cv=2, method="predict_proba")[: len(zs), 1]
+    d = np.clip(d, 1e-6, 1 - 1e-6)
+    losses = torch.nn.functional.cross_entropy(out.source_val.logits.double(), out.source_val.labels, reduction="none")
+    return -dev_risk(losses.numpy(), (len(zs) / len(zt)) * d / (1 - d))
+
+
+def test_dev_version_1_followed_the_row_order_as_the_results_say():
+    sorted_, shuffled = _dev_version_1(_class_structured("sorted")), _dev_version_1(_class_structured("shuffled"))
+    readme = (Path(__file__).resolve().parents[1] / "results" / "README.md").read_text()
+    assert f"moved from {shuffled:.2f} to {sorted_:.1f} with the order alone" in readme
 
 
 def test_rank_average_and_best_epoch():

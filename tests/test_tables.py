@@ -144,7 +144,8 @@ def test_latex_escapes_what_class_names_may_hold():
     ("rsscn7_aid_consistency/runs", "rsscn7_aid_consistency", "rsscn7_aid_consistency/", []),
     ("shifted_prior/runs", "shifted_prior", "shifted_prior/", ["--selection", "last"]),
     ("rsscn7_aid_lora/runs", "rsscn7_aid_lora", "rsscn7_aid_lora/", []),
-    ("rsscn7_aid_budget32/runs", "rsscn7_aid_budget32", "rsscn7_aid_budget32/", [])])
+    ("rsscn7_aid_budget32/runs", "rsscn7_aid_budget32", "rsscn7_aid_budget32/", []),
+    ("dev_rescore/runs", "dev_rescore", "dev_rescore/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -290,6 +291,12 @@ def test_tables_never_pool_two_versions_of_a_validator(tmp_path):
     with pytest.raises(MixedVersions):
         validator_data(runs)
     assert len(reselect(runs, "entropy")) == len(runs)  # the other validators are one version: pooled
+    for path in paths:  # every record made with version 2: pooled, and the table says which version
+        r = json.loads(path.read_text())
+        r["validator_versions"] = {"im": 2}
+        path.write_text(json.dumps(r))
+    table = validator_table(load_runs(runs_dir))
+    assert "im" in set(table["validator"]) and table.attrs["versions"] == {"im": 2} and not table.attrs["mixed_versions"]
     rec["validator_versions"] = {"im": None}  # resumed across the change: one run's own scores mix
     paths[0].write_text(json.dumps(rec))
     with pytest.raises(MixedVersions, match="mix two versions"):
@@ -566,3 +573,41 @@ def test_harm_and_confusions_read_the_reported_epochs_confusion_where_records_ke
     assert worst["class"] == "a" and worst["points"] == -80.0 and worst["went_to"] == "b" and worst["share"] == 80.0
     table, _ = confusion_table(last, [("a", "b")])
     assert table.set_index("method").loc["mcc", "conf_a_b_mean"] == 80.0
+
+
+def test_dev_version_2_section_recomputes_from_the_records():
+    """results/README.md's DEV section: the DEV rows of the 15 committed gap records (version 1) and of their
+    reruns (version 2), and how far the reruns are from the records."""
+    from da.results.selection import validator_table
+    from da.scripts.tables import selected_runs
+
+    text = (REPO / "results" / "README.md").read_text()
+    rows = {}
+    for version, folder in ((1, "gap"), (2, "dev_rescore")):
+        runs = selected_runs(str(REPO / "results" / folder / "runs"), ["dev_rescore"], None, strict=True)
+        assert len(runs) == 15
+        dev = validator_table(runs).set_index("validator").loc["dev"]
+        low, high = dev["vs_last"].interval()
+        rows[version] = (f"| {dev['selected_acc']:.1f} ± {dev['selected_acc_std']:.1f} | {dev['gap_to_oracle']:.2f} | "
+                         f"{dev['spearman']:+.3f} | {dev['vs_last'].mean:+.2f} [{low:+.2f}, {high:+.2f}] |")
+        assert rows[version] in text, rows[version]
+    assert high < 0  # version 2's interval lies below 0: never the protocol's choice
+    biggest, finals, identical = 0.0, [], 0
+    for path in sorted((REPO / "results" / "dev_rescore" / "runs").glob("stage2-*/record.json")):
+        new = json.loads(path.read_text())
+        old = json.loads((REPO / "results" / "gap" / "runs" / path.parent.name / "record.json").read_text())
+        diffs = [100 * abs(a["target_test"]["accuracy"] - b["target_test"]["accuracy"]) for a, b in zip(old["epochs"], new["epochs"])]
+        same = all(a["loss"] == b["loss"] and a["source_val"] == b["source_val"]
+                   and all(b["scores"][k] == v for k, v in a["scores"].items() if k != "dev")  # drift is newer than the records
+                   and a["target_test"]["accuracy"] == b["target_test"]["accuracy"] for a, b in zip(old["epochs"], new["epochs"]))
+        if same:
+            identical += 1
+            assert new["config"]["method"] in ("dann", "cdan") and all(a["scores"]["dev"] != b["scores"]["dev"] for a, b in zip(old["epochs"], new["epochs"]))
+        else:
+            biggest = max(biggest, max(diffs))
+            finals.append(100 * (new["target_test"]["accuracy"] - old["target_test"]["accuracy"]))
+    assert identical == 6 and len(finals) == 9
+    assert f"at most {biggest:.2f} points" in text
+    assert f"by {min(finals):.2f} to +{max(finals):.2f}" in text
+    hours = sum(json.loads(p.read_text())["wall_time_s"] for p in (REPO / "results" / "dev_rescore" / "runs").glob("stage2-*/record.json")) / 3600
+    assert f"The runs ({hours:.2f} core-hours of the records' wall times" in text

@@ -41,6 +41,16 @@ def _read_validators(record: dict, name: str) -> list[str]:
     return [name]
 
 
+def _versions(runs: pd.DataFrame) -> dict[str, int | None]:
+    """Each validator's version in ``runs`` where all agree (a record that keeps none: version 1)."""
+    seen: dict[str, set] = {}
+    for rec in runs["record"]:
+        kept = rec.get("validator_versions") or {}
+        for name in epoch_scores(rec)[0]:
+            seen.setdefault(name, set()).add(kept.get(name, 1))
+    return {name: next(iter(v)) for name, v in seen.items() if len(v) == 1}
+
+
 def check_versions(runs: pd.DataFrame, name: str) -> None:
     """Raise :class:`MixedVersions` where the runs' scores of a validator that rule ``name`` reads come from
     different versions of it (``da.selection.base``; a record that keeps no versions has version 1), or
@@ -140,6 +150,7 @@ def validator_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table.attrs["left_out"] = left_out
     table.attrs["mixed_versions"] = mixed
+    table.attrs["versions"] = {v: k for v, k in sorted(_versions(runs).items()) if k != 1 and v in set(table["validator"])}
     return table
 
 

@@ -55,6 +55,9 @@ def write_validator_tables(runs, tables: Path, what: str) -> None:
     if vt.attrs["left_out"]:
         caption += (f" Left out: {', '.join(vt.attrs['left_out'])}, which some of these records have no score for "
                     f"(they were made before it); rerun them to include it.")
+    if vt.attrs["versions"]:
+        caption += " Scores of " + ", ".join(f"{v} are its version {k}" for v, k in vt.attrs["versions"].items()) + \
+            " (da.selection; records that keep no versions have version 1 of every validator)."
     if vt.attrs["mixed_versions"]:
         caption += (f" Left out: {', '.join(vt.attrs['mixed_versions'])}, whose scores in these records come from two "
                     f"versions of the validator (da.selection), which are never pooled; rerun the older runs to include it.")
