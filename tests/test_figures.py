@@ -82,6 +82,24 @@ def test_validator_panels_give_the_validator_tables_spearman(runs):
     assert "last" not in data and "rank" not in data  # they score nothing of their own
 
 
+def test_class_gain_is_the_paired_change_in_recall(runs):
+    from da.results.figures import class_gain_data
+
+    data = class_gain_data(runs)
+    (panel,) = data["panels"]
+    (mcc,) = [r for r in panel["rows"] if r["configuration"] == "mcc"]
+
+    def recall(rec, k):
+        c = np.array(rec["target_test"]["confusion"], dtype=float)
+        return 100 * c[k, k] / c[k].sum()
+
+    by_seed = {(name, seed): rec for name, seed, rec in _records()}
+    for k in range(len(data["classes"])):
+        diffs = [recall(by_seed[("mcc", s)], k) - recall(by_seed[("source-only", s)], k) for s in (0, 1, 2)]
+        assert mcc["difference"][k] == pytest.approx(np.mean(diffs), abs=0.05)
+    assert mcc["pairs"] == 3 and not any(r["configuration"] == "source_only" for r in panel["rows"])
+
+
 def test_loss_curves_are_the_seed_means_of_the_records_losses(runs):
     from da.results.figures import config_labels, loss_data
 
@@ -143,7 +161,7 @@ def test_study_figure_history_and_marks():
 
 def test_figures_with_data_are_committed():
     assert {p.stem for p in COMMITTED} >= {"gain", "confusion_matrices", "validator_scores", "accuracy_by_method",
-                                           "loss_curves", "prior_shares", "per_class_ap", "map_per_epoch",
+                                           "loss_curves", "prior_shares", "class_gain", "per_class_ap", "map_per_epoch",
                                            "study_shot_mcc_rsscn7"}
     for folder in ("label_shift", "gap_warm", "hpo", "detection"):  # every results folder has figures
         assert list((REPO / "results" / folder / "figures").glob("*.json")), folder

@@ -485,6 +485,58 @@ def validator_scores(data: dict, out_dir: Path, target: str) -> list[Path]:
     return save_figure(fig, out_dir, "validator_scores")
 
 
+def class_gain_data(runs: pd.DataFrame) -> dict:
+    """Per group of comparable runs (:func:`_groups`) and configuration: each target class's recall minus
+    source-only's, paired per seed and split seed (mean over the pairs, points), at each run's reported epoch;
+    the rows a per-class view of the gain chart, where a class that a method gives away shows."""
+    from da.results.gap import is_source_only, row_rates
+    from da.results.load import reported_confusion
+    from da.results.paired import paired
+
+    classes = list(runs["record"].iloc[0]["classes"])
+    recalls = np.stack([np.diag(row_rates(reported_confusion(r))) for _, r in runs.iterrows()])
+    data = runs.assign(label=config_labels(runs), **{f"recall_{i}": recalls[:, i] for i in range(len(classes))})
+    panels = []
+    for group, g in _groups(data):
+        base = g[is_source_only(g)]
+        if base.empty:
+            continue
+        rows = []
+        for label in _order(g.loc[~is_source_only(g), "label"]):
+            c = g[g["label"] == label]
+            diffs = [paired(c, base, f"recall_{i}") for i in range(len(classes))]
+            rows.append({"configuration": label, "pairs": diffs[0].n, "difference": [json_number(d.mean, 1) for d in diffs]})
+        panels.append({"group": group, "source_only": [json_number(v, 1) for v in base[[f"recall_{i}" for i in range(len(classes))]].mean()],
+                       "rows": rows})
+    return {"classes": classes, "panels": panels}
+
+
+def class_gain(data: dict, out_dir: Path, target: str) -> list[Path]:
+    """One heatmap per group: configurations x classes, the paired change in recall against source-only (points;
+    red: lost, blue: gained); source-only's own recall in the column labels."""
+    panels = [p for p in data["panels"] if p["rows"]]
+    if not panels:
+        return []
+    classes = data["classes"]
+    height = sum(0.32 * len(p["rows"]) + 1.4 for p in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(0.9 * len(classes) + 4.5, height), squeeze=False,
+                             gridspec_kw={"height_ratios": [len(p["rows"]) + 2 for p in panels]})
+    for ax, p in zip(axes[:, 0], panels):
+        values = np.array([[np.nan if v is None else v for v in r["difference"]] for r in p["rows"]], dtype=float)
+        bound = max(5.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 5.0
+        sns.heatmap(values, annot=True, fmt="+.0f", cmap="RdBu", vmin=-bound, vmax=bound, center=0, ax=ax,
+                    xticklabels=[f"{c}\n({s:.0f})" for c, s in zip(classes, p["source_only"])],
+                    yticklabels=[f"{r['configuration']} ({r['pairs']})" for r in p["rows"]],
+                    cbar_kws={"label": "recall - source-only's (points)"}, annot_kws={"fontsize": 7})
+        ax.set_title(p["group"] or "", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"{target} test: per-class recall minus source-only's, paired per seed (mean; in brackets the pairs; "
+                 f"under each class source-only's recall, %)", y=1.0, va="bottom", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "class_gain")
+
+
 def loss_data(runs: pd.DataFrame) -> dict:
     """Per configuration (:func:`config_labels`) and loss term of the records (``total``, ``cls``, each method's
     own terms): the mean and s.d. over seeds of its per-epoch training value."""
@@ -602,4 +654,5 @@ def prior_shares(data: dict, out_dir: Path, target: str) -> list[Path]:
 
 
 DATA = {"accuracy_by_method": accuracy_data, "gain": gain_data, "confusion_matrices": confusion_data,
-        "validator_scores": validator_data, "loss_curves": loss_data, "prior_shares": prior_data}  # figure name -> what its JSON holds, recomputed by the tests
+        "validator_scores": validator_data, "loss_curves": loss_data, "prior_shares": prior_data,
+        "class_gain": class_gain_data}  # figure name -> what its JSON holds, recomputed by the tests

@@ -296,6 +296,10 @@ def main(argv=None) -> int:
         data = figures.loss_data(runs)
         if figures.loss_curves(data, fig_dir, target):
             figures.save_data(fig_dir, "loss_curves", data, source)
+        if confusions_known and (runs["method"] == "source_only").any():
+            data = figures.class_gain_data(runs)
+            if figures.class_gain(data, fig_dir, target):
+                figures.save_data(fig_dir, "class_gain", data, source)
         if confusions_known:
             data = figures.prior_data(runs)
             if figures.prior_shares(data, fig_dir, target):
