@@ -66,7 +66,9 @@ def outcome(task: str, out: Path, stdout: str):
         return [(e["loss"], e["source_val"], e["target_test"], e["scores"]) for e in rec["epochs"]]
     if task == "detection":
         rec = json.loads(Path(stdout.strip().splitlines()[-1]).read_text())
-        return rec["history"], rec["val"], rec["test"], rec["selected_epoch"]
+        timings = ("train_s", "train_images_per_s")  # wall-clock, the only thing a resume may change
+        history = [{k: v for k, v in e.items() if k not in timings} for e in rec["history"]]
+        return history, rec["val"], rec["test"], rec["selected_epoch"]
     from da.hpo.study import load_study_dir
 
     study = load_study_dir(out / "studies" / "drill")
@@ -169,13 +171,14 @@ def main(argv=None) -> int:
     damaged_after = damaged_files(drill)
     left_after = len(list(drill.rglob(".*.tmp")))
     compared = {"classification": "per-epoch losses, metrics, validator scores",
-                "detection": "per-epoch losses and mAP, val and test at every NMS threshold, selected epoch",
+                "detection": "per-epoch losses and mAP (all but wall-clock times), val and test at every NMS "
+                             "threshold, selected epoch",
                 "hpo": "per trial: state, parameters, objective; per-epoch numbers of every trial's run"}[task]
     lines = [
         f"# kill drill, {task} ({platform.node()}, {platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at the end)",
         f"# command: python experiments/kill_drill.py --task {task} --kills {args.kills} --seed {args.seed}",
-        f"# run: {' '.join(['python', *[Path(c).name if c.endswith('.py') else c for c in command(task, Path('OUT'), 'DATA')[1:]]])}",
+        f"# run: {' '.join(['python', *[str(Path(c).relative_to(REPO)) if c.endswith('.py') else c for c in command(task, Path('OUT'), 'DATA')[1:]]])}",
         f"uninterrupted run            {duration:.1f} s",
         f"starts / SIGKILLs            {starts + 1} / {kills}",
         f"temporaries left by kills    {leftovers} (removed by the next start; {left_after} after the final run)",
