@@ -346,6 +346,7 @@ def _permute_target_train_labels(monkeypatch):
 
 
 @pytest.mark.parametrize("method,prior,stages", [("shot+cbst", "", 1), ("shot", "em", 1), ("aad+mcc+adabn+fixmatch", "", 2),
+                                                 ("nrc", "em", 1),
                                                  pytest.param("mcc+coral", "bbse", 1, marks=pytest.mark.slow)])
 def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior, stages):
     """The same run with the target training labels permuted trains to the same numbers: pseudo-labels,
