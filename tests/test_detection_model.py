@@ -161,6 +161,10 @@ def test_coco_map_against_a_hand_computed_case():
     assert m["map_50"] == pytest.approx((ap1 + 1) / 2, abs=1e-6)
     assert m["map_75"] == pytest.approx(ap1 / 2, abs=1e-6)
     assert (m["images"], m["gt_boxes"], m["detections"]) == (2, 4, 5)
+    # the PR curve at IoU 0.5 behind AP@0.5: precision 1 to recall 0.5, then 2/3 (plane); 1 throughout (ship)
+    assert m["pr50_per_class"]["plane"] == pytest.approx([1.0] * 51 + [round(2 / 3, 4)] * 50)
+    assert m["pr50_per_class"]["ship"] == [1.0] * 101 and m["pr50_per_class"]["tank"] == [None] * 101
+    assert np.mean(m["pr50_per_class"]["plane"]) == pytest.approx(m["ap50_per_class"]["plane"], abs=1e-4)
 
 
 def test_coco_map_without_detections_is_zero():

@@ -192,3 +192,29 @@ def test_committed_figure_data_recompute_from_committed_records(path, monkeypatc
         fresh = DATA[saved["figure"]](selected_runs(source["runs"], source["sweeps"], source["selection"], strict=True))
     assert json.loads(json.dumps(fresh)) == saved["data"]
     assert path.with_suffix(".png").exists() and path.with_suffix(".pdf").exists()
+
+
+def test_pr_curves_from_records_that_keep_them(tmp_path):
+    import shutil
+
+    from da.results.detection import detection_runs, pr_curve_data, write_detection_report
+
+    committed = REPO / "results" / "detection" / "runs"
+    assert pr_curve_data(detection_runs(committed))["configurations"] == []  # recorded before the curves
+    shutil.copytree(committed, tmp_path / "runs")
+    rng = np.random.default_rng(0)
+    curves = {}
+    for path in sorted((tmp_path / "runs").glob("det-*/record.json")):
+        rec = json.loads(path.read_text())
+        nms = f"nms_{rec['headline_nms']:g}"
+        rec["test"][nms]["pr50_per_class"] = {c: [round(float(v), 4) for v in np.sort(rng.uniform(size=101))[::-1]]
+                                              for c in rec["classes"]}
+        curves[path.parent.name] = rec["test"][nms]["pr50_per_class"]["airplane"]
+        path.write_text(json.dumps(rec))
+    runs = detection_runs(tmp_path / "runs")
+    (cfg,) = [c for c in pr_curve_data(runs)["configurations"] if c["configuration"] == "ImageNet / default / default / ce"]
+    members = runs[(runs["init"] == "ImageNet") & (runs["anchors"] == "default") & (runs["sampler"] == "default")]["run"]
+    assert cfg["runs"] == 3
+    assert cfg["precision"]["airplane"] == pytest.approx(np.mean([curves[r] for r in members], axis=0), abs=1e-4)
+    written = write_detection_report(tmp_path / "runs", tmp_path / "out")
+    assert (tmp_path / "out" / "figures" / "pr_curves.png") in written and (tmp_path / "out" / "figures" / "pr_curves.json").exists()

@@ -74,6 +74,10 @@ def coco_metrics(ground_truth: list[dict], detections: list[dict], classes: tupl
         "map_75": _nanmean([_mean_ap(precision[5, :, k]) for k, c in enumerate(classes) if c in has_gt]),
         "ap_per_class": per_class,
         "ap50_per_class": per_class_50,
+        # the precision-recall curve at IoU 0.5: interpolated precision at COCO's 101 recall points 0, 0.01, ..., 1
+        # (null past the highest recall reached, and for a class without ground truth)
+        "pr50_per_class": {name: [None if v < 0 else round(float(v), 4) for v in precision[0, :, k]]
+                           for k, name in enumerate(classes)},
         "images": len(images),
         "gt_boxes": len(annotations),
         "detections": len(results),

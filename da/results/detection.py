@@ -211,6 +211,60 @@ def map_per_epoch_data(runs: pd.DataFrame) -> dict:
     return {"configurations": configurations}
 
 
+def pr_curve_data(runs: pd.DataFrame) -> dict:
+    """Per configuration and class: the test precision-recall curve at IoU 0.5 and the headline NMS (precision at
+    COCO's 101 recall points), mean over seeds where every seed reaches that recall; empty where the records
+    predate the curves (they keep them since issue 31)."""
+    from da.results.figures import json_number
+
+    first = runs["record"].iloc[0]
+    classes, nms = first["classes"], f"nms_{first['headline_nms']:g}"
+    if not all("pr50_per_class" in r["test"][nms] for r in runs["record"]):
+        return {"classes": list(classes), "configurations": []}
+    configurations = []
+    for key, g in runs.groupby(FACTORS, sort=True):
+        curves = {}
+        for c in classes:
+            per = np.array([[np.nan if v is None else v for v in r["test"][nms]["pr50_per_class"][c]] for r in g["record"]])
+            curves[c] = [json_number(v, 4) if np.isfinite(v) else None for v in per.mean(axis=0)]
+        configurations.append({"configuration": _configuration(key), "runs": int(len(g)), "precision": curves})
+    return {"classes": list(classes), "nms": first["headline_nms"], "configurations": configurations}
+
+
+def pr_curve_figure(data: dict, out: Path) -> list[Path]:
+    """One panel per class: precision against recall at IoU 0.5, one line per configuration."""
+    import matplotlib.pyplot as plt
+
+    from da.results.figures import palette, save_figure
+
+    configs, classes = data["configurations"], data["classes"]
+    if not configs:
+        return []
+    colours = palette(len(configs))
+    recall = np.linspace(0, 1, 101)
+    cols = 5
+    rows = -(-len(classes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.6 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, c in zip(axes.flat, classes):
+        for colour, cfg in zip(colours, configs):
+            precision = np.array([np.nan if v is None else v for v in cfg["precision"][c]], dtype=float)
+            ax.plot(recall, precision, color=colour, label=f"{cfg['configuration']} ({cfg['runs']} seeds)")
+        ax.set_title(c, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+    for ax in list(axes.flat)[len(classes):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("recall")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("precision")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=7, frameon=False)
+    fig.suptitle(f"Test precision-recall at IoU 0.5 (NMS {data['nms']:g}), mean over seeds", y=1.0, va="bottom")
+    return save_figure(fig, out, "pr_curves")
+
+
 def per_class_ap_figure(data: dict, out: Path) -> list[Path]:
     """Grouped bars: AP@0.5 per class, one bar per configuration, error bars the s.d. over seeds."""
     import matplotlib.pyplot as plt
@@ -262,8 +316,8 @@ def map_per_epoch_figure(data: dict, out: Path) -> list[Path]:
 
 
 # figure name -> what its JSON holds (recomputed from the records by the tests)
-FIGURE_DATA = {"per_class_ap": per_class_ap_data, "map_per_epoch": map_per_epoch_data}
-FIGURES = {"per_class_ap": per_class_ap_figure, "map_per_epoch": map_per_epoch_figure}
+FIGURE_DATA = {"per_class_ap": per_class_ap_data, "map_per_epoch": map_per_epoch_data, "pr_curves": pr_curve_data}
+FIGURES = {"per_class_ap": per_class_ap_figure, "map_per_epoch": map_per_epoch_figure, "pr_curves": pr_curve_figure}
 
 
 def write_detection_report(folder: str | Path, out: str | Path, figure: bool = True) -> list[Path]:
@@ -298,8 +352,9 @@ def write_detection_report(folder: str | Path, out: str | Path, figure: bool = T
 
         for name, compute in FIGURE_DATA.items():
             data = compute(runs)
-            written += FIGURES[name](data, out / "figures")
-            written.append(save_data(out / "figures", name, data, {"detection": str(folder)}))
+            drawn = FIGURES[name](data, out / "figures")
+            if drawn:  # PR curves: only from records that keep them
+                written += drawn + [save_data(out / "figures", name, data, {"detection": str(folder)})]
         chosen = runs.loc[runs.groupby(FACTORS)["val_map"].transform("mean").idxmax()]
         run_dir = Path(folder) / chosen["run"]
         if (run_dir / BEST_FILE).exists():
