@@ -90,3 +90,57 @@ def test_fixmatch_runs_end_to_end_with_and_without_a_prefix_cache(tiny_root, tmp
     # threshold 0: every weak prediction is a label, so the term is a cross-entropy, > 0
     assert all(np.isfinite(e["loss"]["fixmatch"]) and e["loss"]["fixmatch"] > 0 for e in record["epochs"])
     assert seen and all(s == w and s[0] == cfg.batch_size for s, w in seen)
+
+
+class _TwoLayer(torch.nn.Module):
+    """A model with the interface the teacher needs: forward_from, a frozen and a trained layer, a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.frozen = torch.nn.Linear(3, 3)
+        self.frozen.requires_grad_(False)
+        self.head = torch.nn.Linear(3, 2)
+        self.register_buffer("stat", torch.zeros(2))
+
+    def forward_from(self, h, start):
+        z = self.frozen(h)
+        return self.head(z), z
+
+
+def test_ema_teacher_follows_the_trained_weights_and_labels_the_weak_views():
+    torch.manual_seed(0)
+    model = _TwoLayer()
+    method = build_method(RunConfig(method="fixmatch", fixmatch_ema=0.9), 2, 3)
+    assert build_method(RunConfig(method="fixmatch"), 2, 3).weak_view_logits(torch.zeros(1, 3), 0) is None
+    method.configure_model(model)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+        model.stat.fill_(5.0)
+    method.on_step_end()
+    teacher = method.teacher.state_dict()
+    assert torch.allclose(teacher["head.weight"], 0.9 * start["head.weight"] + 0.1 * model.head.weight)
+    assert torch.allclose(teacher["head.bias"], start["head.bias"]) and torch.equal(teacher["stat"], model.stat)
+    assert torch.equal(teacher["frozen.weight"], model.frozen.weight)
+    x = torch.randn(4, 3)
+    assert torch.allclose(method.weak_view_logits(x, 0), method.teacher.forward_from(x, 0)[0])
+    assert not any(p.requires_grad for p in method.teacher.parameters()) and not method.param_groups(0.1, 0.0)
+    assert "teacher.head.weight" in method.state_dict()  # resumed with the method's state
+
+
+def test_ema_teacher_run_resumes_bit_identically_after_a_kill(tiny_root, tmp_path):
+    from da.rundir import CHECKPOINT_FILE, run_dir_for
+    from da.train import checkpoint, train_stage
+    from test_engine import _metrics, killed_then_resumed
+
+    kw = dict(method="fixmatch+mcc", stages=1, epochs=2, fixmatch_ema=0.9, fixmatch_threshold=0.0)
+    ref_cfg = tiny_cfg(tiny_root, tmp_path / "ref", **kw)
+    ref = json.loads(open(train_stage(ref_cfg, stage=2)).read())
+    assert all(e["loss"]["fixmatch"] > 0 for e in ref["epochs"])
+    cfg = tiny_cfg(tiny_root, tmp_path / "cut", **kw)
+    rec = killed_then_resumed(cfg)
+    assert rec["resumed"] == 1 and _metrics(rec) == _metrics(ref)
+    assert [e["loss"] for e in rec["epochs"]] == [e["loss"] for e in ref["epochs"]]
+    a = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)["method"]
+    b = checkpoint.load(run_dir_for(ref_cfg, 2) / CHECKPOINT_FILE)["method"]
+    assert any(".teacher." in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)

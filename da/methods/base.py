@@ -80,6 +80,14 @@ class Method(nn.Module):
     def configure_model(self, model: nn.Module) -> None:
         """Called once on the model before its optimiser is built (SHOT freezes the classifier here)."""
 
+    def weak_view_logits(self, x_weak: torch.Tensor, start: int) -> torch.Tensor | None:
+        """Logits of the target batch's weak views from a model of the method's own (an EMA teacher), or None:
+        then the weak views join the step's forward through the trained model (``needs_weak_target``)."""
+        return None
+
+    def on_step_end(self) -> None:
+        """Called after every optimiser step (an EMA teacher follows the trained model here)."""
+
     def align_weight(self, progress: float) -> float:
         """lambda of the config: ``align_weight``, ramped by 2 / (1 + exp(-10 p)) - 1 with ``align_schedule: ramp``."""
         cfg = self.cfg
@@ -132,3 +140,14 @@ class Composite(Method):
     def configure_model(self, model: nn.Module) -> None:
         for part in self.parts:
             part.configure_model(model)
+
+    def weak_view_logits(self, x_weak: torch.Tensor, start: int) -> torch.Tensor | None:
+        for part in self.parts:
+            logits = part.weak_view_logits(x_weak, start)
+            if logits is not None:
+                return logits
+        return None
+
+    def on_step_end(self) -> None:
+        for part in self.parts:
+            part.on_step_end()

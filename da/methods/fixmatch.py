@@ -12,11 +12,19 @@ papers in two ways, both forced by the frozen-prefix cache: the augmented view i
 RandAugment + Cutout, and it is one of ``cache_views`` fixed draws per image rather than a new draw each step.
 AdaMatch's distribution alignment and its random logit interpolation are not part of this method.
 
-This file is the whole method: the loss and its three settings, which the config, the flags, the checks and the
+With ``fixmatch_ema`` > 0 the pseudo-labels come from an EMA teacher instead of the trained model itself (Mean
+Teacher, Tarvainen and Valpola, NeurIPS 2017; the exponential moving average FixMatch keeps for evaluation): a copy
+of the start model whose weights follow the trained ones after every step, theta_T <- d theta_T + (1 - d) theta
+(BatchNorm statistics copied), run in evaluation mode on the weak views, which then stay out of the trained
+model's forward.  The teacher is part of the method's state, so a resumed run continues it exactly.
+
+This file is the whole method: the loss, the teacher and its four settings, which the config, the flags, the checks and the
 hash take from here.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -62,11 +70,40 @@ class FixMatchMethod(Method):
                 Setting("fixmatch_threshold", float, 0.95, "confidence a weak-view prediction needs to become a "
                         "label (tau: 0.95 in FixMatch; 0.9, relative, in AdaMatch)", low=0, high=1),
                 Setting("fixmatch_relative", bool, False, "AdaMatch's relative threshold: tau times the mean "
-                        "confidence of the source batch"))
+                        "confidence of the source batch"),
+                Setting("fixmatch_ema", float, 0.0, "decay d of an EMA teacher that labels the weak views (0: the "
+                        "trained model labels them, as in FixMatch; 0.999: FixMatch's EMA and Mean Teacher's)",
+                        low=0, high=0.99999))
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)
         self.loss = ConfidentPseudoLabelLoss()
+        self.teacher: nn.Module | None = None
+        self._student: list[nn.Module] = []  # a list: the trained model is not the method's submodule
+
+    def configure_model(self, model: nn.Module) -> None:
+        if self.cfg.fixmatch_ema > 0:
+            self.teacher = copy.deepcopy(model).eval()
+            self.teacher.requires_grad_(False)  # never in an optimiser; saved with the method's state
+            self._student = [model]
+
+    def weak_view_logits(self, x_weak: torch.Tensor, start: int) -> torch.Tensor | None:
+        if self.teacher is None:
+            return None
+        with torch.no_grad():
+            return self.teacher.eval().forward_from(x_weak, start)[0]
+
+    @torch.no_grad()
+    def on_step_end(self) -> None:
+        if self.teacher is None:
+            return
+        d = self.cfg.fixmatch_ema
+        student = self._student[0]
+        for t, p in zip(self.teacher.parameters(), student.parameters()):
+            if p.requires_grad:  # frozen weights are equal already
+                t.mul_(d).add_(p.detach().to(t), alpha=1.0 - d)
+        for t, b in zip(self.teacher.buffers(), student.buffers()):
+            t.copy_(b)
 
     def threshold(self, logits_s: torch.Tensor) -> float | torch.Tensor:
         tau = self.cfg.fixmatch_threshold

@@ -57,11 +57,15 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
             xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
             xw = xw.contiguous(memory_format=torch.channels_last) if xw is not None else None
         with run.autocast():
+            # weak views labelled by a model of the method's own (an EMA teacher) stay out of the trained forward
+            teacher_tw = run.method.weak_view_logits(xw, data.start) if xw is not None else None
+            joint = [xs, xt] if xw is None or teacher_tw is not None else [xs, xt, xw]
             if xt is not None:  # one forward over both domains: BatchNorm sees the joint batch, as in DAN
-                logits, z = model.forward_from(torch.cat([xs, xt] if xw is None else [xs, xt, xw]), data.start)
+                logits, z = model.forward_from(torch.cat(joint), data.start)
                 ns, nt = len(xs), len(xs) + len(xt)
+                logits_tw = teacher_tw if teacher_tw is not None else (logits[nt:] if xw is not None else None)
                 out = StepOutputs(logits[:ns], z[:ns], ys, logits[ns:nt], z[ns:nt], global_step / run.total_steps,
-                                  idx_t, w_s, logits_tw=logits[nt:] if xw is not None else None)
+                                  idx_t, w_s, logits_tw=logits_tw)
             else:
                 logits_s, z_s = model.forward_from(xs, data.start)
                 out = StepOutputs(logits_s, z_s, ys, None, None, global_step / run.total_steps, None, w_s)
@@ -86,6 +90,7 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
+        run.method.on_step_end()
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         n_images += len(xs) + (len(xt) if xt is not None else 0) + (len(xw) if xw is not None else 0)
