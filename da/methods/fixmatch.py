@@ -73,7 +73,7 @@ class FixMatchMethod(Method):
                         "confidence of the source batch"),
                 Setting("fixmatch_ema", float, 0.0, "decay d of an EMA teacher that labels the weak views (0: the "
                         "trained model labels them, as in FixMatch; 0.999: FixMatch's EMA and Mean Teacher's)",
-                        low=0, high=0.99999))
+                        low=0, high=0.99999, hash="unless_default"))  # added after runs existed: their hashes stay
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)
