@@ -3,17 +3,18 @@ Simple Approach for Source-free Domain Adaptation", NeurIPS 2022): each target p
 towards the predictions of its K nearest target neighbours in feature space and pushed away from the other
 predictions of its batch.
 
-This file is the whole method: the loss, the memory it reads neighbours from, and its two settings
+This file is the whole method: the loss, its use of the target memory (``da.methods.memory``, shared with
+NRC), and its two settings
 (``aad_k``, ``aad_beta``), which the config, the flags, the checks and the hash take from here.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from da.methods.base import Method, Setting, StepOutputs, TargetPass, register
+from da.methods.memory import TargetMemory
 
 
 class AttractDisperseLoss(nn.Module):
@@ -56,28 +57,20 @@ class AaDMethod(Method):
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)
         self.loss = AttractDisperseLoss()
-        self.register_buffer("features", torch.zeros(0, feature_dim), persistent=False)
-        self.register_buffer("probs", torch.zeros(0, num_classes), persistent=False)
+        self.memory = TargetMemory(num_classes, feature_dim)
 
     def alpha(self, progress: float) -> float:
         return (1.0 + 10.0 * progress) ** (-self.cfg.aad_beta)
 
     def on_epoch_start(self, epoch: int, target: TargetPass) -> None:
-        device = self.probs.device
-        self.features = F.normalize(target.features.float(), dim=1).to(device)
-        self.probs = torch.softmax(target.logits.float(), dim=1).to(device)
+        self.memory.refill(target)
 
     def forward(self, out: StepOutputs) -> dict:
         logits = out.logits_t.float()
-        if not len(self.probs):  # before --adapt-from-epoch: no memory yet
+        if not len(self.memory):  # before --adapt-from-epoch: no memory yet
             return {self.name: logits.sum() * 0.0}
-        idx = out.idx_t.to(self.probs.device)
-        with torch.no_grad():
-            self.features[idx] = F.normalize(out.z_t.detach().float(), dim=1).to(self.features)
-            self.probs[idx] = torch.softmax(logits.detach(), dim=1).to(self.probs)
-            similarity = self.features[idx] @ self.features.T
-            similarity[torch.arange(len(idx)), idx] = -torch.inf  # not its own neighbour
-            k = min(self.cfg.aad_k, len(self.probs) - 1)
-            neighbours = similarity.topk(k, dim=1).indices
-            neighbour_probs = self.probs[neighbours].to(logits.device)
+        idx = out.idx_t.to(self.memory.probs.device)
+        self.memory.write(idx, out.z_t, logits)
+        neighbours = self.memory.nearest(idx, min(self.cfg.aad_k, len(self.memory) - 1))
+        neighbour_probs = self.memory.probs[neighbours].to(logits.device)
         return {self.name: self.loss(logits, neighbour_probs, self.alpha(out.progress))}

@@ -4,7 +4,7 @@ pulled towards the stored predictions of its K nearest target neighbours, more s
 is reciprocal, and, weakly, towards those of its neighbours' M nearest neighbours; a diversity term keeps the
 batch from collapsing onto a few classes.
 
-This file is the whole method: the loss, the memory it reads neighbours from (the same memory as AaD's,
+This file is the whole method: the loss, its use of the target memory (``da.methods.memory``, AaD's too:
 refilled from the model's target pass before every epoch, so a resumed run rebuilds it exactly), and its
 three settings (``nrc_k``, ``nrc_m``, ``nrc_r``), which the config, the flags, the checks and the hash take
 from here.
@@ -13,10 +13,10 @@ from here.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from da.methods.base import Method, Setting, StepOutputs, TargetPass, register
+from da.methods.memory import TargetMemory
 
 
 class NeighbourhoodReciprocityLoss(nn.Module):
@@ -79,37 +79,27 @@ class NRCMethod(Method):
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)
         self.loss = NeighbourhoodReciprocityLoss()
-        self.register_buffer("features", torch.zeros(0, feature_dim), persistent=False)
-        self.register_buffer("probs", torch.zeros(0, num_classes), persistent=False)
+        self.memory = TargetMemory(num_classes, feature_dim)
         self.prior = None
 
     def on_epoch_start(self, epoch: int, target: TargetPass) -> None:
-        device = self.probs.device
-        self.features = F.normalize(target.features.float(), dim=1).to(device)
-        self.probs = torch.softmax(target.logits.float(), dim=1).to(device)
+        self.memory.refill(target)
         self.prior = target.prior
-
-    def nearest(self, rows: torch.Tensor, k: int) -> torch.Tensor:
-        """The k nearest other rows of the memory to each of ``rows`` (indices, (len(rows), k))."""
-        similarity = self.features[rows] @ self.features.T
-        similarity[torch.arange(len(rows)), rows] = -torch.inf  # not its own neighbour
-        return similarity.topk(k, dim=1).indices
 
     def forward(self, out: StepOutputs) -> dict:
         logits = out.logits_t.float()
-        if not len(self.probs):  # before --adapt-from-epoch: no memory yet
+        if not len(self.memory):  # before --adapt-from-epoch: no memory yet
             return {self.name: logits.sum() * 0.0}
-        idx = out.idx_t.to(self.probs.device)
-        with torch.no_grad():
-            self.features[idx] = F.normalize(out.z_t.detach().float(), dim=1).to(self.features)
-            self.probs[idx] = torch.softmax(logits.detach(), dim=1).to(self.probs)
-            k = min(self.cfg.nrc_k, len(self.probs) - 1)
-            neighbours = self.nearest(idx, k)  # (B, K)
-            reciprocal = (self.nearest(neighbours.reshape(-1), k) == idx.repeat_interleave(k)[:, None]).any(1)
-            affinity = torch.where(reciprocal.reshape(len(idx), k), 1.0, self.cfg.nrc_r)
-            m = min(self.cfg.nrc_m, len(self.probs) - 1)
-            expanded = self.nearest(neighbours.reshape(-1), m).reshape(len(idx), k, m)
-            expanded_weight = torch.where(expanded == idx[:, None, None], 0.0, self.cfg.nrc_r)  # never i itself
-            prior = None if self.prior is None else self.prior.to(logits)
-            terms = (self.probs[neighbours], affinity, self.probs[expanded], expanded_weight, self.probs[idx])
+        memory = self.memory
+        idx = out.idx_t.to(memory.probs.device)
+        memory.write(idx, out.z_t, logits)
+        k = min(self.cfg.nrc_k, len(memory) - 1)
+        neighbours = memory.nearest(idx, k)  # (B, K)
+        reciprocal = (memory.nearest(neighbours.reshape(-1), k) == idx.repeat_interleave(k)[:, None]).any(1)
+        affinity = torch.where(reciprocal.reshape(len(idx), k), 1.0, self.cfg.nrc_r)
+        m = min(self.cfg.nrc_m, len(memory) - 1)
+        expanded = memory.nearest(neighbours.reshape(-1), m).reshape(len(idx), k, m)
+        expanded_weight = torch.where(expanded == idx[:, None, None], 0.0, self.cfg.nrc_r)  # never i itself
+        prior = None if self.prior is None else self.prior.to(logits)
+        terms = (memory.probs[neighbours], affinity, memory.probs[expanded], expanded_weight, memory.probs[idx])
         return {self.name: self.loss(logits, *(t.to(logits.device) for t in terms), prior)}

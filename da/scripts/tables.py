@@ -281,29 +281,15 @@ def main(argv=None) -> int:
         source = {"runs": args.runs, "sweeps": args.sweep, "selection": args.selection}
         figures.accuracy_by_method(runs, fig_dir)
         figures.save_data(fig_dir, "accuracy_by_method", figures.accuracy_data(runs), source)
-        if (runs["method"] == "source_only").any():  # gains are over source-only
-            data = figures.gain_data(runs)
-            if figures.gain_chart(data, fig_dir, target):
-                figures.save_data(fig_dir, "gain", data, source)
-        if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
-            data = figures.validator_data(runs)
-            if figures.validator_scores(data, fig_dir, target):
-                figures.save_data(fig_dir, "validator_scores", data, source)
-        if confusions_known:
-            data = figures.confusion_data(runs)
-            if figures.confusion_matrices(data, fig_dir, target):
-                figures.save_data(fig_dir, "confusion_matrices", data, source)
-        data = figures.loss_data(runs)
-        if figures.loss_curves(data, fig_dir, target):
-            figures.save_data(fig_dir, "loss_curves", data, source)
-        if confusions_known and (runs["method"] == "source_only").any():
-            data = figures.class_gain_data(runs)
-            if figures.class_gain(data, fig_dir, target):
-                figures.save_data(fig_dir, "class_gain", data, source)
-        if confusions_known:
-            data = figures.prior_data(runs)
-            if figures.prior_shares(data, fig_dir, target):
-                figures.save_data(fig_dir, "prior_shares", data, source)
+        has_source_only = bool((runs["method"] == "source_only").any())  # gains are over source-only
+        drawable = {"gain": has_source_only, "confusion_matrices": confusions_known, "loss_curves": True,
+                    "validator_scores": bool(runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all()),
+                    "class_gain": confusions_known and has_source_only, "prior_shares": confusions_known}
+        for name, (compute, draw) in figures.DRAWN_FROM_DATA.items():
+            if drawable[name]:
+                data = compute(runs)
+                if draw(data, fig_dir, target):
+                    figures.save_data(fig_dir, name, data, source)
         figures.training_curves(runs, fig_dir)
         if runs["epochs"].nunique() > 1:  # a budget sweep: accuracy and every validator per epoch, per budget
             figures.learning_curves(runs, fig_dir)
