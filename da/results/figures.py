@@ -435,14 +435,17 @@ def validator_data(runs: pd.DataFrame) -> dict:
     which score nothing of their own, are left out."""
     from scipy.stats import spearmanr
 
-    from da.results.selection import check_versions, epoch_scores
+    from da.results.selection import MixedVersions, check_versions, epoch_scores
     from da.selection import scored_validator_names, selection_scores
 
     validators = []
     for name in scored_validator_names():
         if not all(all(name in (e.get("scores") or {}) for e in r["epochs"]) for r in runs["record"]):
             continue  # a record made before this validator existed
-        check_versions(runs, name)  # one version of the validator per panel
+        try:
+            check_versions(runs, name)
+        except MixedVersions:
+            continue  # two versions of its score: never pooled, left out as in the validator table
         points = [(float(s), 100 * e["target_test"]["accuracy"], variant(r))
                   for _, r in runs.iterrows()
                   for s, e in zip(selection_scores(epoch_scores(r["record"]), name), r["record"]["epochs"])]
