@@ -646,6 +646,11 @@ def test_ema_teacher_section_recomputes_from_the_records():
         ema, mcc = records[("fixmatch+mcc", 0.999, False, seed)], records[("mcc", seed)]
         assert all(e["loss"]["fixmatch"] == 0 for e in ema["epochs"])  # no weak view passes 0.95
         assert [e["target_test"]["accuracy"] for e in ema["epochs"]] == [e["target_test"]["accuracy"] for e in mcc["epochs"]]
-        rerun = records[("fixmatch+mcc", 0.0, False, seed)]
+        relative = records[("fixmatch+mcc", 0.999, True, seed)]  # labels some weak views in the first epoch only
+        assert relative["epochs"][0]["loss"]["fixmatch"] > 0 and all(e["loss"]["fixmatch"] == 0 for e in relative["epochs"][1:])
+    reruns = [rec for key, rec in records.items() if key[0].startswith("fixmatch") and key[1] == 0.0]
+    assert len(reruns) == 12
+    for rerun in reruns:  # every FixMatch rerun: the committed run's per-epoch losses and accuracies
         committed = json.loads((REPO / "results" / "consistency" / "runs" / f"stage2-{rerun['config_hash'][:12]}" / "record.json").read_text())
-        assert [e["loss"] for e in rerun["epochs"]] == [e["loss"] for e in committed["epochs"]]
+        assert [(e["loss"], e["target_test"]["accuracy"]) for e in rerun["epochs"]] == \
+            [(e["loss"], e["target_test"]["accuracy"]) for e in committed["epochs"]]

@@ -93,12 +93,13 @@ class NRCMethod(Method):
         memory = self.memory
         idx = out.idx_t.to(memory.probs.device)
         memory.write(idx, out.z_t, logits)
-        k = min(self.cfg.nrc_k, len(memory) - 1)
+        k, m = (min(n, len(memory) - 1) for n in (self.cfg.nrc_k, self.cfg.nrc_m))
         neighbours = memory.nearest(idx, k)  # (B, K)
-        reciprocal = (memory.nearest(neighbours.reshape(-1), k) == idx.repeat_interleave(k)[:, None]).any(1)
+        # one search for the neighbours' own neighbours serves both the reciprocity test (K) and the expansion (M)
+        second = memory.nearest(neighbours.reshape(-1), max(k, m))  # (B K, max(K, M)), nearest first
+        reciprocal = (second[:, :k] == idx.repeat_interleave(k)[:, None]).any(1)
         affinity = torch.where(reciprocal.reshape(len(idx), k), 1.0, self.cfg.nrc_r)
-        m = min(self.cfg.nrc_m, len(memory) - 1)
-        expanded = memory.nearest(neighbours.reshape(-1), m).reshape(len(idx), k, m)
+        expanded = second[:, :m].reshape(len(idx), k, m)
         expanded_weight = torch.where(expanded == idx[:, None, None], 0.0, self.cfg.nrc_r)  # never i itself
         prior = None if self.prior is None else self.prior.to(logits)
         terms = (memory.probs[neighbours], affinity, memory.probs[expanded], expanded_weight, memory.probs[idx])

@@ -315,9 +315,11 @@ def map_per_epoch_figure(data: dict, out: Path) -> list[Path]:
     return save_figure(fig, out, "map_per_epoch")
 
 
-# figure name -> what its JSON holds (recomputed from the records by the tests)
-FIGURE_DATA = {"per_class_ap": per_class_ap_data, "map_per_epoch": map_per_epoch_data, "pr_curves": pr_curve_data}
-FIGURES = {"per_class_ap": per_class_ap_figure, "map_per_epoch": map_per_epoch_figure, "pr_curves": pr_curve_figure}
+# figure name -> (what its JSON holds, what draws it from that), as figures.DRAWN_FROM_DATA for classification
+DRAWN_FROM_DATA = {"per_class_ap": (per_class_ap_data, per_class_ap_figure),
+                   "map_per_epoch": (map_per_epoch_data, map_per_epoch_figure),
+                   "pr_curves": (pr_curve_data, pr_curve_figure)}
+FIGURE_DATA = {name: compute for name, (compute, _) in DRAWN_FROM_DATA.items()}  # recomputed by the tests
 
 
 def write_detection_report(folder: str | Path, out: str | Path, figure: bool = True) -> list[Path]:
@@ -350,9 +352,9 @@ def write_detection_report(folder: str | Path, out: str | Path, figure: bool = T
     if figure:
         from da.results.figures import save_data
 
-        for name, compute in FIGURE_DATA.items():
+        for name, (compute, draw) in DRAWN_FROM_DATA.items():
             data = compute(runs)
-            drawn = FIGURES[name](data, out / "figures")
+            drawn = draw(data, out / "figures")
             if drawn:  # PR curves: only from records that keep them
                 written += drawn + [save_data(out / "figures", name, data, {"detection": str(folder)})]
         chosen = runs.loc[runs.groupby(FACTORS)["val_map"].transform("mean").idxmax()]
