@@ -82,3 +82,18 @@ def test_prefix_benchmark_reports_the_default_runtime_within_rounding(real_root,
     assert float(default[3]) < 1e-3 and float(default[4].rstrip("%")) < 5  # float rounding, no more
     assert float(rows["inductor bf16, channels_last (not used)"][5]) > float(default[5])  # bf16 is coarser
     assert {"contiguous (before)", "channels_last (default)"} <= set(rows)
+
+
+def test_epoch_benchmark_variants_carry_their_settings():
+    import argparse
+
+    epoch = _script("bench_epoch")
+    args = argparse.Namespace(repeats=1, data_root="", cache_root="runs")
+    cfg = epoch.config(args, "fixmatch+mcc:fixmatch_ema=0.99,fixmatch_strong=randaugment,fixmatch_relative=true")
+    assert (cfg.method, cfg.fixmatch_ema, cfg.fixmatch_strong, cfg.fixmatch_relative) == (
+        "fixmatch+mcc", 0.99, "randaugment", True)
+    assert epoch.config(args, "aad+mcc").aad_k == 3  # the half_gap sweeps' settings
+    from da.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--fixmatch-strong"):
+        epoch.config(args, "fixmatch:fixmatch_strong=cutout")

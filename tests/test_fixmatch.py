@@ -144,3 +144,46 @@ def test_ema_teacher_run_resumes_bit_identically_after_a_kill(tiny_root, tmp_pat
     a = checkpoint.load(run_dir_for(cfg, 2) / CHECKPOINT_FILE)["method"]
     b = checkpoint.load(run_dir_for(ref_cfg, 2) / CHECKPOINT_FILE)["method"]
     assert any(".teacher." in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_strong_views_replace_the_colour_jitter_and_leave_the_default_transform_as_it_was():
+    from torchvision.transforms import v2
+
+    from da.data.transforms import train_transform
+
+    default = train_transform(32, [0.5] * 3, [0.5] * 3)
+    assert any(isinstance(t, v2.ColorJitter) for t in default.transforms)
+    assert repr(default) == repr(train_transform(32, [0.5] * 3, [0.5] * 3, strong=None))  # cache keys stay
+    strong = train_transform(32, [0.5] * 3, [0.5] * 3, strong="randaugment")
+    kinds = [type(t) for t in strong.transforms]
+    assert v2.RandAugment in kinds and v2.ColorJitter not in kinds
+    assert kinds.index(v2.RandAugment) < kinds.index(v2.ToDtype)  # on uint8 images, as the policy expects
+    image = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
+    torch.manual_seed(0)
+    out = strong(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown strong augmentation 'cutout': one of randaugment, trivialaugment"):
+        train_transform(32, [0.5] * 3, [0.5] * 3, strong="cutout")
+
+
+def test_strong_setting_is_checked_hashed_only_off_its_default_and_shared_by_a_combination():
+    with pytest.raises(ConfigError, match=r"--fixmatch-strong must be one of 'train', 'randaugment', 'trivialaugment'"):
+        RunConfig(method="fixmatch", fixmatch_strong="cutout").validate()
+    assert "fixmatch_strong" not in RunConfig(method="fixmatch").hashed_dict()  # committed FixMatch hashes stay
+    assert RunConfig(method="fixmatch", fixmatch_strong="randaugment").hashed_dict()["fixmatch_strong"] == "randaugment"
+    assert build_method(RunConfig(method="fixmatch"), 3, 4).target_augmentation() is None
+    both = build_method(RunConfig(method="fixmatch+mcc", fixmatch_strong="trivialaugment"), 3, 4)
+    assert both.target_augmentation() == "trivialaugment"
+    assert build_method(RunConfig(method="mcc"), 3, 4).target_augmentation() is None
+
+
+def test_strong_views_are_cached_through_the_prefix_and_feed_the_target_batches(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, tmp_path, method="fixmatch", stages=1, epochs=1, fixmatch_threshold=0.0,
+                   strategy="partial:2", cache_views=2, fixmatch_strong="randaugment")
+    record = json.loads(open(run_experiment(cfg)).read())
+    assert record["config"]["fixmatch_strong"] == "randaugment"
+    assert np.isfinite(record["epochs"][0]["loss"]["fixmatch"]) and record["epochs"][0]["loss"]["fixmatch"] > 0
+    transforms = [json.loads(p.read_text())["transform"] for p in (tmp_path / "cache").glob("*.json")]
+    strong = [t for t in transforms if "RandAugment" in t]
+    # one strong cache (the target's training views); the source's training views keep the colour jitter
+    assert len(strong) == 1 and any("ColorJitter" in t for t in transforms)

@@ -345,14 +345,16 @@ def _permute_target_train_labels(monkeypatch):
     monkeypatch.setattr(setup, "adaptation_splits", shuffled)
 
 
-@pytest.mark.parametrize("method,prior,stages", [("shot+cbst", "", 1), ("shot", "em", 1), ("aad+mcc+adabn+fixmatch", "", 2),
-                                                 ("nrc", "em", 1),
-                                                 pytest.param("mcc+coral", "bbse", 1, marks=pytest.mark.slow)])
-def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior, stages):
+@pytest.mark.parametrize("method,prior,stages,extra", [
+    ("shot+cbst", "", 1, {}), ("shot", "em", 1, {}), ("aad+mcc+adabn+fixmatch", "", 2, {}), ("nrc", "em", 1, {}),
+    ("fixmatch+mcc", "", 1, {"fixmatch_ema": 0.99, "fixmatch_strong": "randaugment", "strategy": "partial:2"}),
+    pytest.param("mcc+coral", "bbse", 1, {}, marks=pytest.mark.slow)])
+def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior, stages, extra):
     """The same run with the target training labels permuted trains to the same numbers: pseudo-labels,
-    the prior estimate, AaD's memory, AdaBN's statistics, FixMatch's weak views, the drift from the source model and every loss are
-    made without them (only the prior's reported error moves)."""
-    kw = dict(method=method, prior=prior, stages=stages, epochs=2)
+    the prior estimate, AaD's memory, AdaBN's statistics, FixMatch's weak views, its EMA teacher and strong views,
+    the drift from the source model and every loss are made without them (only the prior's reported error
+    moves)."""
+    kw = dict(method=method, prior=prior, stages=stages, epochs=2, **extra)
     ref = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "ref", **kw)))
     _permute_target_train_labels(monkeypatch)
     perm = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "perm", **kw)))

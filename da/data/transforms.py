@@ -27,8 +27,21 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
+# strong views for consistency training, by name (``--fixmatch-strong``): torchvision's policies at their defaults,
+# RandAugment's being the RandAugment paper's ImageNet setting (N 2 operations, magnitude 9 of 31 bins)
+STRONG_AUGMENTATIONS = {"randaugment": lambda: v2.RandAugment(num_ops=2, magnitude=9),
+                        "trivialaugment": lambda: v2.TrivialAugmentWide()}
+
+
 def train_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
-                    scale: tuple[float, float] = (0.35, 1.0), jitter: float = 0.2) -> v2.Compose:
+                    scale: tuple[float, float] = (0.35, 1.0), jitter: float = 0.2, strong: str | None = None) -> v2.Compose:
+    """Crop, flips, 90-degree rotations, then colour jitter; with ``strong`` (a name of STRONG_AUGMENTATIONS) that
+    policy replaces the colour jitter: FixMatch's strong view adds RandAugment to its weak view's flip and crop.
+    The policies work on uint8 images, so they run before the conversion."""
+    if strong is not None and strong not in STRONG_AUGMENTATIONS:
+        raise ValueError(f"unknown strong augmentation {strong!r}: one of {', '.join(STRONG_AUGMENTATIONS)}")
+    photometric = (STRONG_AUGMENTATIONS[strong]() if strong else
+                   v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 10))
     # Scenes are recognised from layout over the whole tile: crops much below a third lose the class.
     return v2.Compose([
         v2.ToImage(),
@@ -36,7 +49,7 @@ def train_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
         RandomRot90(),
-        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 10),
+        photometric,
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),
     ])

@@ -80,6 +80,11 @@ class Method(nn.Module):
     def configure_model(self, model: nn.Module) -> None:
         """Called once on the model before its optimiser is built (SHOT freezes the classifier here)."""
 
+    def target_augmentation(self) -> str | None:
+        """The strong augmentation (a name of ``da.data.transforms.STRONG_AUGMENTATIONS``) the method's target
+        batches are drawn with, or None for the training transform."""
+        return None
+
     def weak_view_logits(self, x_weak: torch.Tensor, start: int) -> torch.Tensor | None:
         """Logits of the target batch's weak views from a model of the method's own (an EMA teacher), or None:
         then the weak views join the step's forward through the trained model (``needs_weak_target``)."""
@@ -125,6 +130,14 @@ class Composite(Method):
         self.uses_target_pass = any(p.uses_target_pass for p in parts)
         self.adapts_batchnorm = any(p.adapts_batchnorm for p in parts)
         self.needs_weak_target = any(p.needs_weak_target for p in parts)
+
+    def target_augmentation(self) -> str | None:
+        """One target batch serves every part: all parts see the strong views if one part asks for them."""
+        kinds = {k for k in (p.target_augmentation() for p in self.parts) if k is not None}
+        if len(kinds) > 1:
+            raise ValueError(f"the parts of {'+'.join(p.name for p in self.parts)} ask for different target "
+                             f"augmentations ({', '.join(sorted(kinds))}); give them one")
+        return kinds.pop() if kinds else None
 
     def forward(self, out: StepOutputs) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}

@@ -7,9 +7,13 @@ The model's prediction on a weak view of a target image becomes the label of an 
 image where it is confident.  Here the weak view is the image as the validators see it (the evaluation
 transform: resize and centre crop), and the augmented view is the method's ordinary target batch (the training
 transform: random resized crop, flips, 90-degree rotations, colour jitter; with a frozen prefix, one of its
-cached views).  Both go through the model in the step's one forward, as in FixMatch.  This differs from the
-papers in two ways, both forced by the frozen-prefix cache: the augmented view is the training transform, not
-RandAugment + Cutout, and it is one of ``cache_views`` fixed draws per image rather than a new draw each step.
+cached views).  Both go through the model in the step's one forward, as in FixMatch.  With ``fixmatch_strong``
+``randaugment`` or ``trivialaugment`` the augmented view is the training transform's crop, flips and rotations
+followed by that torchvision policy instead of the colour jitter (``da.data.transforms.train_transform``): the
+paper's strong view, without Cutout.  With a frozen prefix the strong views are cached through it like any
+training view (computed once, then read: no cost per epoch), so the augmented view is one of ``cache_views``
+fixed draws per image rather than a new draw each step, the one way this differs from the papers there.  In a
+combination (``fixmatch+mcc``) the other parts' target batch is the same strong view.
 AdaMatch's distribution alignment and its random logit interpolation are not part of this method.
 
 With ``fixmatch_ema`` > 0 the pseudo-labels come from an EMA teacher instead of the trained model itself (Mean
@@ -18,7 +22,7 @@ of the start model whose weights follow the trained ones after every step, theta
 (BatchNorm statistics copied), run in evaluation mode on the weak views, which then stay out of the trained
 model's forward.  The teacher is part of the method's state, so a resumed run continues it exactly.
 
-This file is the whole method: the loss, the teacher and its four settings, which the config, the flags, the checks and the
+This file is the whole method: the loss, the teacher and its five settings, which the config, the flags, the checks and the
 hash take from here.
 """
 
@@ -30,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from da.data.transforms import STRONG_AUGMENTATIONS
 from da.methods.base import Method, Setting, StepOutputs, register
 
 
@@ -73,7 +78,10 @@ class FixMatchMethod(Method):
                         "confidence of the source batch"),
                 Setting("fixmatch_ema", float, 0.0, "decay d of an EMA teacher that labels the weak views (0: the "
                         "trained model labels them, as in FixMatch; 0.999: FixMatch's EMA and Mean Teacher's)",
-                        low=0, high=0.99999, hash="unless_default"))  # added after runs existed: their hashes stay
+                        low=0, high=0.99999, hash="unless_default"),  # added after runs existed: their hashes stay
+                Setting("fixmatch_strong", str, "train", "the augmented view's policy: train (the training "
+                        "transform) or a strong torchvision policy after its crop and flips (RandAugment, as in "
+                        "FixMatch; TrivialAugment)", choices=("train", *STRONG_AUGMENTATIONS), hash="unless_default"))
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)
@@ -86,6 +94,9 @@ class FixMatchMethod(Method):
             self.teacher = copy.deepcopy(model).eval()
             self.teacher.requires_grad_(False)  # never in an optimiser; saved with the method's state
             self._student = [model]
+
+    def target_augmentation(self) -> str | None:
+        return None if self.cfg.fixmatch_strong == "train" else self.cfg.fixmatch_strong
 
     def weak_view_logits(self, x_weak: torch.Tensor, start: int) -> torch.Tensor | None:
         if self.teacher is None:

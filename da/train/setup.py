@@ -66,8 +66,12 @@ def load_splits(cfg: RunConfig, stage: int) -> Splits:
 
 
 def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: int, device: torch.device,
-               target_batches: bool, channels_last: bool = False) -> Data:
+               target_batches: bool, channels_last: bool = False, target_augmentation: str | None = None) -> Data:
+    """The batches of every split; the method's target batches drawn with ``target_augmentation`` (a strong
+    view, see ``train_transform``) where the method asks for one, else with the training transform."""
     train_tf = train_transform(cfg.img_size, model.mean, model.std)
+    strong_tf = (train_transform(cfg.img_size, model.mean, model.std, strong=target_augmentation)
+                 if target_augmentation else train_tf)
     eval_tf = eval_transform(cfg.img_size, model.mean, model.std)
     names = ("train", "val") if stage == 1 else ("source_train", "source_val")
     use_cache = prefix_len > 0 and cfg.cache_views > 0
@@ -80,10 +84,11 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
 
     def make(name: str, train: bool, stream: str):
         split = splits[name]
+        tf = (strong_tf if stream == "target" else train_tf) if train else eval_tf
         balanced = stream == "source" and cfg.source_sampling == "class_balanced"
         unlabelled = stream == "target"  # the method's target batches carry indices, never labels
         if use_cache:
-            feats, hit = prefix_outputs(model, prefix_len, split, train_tf if train else eval_tf,
+            feats, hit = prefix_outputs(model, prefix_len, split, tf,
                                         cfg.cache_views if train else 1, view_seed=cfg.split_seed,
                                         cache_dir=Path(cfg.out) / "cache", device=device,
                                         batch_size=cfg.eval_batch_size, num_workers=workers,
@@ -95,7 +100,7 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
             return CachedBatches(feats, labels, cfg.seed, cfg.batch_size if train else cfg.eval_batch_size,
                                  shuffle=train, drop_last=train, stream=stream, class_balanced=balanced,
                                  channels_last=channels_last, yield_index=unlabelled)
-        return ImageBatches(split, train_tf if train else eval_tf, cfg.seed,
+        return ImageBatches(split, tf, cfg.seed,
                             cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, drop_last=train,
                             num_workers=workers, stream=stream, class_balanced=balanced,
                             yield_index=unlabelled)
@@ -183,7 +188,7 @@ def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | No
     prefix_len = frozen_prefix_length(model, cfg.strategy)
     t_data = time.perf_counter()
     data = build_data(cfg, stage, splits, model, prefix_len, device, target_batches=method.needs_target,
-                      channels_last=channels_last)
+                      channels_last=channels_last, target_augmentation=method.target_augmentation())
     t_data = time.perf_counter() - t_data
 
     counts = np.bincount([lab for _, lab in splits[data.source_train_name].samples], minlength=len(classes))
