@@ -409,3 +409,20 @@ def test_the_detection_initialisations_compare_as_the_readmes_say():
         low, high = p.interval()
         quoted = f"{p.mean:+.1f} [{low:+.1f}, {high:+.1f}]"
         assert all(quoted in t for t in texts), (nms, quoted)
+
+
+def test_best_configuration_is_chosen_at_one_setting_where_best_methods_pools_the_settings():
+    from da.results.protocol import best_configurations, best_methods, configuration
+
+    rows = [dict(method="fixmatch+mcc", fixmatch_threshold=0.95, mcc_temperature=2.5, target_acc=0.86),
+            dict(method="fixmatch+mcc", fixmatch_threshold=0.5, mcc_temperature=2.5, target_acc=0.80),
+            dict(method="mcc", fixmatch_threshold=0.95, mcc_temperature=2.5, target_acc=0.84),
+            dict(method="mcc+adabn", fixmatch_threshold=0.95, mcc_temperature=2.5, target_acc=0.84),
+            dict(method="source_only", fixmatch_threshold=0.95, mcc_temperature=2.5, target_acc=0.90),
+            dict(method="mcc", fixmatch_threshold=0.95, mcc_temperature=2.5, target_acc=0.95, prior="em")]
+    runs = pd.DataFrame([{"target_labeled_fraction": 0.0, "prior": "", **r} for r in rows])
+    assert best_methods(runs, 1) == ["mcc"]  # fixmatch+mcc's two settings average 0.83
+    # a setting is named only on the methods that read it; the tie goes to the method of fewer parts
+    assert best_configurations(runs, 3) == ["fixmatch+mcc, fixmatch_threshold 0.95, mcc_temperature 2.5",
+                                            "mcc, mcc_temperature 2.5", "mcc+adabn, mcc_temperature 2.5"]
+    assert configuration(runs.iloc[2]) == "mcc, mcc_temperature 2.5"

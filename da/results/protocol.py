@@ -44,6 +44,26 @@ def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
     return order[:count]
 
 
+def configuration(row) -> str:
+    """A run's method and the values of the method's own settings (those its parts read), the same on either
+    pair: ``fixmatch+mcc, fixmatch_ema 0.99, ..., mcc_weight 1.0``.  What a choice carries to the other pair."""
+    from da import settings as declared
+
+    parts = str(row["method"]).split("+")
+    own = sorted(name for name in declared.USED_BY if name in row and declared.used_by(name, parts))
+    return ", ".join([str(row["method"]), *(f"{name} {row[name]}" for name in own)])
+
+
+def best_configurations(runs: pd.DataFrame, count: int = 1) -> list[str]:
+    """As :func:`best_methods`, over configurations (:func:`configuration`: a method with its own settings)
+    instead of methods, so that a method run at several settings is chosen at one of them rather than at
+    their mean; ties go to fewer components, then the configuration's name."""
+    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
+    means = free.groupby(free.apply(configuration, axis=1))["target_acc"].mean()
+    order = sorted(means.index, key=lambda c: (-round(float(means[c]), 9), c.split(",")[0].count("+"), c))
+    return order[:count]
+
+
 def choose_budget(runs: pd.DataFrame, tolerance: float = 0.5) -> tuple[int, dict[int, float]]:
     """The stage-2 budget the protocol takes from another pair's budget sweep: per budget (``epochs``), the
     mean target accuracy of its label-free adaptation methods at the epoch of that pair's rule; the smallest
