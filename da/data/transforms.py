@@ -13,6 +13,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from da.data.policies import STRONG_POLICIES
+
 
 class RandomRot90(v2.Transform):
     """Rotate by k * 90 degrees, k uniform in {0, 1, 2, 3}: exact, no interpolation."""
@@ -27,20 +29,14 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
-# strong views for consistency training, by name (``--fixmatch-strong``): torchvision's policies at their defaults,
-# RandAugment's being the RandAugment paper's ImageNet setting (N 2 operations, magnitude 9 of 31 bins)
-STRONG_AUGMENTATIONS = {"randaugment": lambda: v2.RandAugment(num_ops=2, magnitude=9),
-                        "trivialaugment": lambda: v2.TrivialAugmentWide()}
-
-
 def train_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
                     scale: tuple[float, float] = (0.35, 1.0), jitter: float = 0.2, strong: str | None = None) -> v2.Compose:
-    """Crop, flips, 90-degree rotations, then colour jitter; with ``strong`` (a name of STRONG_AUGMENTATIONS) that
+    """Crop, flips, 90-degree rotations, then colour jitter; with ``strong`` (a name of STRONG_POLICIES) that
     policy replaces the colour jitter: FixMatch's strong view adds RandAugment to its weak view's flip and crop.
     The policies work on uint8 images, so they run before the conversion."""
-    if strong is not None and strong not in STRONG_AUGMENTATIONS:
-        raise ValueError(f"unknown strong augmentation {strong!r}: one of {', '.join(STRONG_AUGMENTATIONS)}")
-    photometric = (STRONG_AUGMENTATIONS[strong]() if strong else
+    if strong is not None and strong not in STRONG_POLICIES:
+        raise ValueError(f"unknown strong augmentation {strong!r}: one of {', '.join(STRONG_POLICIES)}")
+    photometric = (getattr(v2, STRONG_POLICIES[strong][0])(**STRONG_POLICIES[strong][1]) if strong else
                    v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 10))
     # Scenes are recognised from layout over the whole tile: crops much below a third lose the class.
     return v2.Compose([

@@ -81,7 +81,7 @@ class Method(nn.Module):
         """Called once on the model before its optimiser is built (SHOT freezes the classifier here)."""
 
     def target_augmentation(self) -> str | None:
-        """The strong augmentation (a name of ``da.data.transforms.STRONG_AUGMENTATIONS``) the method's target
+        """The strong augmentation (a name of ``da.data.policies.STRONG_POLICIES``) the method's target
         batches are drawn with, or None for the training transform."""
         return None
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from da.data.transforms import STRONG_AUGMENTATIONS
+from da.data.policies import STRONG_POLICIES
 from da.methods.base import Method, Setting, StepOutputs, register
 
 
@@ -81,7 +81,7 @@ class FixMatchMethod(Method):
                         low=0, high=0.99999, hash="unless_default"),  # added after runs existed: their hashes stay
                 Setting("fixmatch_strong", str, "train", "the augmented view's policy: train (the training "
                         "transform) or a strong torchvision policy after its crop and flips (RandAugment, as in "
-                        "FixMatch; TrivialAugment)", choices=("train", *STRONG_AUGMENTATIONS), hash="unless_default"))
+                        "FixMatch; TrivialAugment)", choices=("train", *STRONG_POLICIES), hash="unless_default"))
 
     def __init__(self, cfg, num_classes: int, feature_dim: int):
         super().__init__(cfg, num_classes, feature_dim)
