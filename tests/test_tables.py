@@ -623,7 +623,11 @@ def test_ema_teacher_section_recomputes_from_the_records():
     section = text[text.index("### An EMA teacher"):text.index("## The prior-aware variant")]
     quoted = {"consistency_ema/tables/confusions.md": ["46.4 ± 0.5", "65.6 ± 8.4", "70.3 ± 1.0", "58.3 ± 3.6",
                                                        "71.7 ± 6.0", "39.7 ± 3.5", "24.7 ± 7.9", "19.7 ± 8.6"],
-              "consistency_ema/tables/harm.md": ["| 3 | 2 | -3.6 | aGrass -25.8", "now 36 % dRiverLake"],
+              "consistency_ema/tables/harm.md": [
+                  "| fixmatch+mcc, fixmatch_ema 0.0, fixmatch_relative True, fixmatch_threshold 0.9 | 3 | 2 | -3.6 | "
+                  "aGrass -25.8 (split 0 / seed 1; now 36 % dRiverLake) | 3 |",
+                  "| fixmatch+mcc, fixmatch_ema 0.0, fixmatch_relative False, fixmatch_threshold 0.95 | 3 | 0 | +0.8 | "
+                  "gParking -17.5 (split 0 / seed 2; now 73 % cIndustry) | 0 |"],
               "consistency_ema/tables/gap.md": ["75.0 ± 1.3", "75.4 ± 1.0", "| 37 |", "70.8 ± 1.7"],
               "consistency_ema/tables/paired.md": ["| +0.4 ± 0.4 | [-0.6, +1.4] |"],
               "rsscn7_aid_consistency_ema/tables/gap.md": ["84.2 ± 0.6", "| 46 |", "85.6 ± 0.1", "| 53 |"],
@@ -633,7 +637,8 @@ def test_ema_teacher_section_recomputes_from_the_records():
         for cell in cells:
             assert cell in table, (path, cell)
     for claim in ("46.4 ± 0.5 %", "65.6 ± 8.4", "70.3 ± 1.0 %", "58.3 ± 3.6 / 71.7 ± 6.0 %", "39.7 -> 24.7 / 19.7 %",
-                  "2 of 3 runs", "25.8 points", "36 % of its", "(75.0 ± 1.3 %)", "75.4 ± 1.0 % (37 % of the",
+                  "2 of 3 runs", "25.8 points", "36 % of its", "(smallest gain +0.8 points)", "up to 17.5 points",
+                  "(73 % of its images to cIndustry)", "(75.0 ± 1.3 %)", "75.4 ± 1.0 % (37 % of the",
                   "+0.4 [-0.6, +1.4]", "84.2 ± 0.6 % (46 %)", "85.6 ± 0.1 (53 %)", "-1.4 [-2.8, -0.0]", "70.8 %"):
         assert claim in section, claim
     records = {}
@@ -654,3 +659,35 @@ def test_ema_teacher_section_recomputes_from_the_records():
         committed = json.loads((REPO / "results" / "consistency" / "runs" / f"stage2-{rerun['config_hash'][:12]}" / "record.json").read_text())
         assert [(e["loss"], e["target_test"]["accuracy"]) for e in rerun["epochs"]] == \
             [(e["loss"], e["target_test"]["accuracy"]) for e in committed["epochs"]]
+
+
+def test_harm_table_has_a_row_per_configuration_and_paired_refuses_two_configurations_pooled():
+    """Two settings of one method are two rows of the harm table (they were once pooled, and the paired
+    count then came from whichever run of a seed came last); `paired` itself refuses a pooled side."""
+    import pandas as pd
+
+    from da.results.harm import harm_table
+    from da.results.load import group_hash
+    from da.results.paired import paired
+
+    good, bad = [[10, 0], [0, 10]], [[2, 8], [0, 10]]
+    rows = []
+    for fields, m, acc in (({"method": "source_only"}, good, 90.0),
+                           ({"method": "source_only", "target_labeled_fraction": 1.0}, good, 95.0),
+                           ({"method": "fixmatch", "fixmatch_threshold": 0.95}, good, 92.0),
+                           ({"method": "fixmatch", "fixmatch_threshold": 0.5}, bad, 60.0)):
+        for seed in (0, 1):
+            cfg = RunConfig(seed=seed, **fields).to_dict()
+            record = {"classes": ["a", "b"], "selected_epoch": 1, "config": cfg, "schema_version": 2,
+                      "epochs": [{"epoch": 1, "target_test": {"accuracy": acc / 100, "confusion": m}}],
+                      "target_test": {"confusion": m}}
+            rows.append({**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()},
+                         "target_acc": acc, "selected_epoch": 1, "group": group_hash(cfg), "record": record})
+    runs = pd.DataFrame(rows)
+    table = harm_table(runs).set_index("label")
+    assert list(table.index) == ["fixmatch, fixmatch_threshold 0.5", "fixmatch, fixmatch_threshold 0.95"]
+    assert table.loc["fixmatch, fixmatch_threshold 0.5", "losing"] == 2
+    assert table.loc["fixmatch, fixmatch_threshold 0.95", "losing"] == 0
+    assert table.loc["fixmatch, fixmatch_threshold 0.95", "worst"]["points"] == 0.0
+    with pytest.raises(ValueError, match="two runs of split seed 0 and seed 0"):
+        paired(runs[runs["method"] == "fixmatch"], runs[runs["method"] == "source_only"].iloc[:2])

@@ -284,13 +284,18 @@ def save_data(out_dir: Path, name: str, data: dict, source: dict) -> Path:
     return path
 
 
+# what a configuration's label and the pairing carry: every other varying factor splits the runs into groups
+LABELLED = {"method", "prior", "target_labeled_fraction", "split_seed", "seed"}
+
+
 def _other_factors(runs: pd.DataFrame) -> list[str]:
-    """The varying factors that tell comparable groups apart (a budget, a strategy): not the method, its prior,
-    its target labels or its own settings, which are what a figure compares within a group."""
+    """The varying factors that tell comparable groups apart (a budget, a strategy, one or two stages, the
+    classification loss): not the method, its prior, its target labels or its own settings, which are what a
+    figure compares within a group.  A group holds one run per configuration, split seed and seed."""
     from da import settings as declared
     from da.results.tables import varying_factors
 
-    return [f for f in varying_factors(runs) if f not in SHOWN and f not in declared.USED_BY]
+    return [f for f in varying_factors(runs) if f not in LABELLED and f not in declared.USED_BY]
 
 
 def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -344,9 +349,13 @@ def gain_chart(data: dict, out_dir: Path, target: str) -> list[Path]:
     if not panels:
         return []
     height = max(len(p["bars"]) for p in panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 0.38 * height + 1.9), squeeze=False,
+    cols = min(3, len(panels))  # wrapped: a folder of many groups (stages x losses) stays readable
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, (0.38 * height + 1.9) * rows), squeeze=False,
                              sharex=True)
-    for ax, p in zip(axes[0], panels):
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, panels):
         bars = p["bars"][::-1]  # the largest gain on top
         y = np.arange(len(bars))
         gains = np.array([b["gain"] if b["gain"] is not None else np.nan for b in bars])

@@ -63,9 +63,17 @@ class Paired:
 
 def paired(a: pd.DataFrame, b: pd.DataFrame, col: str = "target_acc") -> Paired:
     """The pairs of runs in ``a`` and ``b`` with the same split seed and seed; runs without a partner are
-    left out (a missing seed shortens the comparison, it never mismatches it)."""
-    left = {tuple(r[k] for k in PAIR_KEYS): float(r[col]) for _, r in a.iterrows()}
-    right = {tuple(r[k] for k in PAIR_KEYS): float(r[col]) for _, r in b.iterrows()}
+    left out (a missing seed shortens the comparison, it never mismatches it).  Each side must be one
+    configuration: two runs of one side with the same split seed and seed are an error, not a choice."""
+    def by_key(side: pd.DataFrame, name: str) -> dict[tuple, float]:
+        keys = [tuple(r[k] for k in PAIR_KEYS) for _, r in side.iterrows()]
+        if len(set(keys)) != len(keys):
+            twice = sorted({k for k in keys if keys.count(k) > 1})[0]
+            raise ValueError(f"paired comparison: side {name} holds two runs of split seed {twice[0]} and seed "
+                             f"{twice[1]} (two configurations pooled?): compare one configuration at a time")
+        return dict(zip(keys, side[col].astype(float)))
+
+    left, right = by_key(a, "a"), by_key(b, "b")
     keys = tuple(sorted(set(left) & set(right)))
     return Paired(keys, tuple(left[k] - right[k] for k in keys))
 
@@ -79,7 +87,7 @@ def format_paired(p: Paired, digits: int = 1) -> dict[str, str]:
             "n": str(p.n)}
 
 
-def _label(row: dict, factors: list[str]) -> str:
+def configuration_label(row: dict, factors: list[str]) -> str:
     """A configuration as a table reads it: the method (source-only, reference), its prior estimate if any,
     then the other factors that vary."""
     from da.results.tables import LABELS
@@ -116,7 +124,7 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
         base = [b for r, b in groups if is_source_only(b.iloc[:1]).iloc[0]
                 and all(r[f] == row[f] for f in factors if f not in anchors and f not in USED_BY)]
         if base:
-            rows.append({"comparison": f"{_label(row, factors)} − source-only", "kind": "vs source-only",
+            rows.append({"comparison": f"{configuration_label(row, factors)} − source-only", "kind": "vs source-only",
                          "uses_target_labels": bool(is_reference(g.iloc[:1]).iloc[0]),
                          "paired": paired(g, base[0], col)})
     if "prior" in factors:  # a prior-aware variant against the same method with the uniform prior
@@ -125,14 +133,14 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
                 continue
             base = [b for r, b in groups if not r["prior"] and all(r[f] == row[f] for f in factors if f != "prior")]
             if base:
-                rows.append({"comparison": f"{_label(row, factors)} − {_label({**row, 'prior': ''}, factors)}",
+                rows.append({"comparison": f"{configuration_label(row, factors)} − {configuration_label({**row, 'prior': ''}, factors)}",
                              "kind": "prior vs uniform", "uses_target_labels": False, "paired": paired(g, base[0], col)})
     free = [(row, g) for row, g in groups if not (g["target_labeled_fraction"] >= 1).any()
             and not is_source_only(g.iloc[:1]).iloc[0]]
     free.sort(key=lambda rg: -rg[1][col].mean())
     for rank, (r2, g2) in enumerate(free[1:]):  # the best against the runner-up, then against every other one
         (r1, g1) = free[0]
-        rows.append({"comparison": f"{_label(r1, factors)} − {_label(r2, factors)}",
+        rows.append({"comparison": f"{configuration_label(r1, factors)} − {configuration_label(r2, factors)}",
                      "kind": "best vs runner-up" if rank == 0 else "best vs another",
                      "uses_target_labels": False, "paired": paired(g1, g2, col)})
     return pd.DataFrame(rows)
