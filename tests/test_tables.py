@@ -148,7 +148,11 @@ def test_latex_escapes_what_class_names_may_hold():
     ("dev_rescore/runs", "dev_rescore", "dev_rescore/", []),
     ("consistency_ema/runs", "consistency", "consistency_ema/", ["--sweep", "consistency_ema", "--selection", "last"]),
     ("rsscn7_aid_consistency_ema/runs", "rsscn7_aid_consistency", "rsscn7_aid_consistency_ema/",
-     ["--sweep", "rsscn7_aid_consistency_ema"])])
+     ["--sweep", "rsscn7_aid_consistency_ema"]),
+    ("neighbours/runs", "consistency", "neighbours/",
+     ["--sweep", "consistency_ema", "--sweep", "neighbours", "--sweep", "strong_views", "--selection", "last"]),
+    ("rsscn7_aid_neighbours/runs", "rsscn7_aid_consistency", "rsscn7_aid_neighbours/",
+     ["--sweep", "rsscn7_aid_consistency_ema", "--sweep", "rsscn7_aid_neighbours", "--sweep", "rsscn7_aid_strong_views"])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -691,3 +695,93 @@ def test_harm_table_has_a_row_per_configuration_and_paired_refuses_two_configura
     assert table.loc["fixmatch, fixmatch_threshold 0.95", "worst"]["points"] == 0.0
     with pytest.raises(ValueError, match="two runs of split seed 0 and seed 0"):
         paired(runs[runs["method"] == "fixmatch"], runs[runs["method"] == "source_only"].iloc[:2])
+
+
+def test_neighbours_and_strong_views_section_recomputes_from_the_records():
+    """results/README.md's section on NRC, the 0.99 teacher and strong views: every number it states is in the
+    committed table, record or benchmark it reads from, and the protocol's choices are what
+    best_configurations gives on the committed candidates."""
+    import re
+    import warnings
+
+    import pandas as pd
+
+    from da.results.protocol import best_configurations, configuration
+    from da.results.selection import reselect
+
+    text = (REPO / "results" / "README.md").read_text()
+    section = " ".join(text[text.index("### NRC, a faster teacher"):text.index("## The prior-aware variant")].split())
+    res = REPO / "results"
+    fm = "fixmatch+mcc, fixmatch_ema {}, fixmatch_relative {}, fixmatch_strong {}, fixmatch_threshold {}"
+    best2, ra95, t99 = fm.format(0.0, False, "train", 0.95), fm.format(0.0, False, "randaugment", 0.95), fm.format(0.99, False, "train", 0.95)
+    quoted = {
+        "neighbours/tables/paired.md": ["| nrc − source-only | +3.9, +5.4, +5.1 | +4.8 ± 0.8 | [+2.9, +6.7] |",
+                                        "| nrc+mcc − source-only | +6.3, +5.8, +7.1 | +6.4 ± 0.7 | [+4.8, +8.1] |",
+                                        f"| {ra95} − source-only | +4.0, -1.2, -1.9 | +0.3 ± 3.3 | [-7.8, +8.4] |",
+                                        "| +0.0 ± 1.9 | [-4.6, +4.7] |"],
+        "rsscn7_aid_neighbours/tables/paired.md": ["| nrc − source-only | +3.9, +4.1, +5.2 | +4.4 ± 0.7 | [+2.6, +6.2] |",
+                                                   "| nrc+mcc − source-only | +8.5, +6.4, +7.3 | +7.4 ± 1.0 | [+4.8, +10.0] |",
+                                                   f"| {best2} − {t99} | +1.1, +0.3, +0.4 | +0.6 ± 0.5 | [-0.6, +1.8] |",
+                                                   f"| {best2} − {ra95} | +1.3, +2.5, -0.5 | +1.1 ± 1.5 | [-2.6, +4.8] |"],
+        "neighbours/tables/gap.md": ["| nrc+mcc | – | – | – | – | none | uniform | 74.9 ± 1.5 |", "| mcc | – | – | – | – | none | uniform | 75.0 ± 1.3 |",
+                                     "| fixmatch+mcc | 0.99 | False | train | 0.95 | none | uniform | 73.6 ± 1.8 | 72.8 ± 1.9 | +5.1 | 28 |",
+                                     "| fixmatch+mcc | 0.0 | False | train | 0.95 | none | uniform | 70.8 ± 1.7 | 69.3 ± 1.5 | +2.4 | 13 |",
+                                     "| fixmatch+mcc | 0.0 | False | randaugment | 0.95 | none | uniform | 68.8 ± 2.1 |",
+                                     "| fixmatch+mcc | 0.0 | True | randaugment | 0.9 | none | uniform | 68.5 ± 0.9 |"],
+        "rsscn7_aid_neighbours/tables/gap.md": ["| nrc+mcc | – | – | – | – | none | uniform | 82.1 ± 0.5 |", "| mcc | – | – | – | – | none | uniform | 84.1 ± 0.3 |",
+                                                "| fixmatch+mcc | 0.99 | False | train | 0.95 | none | uniform | 85.0 ± 0.6 | 83.6 ± 0.7 | +10.2 | 50 |",
+                                                "| fixmatch+mcc | 0.0 | False | train | 0.95 | none | uniform | 85.6 ± 0.1 | 85.1 ± 1.2 | +10.8 | 53 |",
+                                                "| fixmatch+mcc | 0.999 | False | train | 0.95 | none | uniform | 84.2 ± 0.6 | 82.8 ± 0.8 | +9.4 | 46 |",
+                                                "| fixmatch+mcc | 0.0 | False | randaugment | 0.95 | none | uniform | 84.5 ± 1.5 |"],
+        "neighbours/tables/confusions.md": ["| nrc | – | – | – | – | none | 38.9 ± 1.9 | 53.9 ± 3.2 |",
+                                            "| source_only | – | – | – | – | none | 46.4 ± 0.5 |", "| mcc | – | – | – | – | none | 43.6 ± 1.7 |",
+                                            "| all (reference, uses target labels) | 23.1 ± 1.3 |",
+                                            "| fixmatch+mcc | 0.99 | False | train | 0.95 | none | 49.4 ± 2.5 |"],
+        "neighbours/tables/harm.md": ["| nrc | 3 | 0 | +3.9 | aGrass -13.3 (split 0 / seed 0; now 28 % bField) | 0 |",
+                                      "| nrc+mcc | 3 | 0 |", f"| {t99} | 3 | 0 | +3.1 |", f"| {ra95} | 3 | 2 |",
+                                      f"| {fm.format(0.0, True, 'randaugment', 0.9)} | 3 | 2 |"],
+        "rsscn7_aid_neighbours/tables/harm.md": ["| nrc | 3 | 0 |", "| nrc+mcc | 3 | 0 |"]}
+    for path, cells in quoted.items():
+        table = " ".join((res / path).read_text().split())
+        for cell in cells:
+            assert cell in table, (path, cell)
+    for claim in ("(+4.8 [+2.9, +6.7] points on AID -> RSSCN7, +4.4 [+2.6, +6.2] on RSSCN7 -> AID; with MCC +6.4 [+4.8, +8.1] "
+                  "and +7.4 [+4.8, +10.0])", "(74.9 against 75.0 %; 82.1 against 84.1 %)",
+                  "gParking -> cIndustry 38.9 ± 1.9 % (source-only 46.4, MCC 43.6, the reference 23.1) and gParking recall 53.9 ± 3.2 %",
+                  "(down 13.3 points in one run, 28 % of its images to bField;", "73.6 ± 1.8 % (28 % of the gap)",
+                  "70.8 without a teacher and 75.0 at 0.999", "(smallest gain +3.1 points)", "back to 49.4 ± 2.5 %",
+                  "(85.0 ± 0.6 %, 50 %; no teacher is +0.6 [-0.6, +1.8] points above it", "(68.8 ± 2.1 and 68.5 ± 0.9 %; +0.3 "
+                  "[-7.8, +8.4] and +0.0 [-4.6, +4.7]; 2 of 3 runs below source-only", "(84.5 ± 1.5 against 85.6 ± 0.1 %, the "
+                  "difference +1.1 [-2.6, +4.8]", "(85.6 %), which gives 70.8 % (13 % of the gap)", "(75.5 %, tied with SHOT + MCC + AdaBN",
+                  "47 % over 3 split seeds", "(FixMatch + MCC, 53 %)", "(the teacher at 0.99: 50 % and 73.6 %; at 0.999: 46 % and 75.0 %)"):
+        assert claim in section, claim
+    # the protocol at one setting of a method, on each pair's committed candidates (a rerun counted once)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+
+        def candidates(folders):
+            runs = pd.concat([load_runs(res / f / "runs", strict=True) for f in folders], ignore_index=True)
+            return reselect(runs.drop_duplicates(["config_hash", "seed"]).reset_index(drop=True), "last")
+
+        second, first = candidates(["rsscn7_aid_half_gap", "rsscn7_aid_neighbours"]), candidates(["half_gap", "neighbours"])
+    pick2, pick1 = best_configurations(second, 1)[0], best_configurations(first, 2)
+    assert pick2.startswith(best2 + ",") and pick1[0].startswith("shot+mcc,") and pick1[1].startswith("shot+mcc+adabn,")
+    mean = lambda runs, c: runs[runs.apply(configuration, axis=1) == c]["target_acc"].mean()
+    assert f"({mean(second, pick2):.1f} %), which gives" in section and mean(first, pick1[0]) == pytest.approx(mean(first, pick1[1]))
+    assert f"({mean(first, pick1[0]):.1f} %, tied" in section
+    bench = (res / "benchmarks" / "epoch_consistency.txt").read_text()
+    ratio = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+)\s.*\s(\d+\.\d\d)x$", bench, re.M)}
+    base = re.search(r"^source_only\s.*\s(\d+\.\d)s\s+1\.00x$", bench, re.M).group(1)
+    assert (f"MCC takes {ratio['mcc']}x source-only's ({base} s), SHOT + MCC and NRC + MCC {ratio['shot+mcc']}x, "
+            f"FixMatch + MCC {ratio['fixmatch+mcc']}x") in section and ratio["shot+mcc"] == ratio["nrc+mcc"]
+    assert f"with the 0.99 teacher {ratio['fixmatch+mcc:fixmatch_ema=0.99']}x" in section
+    assert f"with RandAugment views {ratio['fixmatch+mcc:fixmatch_strong=randaugment']}x" in section
+    assert all(float(r) > 1.5 for name, r in ratio.items() if name != "source_only")
+    for folder, target, images in (("neighbours", "RSSCN7", 1960), ("rsscn7_aid_neighbours", "AID", 2457)):
+        runs = load_runs(res / folder / "runs", strict=True)
+        strong = runs[runs["fixmatch_strong"] == "randaugment"]["record"]
+        built = [r["data_time_s"] for r in strong if not r["cache_hits"]["target_train"]]
+        assert len(built) == 1 and f"{built[0]:.1f} s for {target}" in section.replace("for AID's", "for AID")
+        assert strong.iloc[0]["split_sizes"]["target_train"] == images
+        waited = sorted(r["data_time_s"] for r in strong if r["cache_hits"]["target_train"])
+        assert f"{waited[-1]:.1f}" in section.split("waited for them")[1][:20] and max(waited[:-1]) < 1.0
