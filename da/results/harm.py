@@ -14,9 +14,8 @@ import pandas as pd
 
 from da.results.gap import GAP_FACTORS, is_reference, is_source_only
 from da.results.load import reported_confusion
-from da.results.paired import PAIR_KEYS, configuration_label, paired
+from da.results.paired import PAIR_KEYS, configuration_groups, configuration_label, matching_source_only, paired
 from da.results.tables import varying_factors
-from da.settings import USED_BY
 
 CLASS_HARM = 20.0  # points of one class's recall (issue 29: a loss beyond it must be explained)
 
@@ -34,18 +33,16 @@ def harm_table(runs: pd.DataFrame) -> pd.DataFrame:
     if not is_source_only(runs).any():
         raise ValueError("no source-only run to measure harm against")
     factors = [f for f in dict.fromkeys([*GAP_FACTORS, *varying_factors(runs)]) if f not in PAIR_KEYS]
-    groups = [(dict(zip(factors, key)), g) for key, g in runs.groupby(factors, sort=True, dropna=False)]
+    groups = configuration_groups(runs, factors)
     rows = []
     for row, g in groups:
         if is_source_only(g.iloc[:1]).iloc[0] or is_reference(g.iloc[:1]).iloc[0]:
             continue
-        # source-only has no method settings: it matches on every other factor (epochs, split, ...)
-        base = [b for r, b in groups if is_source_only(b.iloc[:1]).iloc[0]
-                and all(r[f] == row[f] for f in factors if f not in GAP_FACTORS and f not in USED_BY)]
-        if not base:
+        base = matching_source_only(groups, row)
+        if base is None:
             continue
-        base_rates = {tuple(r[k] for k in PAIR_KEYS): _rates(r) for _, r in base[0].iterrows()}
-        p = paired(g, base[0])
+        base_rates = {tuple(r[k] for k in PAIR_KEYS): _rates(r) for _, r in base.iterrows()}
+        p = paired(g, base)
         worst, over = None, 0
         for _, r in g.iterrows():
             pair = tuple(r[k] for k in PAIR_KEYS)

@@ -104,6 +104,27 @@ def configuration_label(row: dict, factors: list[str]) -> str:
     return ", ".join([name, *others])
 
 
+ANCHORS = ("method", "prior", "target_labeled_fraction")  # what tells source-only and the reference from a method
+
+
+def configuration_groups(runs: pd.DataFrame, factors: list[str]) -> list[tuple[dict, pd.DataFrame]]:
+    """The runs of each configuration (the values of ``factors`` but the pairing keys), with those values."""
+    factors = [f for f in factors if f not in PAIR_KEYS]
+    return [(dict(zip(factors, key if isinstance(key, tuple) else (key,))), g)
+            for key, g in runs.groupby(factors, sort=True, dropna=False)]
+
+
+def matching_source_only(groups: list[tuple[dict, pd.DataFrame]], row: dict) -> pd.DataFrame | None:
+    """The source-only runs of ``groups`` to compare configuration ``row`` with: the same value of every factor
+    but the anchors and the methods' own settings (source-only has none), or None."""
+    from da.results.gap import is_source_only
+
+    for r, b in groups:
+        if is_source_only(b.iloc[:1]).iloc[0] and all(r[f] == row[f] for f in row if f not in ANCHORS and f not in USED_BY):
+            return b
+    return None
+
+
 def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc") -> pd.DataFrame:
     """Every configuration against the source-only runs with the same other factors, each prior-aware
     configuration against its uniform-prior counterpart, and the best label-free configuration against the
@@ -114,19 +135,16 @@ def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc"
     from da.results.gap import is_reference, is_source_only
 
     factors = [f for f in factors if f not in PAIR_KEYS]
-    groups = [(dict(zip(factors, key if isinstance(key, tuple) else (key,))), g)
-              for key, g in runs.groupby(factors, sort=True, dropna=False)]
-    anchors = [f for f in ("method", "prior", "target_labeled_fraction") if f in factors]
+    groups = configuration_groups(runs, factors)
     rows = []
     for row, g in groups:
         if is_source_only(g.iloc[:1]).iloc[0]:
             continue
-        base = [b for r, b in groups if is_source_only(b.iloc[:1]).iloc[0]
-                and all(r[f] == row[f] for f in factors if f not in anchors and f not in USED_BY)]
-        if base:
+        base = matching_source_only(groups, row)
+        if base is not None:
             rows.append({"comparison": f"{configuration_label(row, factors)} − source-only", "kind": "vs source-only",
                          "uses_target_labels": bool(is_reference(g.iloc[:1]).iloc[0]),
-                         "paired": paired(g, base[0], col)})
+                         "paired": paired(g, base, col)})
     if "prior" in factors:  # a prior-aware variant against the same method with the uniform prior
         for row, g in groups:
             if not row["prior"]:
