@@ -60,6 +60,8 @@ HELP = {
     "stage1_epochs": "epochs of stage 1",
     "stage1_seed": "seed of stage 1 (one stage-1 model serves every stage-2 seed)",
     "batch_size": "per domain: a step sees this many source and this many target images",
+    "target_batch_size": "unlabelled target images a step sees, when not --batch-size (0: --batch-size); the "
+                         "target batch is most of an adaptation method's cost per step",
     "optimizer": f"{', '.join(OPTIMIZERS)}",
     "lr": "learning rate of the head; the backbone gets lr * --backbone-lr-factor",
     "stage1_lr": "learning rate of stage 1 when it differs from --lr (0: the same); fixing it lets runs that "

@@ -147,6 +147,9 @@ class RunConfig:
     stage1_epochs: int = 3
     stage1_seed: int = 0  # one stage-1 model serves every stage-2 seed
     batch_size: int = _s1(32)  # per domain: a step sees batch_size source + batch_size target images
+    # the unlabelled target batch of a step when it differs from the source's (0: batch_size); target images
+    # are most of what an adaptation method adds to a step's cost
+    target_batch_size: int = _added(0)
     optimizer: str = _s1("adamw")
     lr: float = _s1(1e-3)  # head; the backbone gets lr * backbone_lr_factor
     # stage 1's learning rate when it differs from stage 2's (0: the same, lr); a search over stage 2's lr
@@ -236,6 +239,11 @@ class RunConfig:
     def method_parts(self) -> list[str]:
         return [] if self.method == "source_only" else self.method.split("+")
 
+    @property
+    def target_batch(self) -> int:
+        """The unlabelled target batch of a step: ``target_batch_size``, or ``batch_size`` where it is 0."""
+        return self.target_batch_size or self.batch_size
+
     def hashed_dict(self) -> dict[str, Any]:
         out = {}
         for f in config_fields():
@@ -251,6 +259,8 @@ class RunConfig:
                 continue
             if f.name == "stage1_strategy" and value == self.strategy:  # the same run as "" (stage 1 likewise)
                 continue
+            if f.name == "target_batch_size" and (value == self.batch_size or not self.method_parts):
+                continue  # the same run as 0; source-only draws no target batch
             out[f.name] = _jsonable(value)
         return out
 
@@ -351,7 +361,7 @@ class RunConfig:
         if self.num_workers < AUTO_WORKERS:
             raise ConfigError("num_workers", f"--num-workers must be >= 0, or {AUTO_WORKERS} for one per allotted CPU "
                                              f"but the main process's, got {self.num_workers}")
-        for name, low in (("max_steps_per_epoch", 0), ("patience", 0), ("eval_batch_size", 1),
+        for name, low in (("max_steps_per_epoch", 0), ("patience", 0), ("eval_batch_size", 1), ("target_batch_size", 0),
                           ("cache_views", 0), ("bottleneck_dim", 0), ("stage1_epochs", 0), ("seed", 0),
                           ("split_seed", 0), ("stage1_seed", 0), ("images_per_class", 0), ("img_size", 32), ("clip_grad_norm", 0),
                           ("weight_decay", 0), ("warmup_epochs", 0), ("focal_gamma", 0), ("align_weight", 0),
@@ -368,6 +378,8 @@ class RunConfig:
                     f.metadata["setting"].check(getattr(self, f.name))
                 except ValueError as err:
                     raise ConfigError(f.name, str(err)) from None
+        # a setting's checks that read other fields, declared with it (da.settings.declare_check)
+        registered(*(f.name for f in config_fields() if "setting" in f.metadata))
         return self
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from da.config import RunConfig
+from da.config import ConfigError, RunConfig
 
 
 def test_from_dict_round_trips_tuples_and_defaults_missing_fields():
@@ -213,3 +213,22 @@ def test_dataset_names_are_spelled_as_the_registry_does():
     assert typed.config_hash() == RunConfig().validate().config_hash()
     assert RunConfig(target="rsscn7-lt").validate().target == "RSSCN7-LT"
     assert RunConfig(target="folder:/x/y", stages=1).target == "folder:/x/y"
+
+
+def test_target_batch_size_moves_a_run_only_where_it_changes_the_batches():
+    mcc = RunConfig(method="mcc")
+    assert RunConfig(method="mcc", target_batch_size=32).config_hash() == mcc.config_hash()  # = batch_size
+    assert RunConfig(method="mcc", target_batch_size=16).config_hash() != mcc.config_hash()
+    assert RunConfig(method="mcc", target_batch_size=16).target_batch == 16 and mcc.target_batch == 32
+    # source-only and the reference draw no unlabelled target batch
+    assert (RunConfig(method="source_only", target_batch_size=16).config_hash()
+            == RunConfig(method="source_only").config_hash())
+    with pytest.raises(ConfigError, match="--target-batch-size must be >= 0"):
+        RunConfig(method="mcc", target_batch_size=-1).validate()
+
+
+def test_the_linear_mmd_estimator_refuses_unequal_batches_before_anything_runs():
+    with pytest.raises(ConfigError, match="--mmd-estimator linear pairs each source image with a target image"):
+        RunConfig(method="mmd+mcc", mmd_estimator="linear", target_batch_size=16).validate()
+    RunConfig(method="mmd", mmd_estimator="linear", target_batch_size=32).validate()
+    RunConfig(method="mmd", target_batch_size=16).validate()  # the quadratic estimator takes any two sizes

@@ -208,3 +208,23 @@ def test_peak_memory_is_the_process_own_not_its_launcher():
                                                          check=True).stdout.split())
     assert child_maxrss > 1500  # the launcher's 1.5 GB, inherited
     assert 0 < child_peak < 1000  # an interpreter that imported da.records (and with da, torch)
+
+
+@pytest.mark.parametrize("cache_views", [2, 0])
+def test_target_batch_size_sets_the_unlabelled_target_batch_only(tiny_root, tmp_path, cache_views):
+    from da.train.setup import build_run, load_splits
+
+    cfg = tiny_cfg(tiny_root, tmp_path, method="mcc", stages=1, target_batch_size=4, cache_views=cache_views,
+                   strategy="partial:2", target_labeled_fraction=0.5)
+    run = build_run(cfg, 2, load_splits(cfg, 2), None)
+    x_s, _ = next(iter(run.data.source.epoch(0)))
+    x_t, idx = next(iter(run.data.target.epoch(0)))
+    x_l, _ = next(iter(run.data.target_labeled.epoch(0)))
+    assert (len(x_s), len(x_t), len(idx), len(x_l)) == (8, 4, 4, 8)
+    if not cache_views:
+        return
+    # a whole run trains on them (the joint forward splits 8 + 4, labelled target images on their own)
+    record = load(train_stage(cfg, stage=2))
+    steps = cfg.epochs * cfg.max_steps_per_epoch
+    assert record["images_per_s"] > 0 and len(record["epochs"]) == cfg.epochs
+    assert math.isclose(record["images_per_s"] * record["train_time_s"], steps * (8 + 4), rel_tol=0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from da.losses.mmd import DEFAULT_SCALES, ESTIMATORS, MMD
 from da.methods.base import Method, Setting, StepOutputs, register
+from da.settings import declare_check
 
 
 @register
@@ -21,3 +22,13 @@ class MMDMethod(Method):
 
     def forward(self, out: StepOutputs) -> dict:
         return {"mmd": self.align_weight(out.progress) * self.loss(out.z_s, out.z_t, out.w_s)}
+
+
+def _check_linear_pairs(cfg) -> None:
+    if cfg.mmd_estimator == "linear" and "mmd" in cfg.method_parts and cfg.target_batch != cfg.batch_size:
+        raise ValueError(f"--mmd-estimator linear pairs each source image with a target image: it needs "
+                         f"--target-batch-size 0 or equal to --batch-size ({cfg.batch_size}), got "
+                         f"{cfg.target_batch_size}")
+
+
+declare_check("mmd_estimator", _check_linear_pairs)

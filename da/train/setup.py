@@ -87,6 +87,7 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
         tf = (strong_tf if stream == "target" else train_tf) if train else eval_tf
         balanced = stream == "source" and cfg.source_sampling == "class_balanced"
         unlabelled = stream == "target"  # the method's target batches carry indices, never labels
+        batch_size = (cfg.target_batch if unlabelled else cfg.batch_size) if train else cfg.eval_batch_size
         if use_cache:
             feats, hit = prefix_outputs(model, prefix_len, split, tf,
                                         cfg.cache_views if train else 1, view_seed=cfg.split_seed,
@@ -97,11 +98,10 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
                                             legacy=cfg.memory_format == "auto" and not cfg.compile_prefix))
             hits[name if train or name != "target_train" else "target_train_eval"] = hit
             labels = torch.tensor([lab for _, lab in split.samples], dtype=torch.long)
-            return CachedBatches(feats, labels, cfg.seed, cfg.batch_size if train else cfg.eval_batch_size,
+            return CachedBatches(feats, labels, cfg.seed, batch_size,
                                  shuffle=train, drop_last=train, stream=stream, class_balanced=balanced,
                                  channels_last=channels_last, yield_index=unlabelled)
-        return ImageBatches(split, tf, cfg.seed,
-                            cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, drop_last=train,
+        return ImageBatches(split, tf, cfg.seed, batch_size, shuffle=train, drop_last=train,
                             num_workers=workers, stream=stream, class_balanced=balanced,
                             yield_index=unlabelled)
 
@@ -116,8 +116,9 @@ def build_data(cfg: RunConfig, stage: int, splits: Splits, model, prefix_len: in
             data.target_labeled = make("target_labeled", True, "target_labeled")
     for name, batches in (("source", data.source), ("target", data.target), ("target_labeled", data.target_labeled)):
         if batches is not None and len(batches) == 0:
-            raise ValueError(f"the {name} training split is smaller than one batch ({cfg.batch_size}); "
-                             f"lower --batch-size")
+            flag = "--target-batch-size" if name == "target" and cfg.target_batch_size else "--batch-size"
+            raise ValueError(f"the {name} training split is smaller than one batch ({batches.batch_size}); "
+                             f"lower {flag}")
     data.cache_hits = hits
     return data
 
