@@ -93,7 +93,7 @@ def main() -> None:
     run = runs["source_only"]
     lines = header("a whole stage-2 epoch per method against source-only's (experiments/bench_epoch.py)")
     lines += [f"# default stage-2 setting on cached AID -> RSSCN7 data: {len(run.data.source)} steps of 32 source "
-              f"(+ 32 target) images, then the evaluation; median of {args.repeats} epochs after one warm-up, the "
+              f"(+ 32 target, or --target-batch-size) images, then the evaluation; median of {args.repeats} epochs after one warm-up, the "
               f"variants interleaved; goal: the strongest method <= 1.5x source-only",
               f"# setup: building the run once (caches: read = all read from disk, built = some computed)",
               f"{'variant':<{width}}{'setup':>16}{'start':>8}{'train':>8}{'adabn':>8}{'eval':>8}{'epoch':>9}{'ratio':>8}"]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from da.losses.adversarial import grl_coefficient
-from da.settings import Setting, declare
+from da.settings import USED_BY, Setting, declare
 
 REGISTRY: dict[str, type["Method"]] = {}
 
@@ -114,6 +114,8 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"method name {cls.name!r} is taken or contains '+'")
     inherited = [s for base in cls.__mro__[1:] for s in vars(base).get("settings", ())]
     declare(cls.name, "method", vars(cls).get("settings", ()), inherited)
+    if cls.needs_target:  # the engine draws its target batches at --target-batch-size: a setting it reads
+        USED_BY.setdefault("target_batch_size", set()).add(cls.name)
     REGISTRY[cls.name] = cls
     return cls
 
