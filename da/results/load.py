@@ -80,6 +80,7 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2, strict: bool =
         tgt, oracle = rec["target_test"] or {}, (rec["oracle"] or {})
         row = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()}
         row["stage1_strategy"] = cfg["stage1_strategy"] or cfg["strategy"]  # '' is the run's own: one value per stage 1
+        row["target_batch_size"] = cfg["target_batch_size"] or cfg["batch_size"]  # 0 is --batch-size: one value per batch
         row.update({
             "target_acc": 100 * tgt["accuracy"] if tgt else float("nan"),
             "target_f1": 100 * tgt["macro_f1"] if tgt else float("nan"),
