@@ -152,7 +152,9 @@ def test_latex_escapes_what_class_names_may_hold():
     ("neighbours/runs", "consistency", "neighbours/",
      ["--sweep", "consistency_ema", "--sweep", "neighbours", "--sweep", "strong_views", "--selection", "last"]),
     ("rsscn7_aid_neighbours/runs", "rsscn7_aid_consistency", "rsscn7_aid_neighbours/",
-     ["--sweep", "rsscn7_aid_consistency_ema", "--sweep", "rsscn7_aid_neighbours", "--sweep", "rsscn7_aid_strong_views"])])
+     ["--sweep", "rsscn7_aid_consistency_ema", "--sweep", "rsscn7_aid_neighbours", "--sweep", "rsscn7_aid_strong_views"]),
+    ("target_batch/runs", "target_batch", "target_batch/", ["--selection", "last"]),
+    ("rsscn7_aid_target_batch/runs", "rsscn7_aid_target_batch", "rsscn7_aid_target_batch/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -166,7 +168,7 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
     # a re-selected epoch has no stored predictions: its shares are not written
     assert {"ablation.md", "oracle.md", "paired.md"} <= committed
     assert ("predicted_shares.md" in committed) == (sweep not in ("gap_splits", "half_gap", "consistency",
-                                                                  "shifted_prior"))
+                                                                  "shifted_prior", "target_batch"))
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
@@ -785,3 +787,60 @@ def test_neighbours_and_strong_views_section_recomputes_from_the_records():
         assert strong.iloc[0]["split_sizes"]["target_train"] == images
         waited = sorted(r["data_time_s"] for r in strong if r["cache_hits"]["target_train"])
         assert f"{waited[-1]:.1f}" in section.split("waited for them")[1][:20] and max(waited[:-1]) < 1.0
+
+
+def test_target_batch_section_recomputes_from_the_records_and_the_benchmark():
+    """results/README.md's section on 16 target images a step: the tables it copies, every paired difference,
+    gap closed and cost ratio it states, from the committed records and benchmark files."""
+    import re
+    import warnings
+
+    from da.results.paired import format_paired, paired
+    from da.results.selection import reselect
+
+    text = (REPO / "results" / "README.md").read_text()
+    section = " ".join(text[text.index("## The cost of a step"):text.index("## LoRA on the second pair")].split())
+    res = REPO / "results"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pairs = {f: reselect(load_runs(res / f / "runs", strict=True), "last")
+                 for f in ("target_batch", "rsscn7_aid_target_batch")}
+    diffs = {}
+    for folder, runs in pairs.items():
+        assert len(runs) == 18 and set(runs["seed"]) == {0, 1, 2}  # 6 at 16 beside half_gap's 12
+        so = runs[(runs["method"] == "source_only") & (runs["target_labeled_fraction"] == 0)]
+        ref = runs[(runs["method"] == "source_only") & (runs["target_labeled_fraction"] == 1)]["target_acc"].mean()
+        for method in ("mcc", "shot+mcc"):
+            at = {b: runs[(runs["method"] == method) & (runs["target_batch_size"] == b)] for b in (16, 32)}
+            d = paired(at[32], at[16])
+            diffs[folder, method] = d
+            cells = format_paired(d)
+            assert f"{d.mean:+.1f} {cells['interval']}" in section, (folder, method)
+            closed = {b: round(100 * (at[b]["target_acc"].mean() - so["target_acc"].mean())
+                               / (ref - so["target_acc"].mean())) for b in (16, 32)}
+            if folder == "rsscn7_aid_target_batch":
+                assert f"from {closed[32]} to {closed[16]} % ({'MCC' if method == 'mcc' else 'SHOT + MCC'})" in section
+            else:
+                assert f"{closed[32]} to {closed[16]} %" in section
+    assert all(d.mean > 0 for d in diffs.values())  # "the smaller batch loses in all four comparisons"
+    assert [k for k, d in diffs.items() if d.excludes_zero] == [("rsscn7_aid_target_batch", "shot+mcc")]
+    shot16 = pairs["target_batch"]
+    so = shot16[(shot16["method"] == "source_only") & (shot16["target_labeled_fraction"] == 0)]
+    gain = paired(shot16[(shot16["method"] == "shot+mcc") & (shot16["target_batch_size"] == 16)], so)
+    assert not gain.excludes_zero and f"({gain.mean:+.1f} {format_paired(gain)['interval']}; one seed gains only " \
+                                      f"{min(gain.diffs):+.1f})" in section
+
+    def ratios(name):
+        bench = (res / "benchmarks" / name).read_text()
+        found = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+)\s.*\s(\d+\.\d\d)x$", bench, re.M)}
+        return found, re.search(r"^source_only\s.*\s(\d+\.\d)s\s+1\.00x$", bench, re.M).group(1)
+
+    now, base = ratios("epoch_target_batch.txt")
+    first, _ = ratios("epoch_target_batch_first.txt")
+    old, _ = ratios("epoch_consistency.txt")
+    assert f"a source-only epoch takes {base} s" in section
+    assert (f"MCC {now['mcc']}x and SHOT + MCC {now['shot+mcc']}x at 32 target images, "
+            f"{now['mcc:target_batch_size=16']}x and {now['shot+mcc:target_batch_size=16']}x at 16") in section
+    assert all(float(now[f"{m}:target_batch_size=16"]) <= 1.5 < float(now[m]) for m in ("mcc", "shot+mcc"))
+    assert f"measured {first['mcc:target_batch_size=16']}x and {first['shot+mcc:target_batch_size=16']}x at 16" in section
+    assert f"{old['mcc']}x and {old['shot+mcc']}x (`benchmarks/epoch_consistency.txt`) or {now['mcc']}x and {now['shot+mcc']}x" in section
