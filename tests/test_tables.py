@@ -154,6 +154,7 @@ def test_latex_escapes_what_class_names_may_hold():
     ("rsscn7_aid_neighbours/runs", "rsscn7_aid_consistency", "rsscn7_aid_neighbours/",
      ["--sweep", "rsscn7_aid_consistency_ema", "--sweep", "rsscn7_aid_neighbours", "--sweep", "rsscn7_aid_strong_views"]),
     ("target_batch/runs", "target_batch", "target_batch/", ["--selection", "last"]),
+    ("shifted_splits/runs", "shifted_splits", "shifted_splits/", ["--selection", "last"]),
     ("rsscn7_aid_target_batch/runs", "rsscn7_aid_target_batch", "rsscn7_aid_target_batch/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
@@ -168,7 +169,8 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
     # a re-selected epoch has no stored predictions: its shares are not written
     assert {"ablation.md", "oracle.md", "paired.md"} <= committed
     assert ("predicted_shares.md" in committed) == (sweep not in ("gap_splits", "half_gap", "consistency",
-                                                                  "shifted_prior", "target_batch"))
+                                                                  "shifted_prior", "target_batch",
+                                                                  "shifted_splits"))
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
@@ -844,3 +846,32 @@ def test_target_batch_section_recomputes_from_the_records_and_the_benchmark():
     assert all(float(now[f"{m}:target_batch_size=16"]) <= 1.5 < float(now[m]) for m in ("mcc", "shot+mcc"))
     assert f"measured {first['mcc:target_batch_size=16']}x and {first['shot+mcc:target_batch_size=16']}x at 16" in section
     assert f"{old['mcc']}x and {old['shot+mcc']}x (`benchmarks/epoch_consistency.txt`) or {now['mcc']}x and {now['shot+mcc']}x" in section
+
+
+def test_shifted_splits_section_recomputes_from_the_records():
+    """results/README.md's section on the prior-aware variant over 3 split seeds: its paired differences and
+    counts from the committed records."""
+    import warnings
+
+    from da.results.paired import format_paired, paired
+    from da.results.selection import reselect
+
+    text = (REPO / "results" / "README.md").read_text()
+    section = " ".join(text[text.index("### On 3 split seeds (`shifted_splits/`)"):text.index("## The cost of a step")].split())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = reselect(load_runs(REPO / "results" / "shifted_splits" / "runs", strict=True), "last")
+    plain = (runs["method"] == "source_only") & (runs["prior"] == "")
+    so, ref = runs[plain & (runs["target_labeled_fraction"] == 0)], runs[plain & (runs["target_labeled_fraction"] == 1)]
+    em = runs[(runs["method"] == "shot+mcc") & (runs["prior"] == "em")]
+    uniform = runs[(runs["method"] == "shot+mcc") & (runs["prior"] == "")]
+    assert len(so) == len(em) == len(uniform) == 9 and len(ref) == 5 and set(runs["split_seed"]) == {0, 1, 2}
+    d = paired(em, uniform)
+    assert d.excludes_zero and all(x > 0 for x in d.diffs) and d.n == 9
+    assert f"positive in 9 of 9 pairs, {format_paired(d)['mean']} points, 95 % interval {format_paired(d)['interval']}" in section
+    for side, name in ((em, "with the prior"), (uniform, "without it")):
+        g = paired(side, so)
+        assert not g.excludes_zero and f"{name} {g.mean:+.1f} {format_paired(g)['interval']}" in section
+    losses = [sum(x < 0 for x in paired(side, so).diffs) for side in (uniform, em)]
+    assert f"loses to source-only in {losses[0]} of 9 runs, the prior-aware one in {losses[1]}" in section
+    assert f"{len(ref)} of its 9 runs" in section
