@@ -134,6 +134,37 @@ def test_int8_is_quantized_close_to_fp32_and_calibrated_on_source_images_only(ti
     assert others and all(set(s) <= set(images.target_test.samples) for s in others)
 
 
+def test_int8_activations_are_7_bit_exactly_where_the_cpu_has_no_vnni_or_when_asked(tiny_run, exported,
+                                                                                   monkeypatch, capsys):
+    """Without VNNI, oneDNN's INT8 convolutions saturate on 8-bit activations (see ``cpu_has_vnni``): "auto"
+    quantizes them to 7 bits there, and the program's quantize nodes carry the range the card states."""
+    from da.deploy import int8 as i8
+    from da.scripts.export import parse_args
+
+    _, card, _ = exported
+    check = card["checks"]["int8"]
+    assert check["exporting_cpu_has_vnni"] == i8.cpu_has_vnni()
+    assert check["activation_bits"] == (8 if i8.cpu_has_vnni() else 7)
+    for vnni, auto in ((True, False), (False, True)):
+        monkeypatch.setattr(i8, "cpu_has_vnni", lambda vnni=vnni: vnni)
+        assert i8.resolve_reduce_range("auto") is auto
+        assert i8.resolve_reduce_range("on") is True and i8.resolve_reduce_range("off") is False
+    with pytest.raises(ValueError, match="--int8-reduce-range must be one of auto, on, off"):
+        i8.resolve_reduce_range("7")
+    run = load_run(tiny_run)
+    x, _ = target_images(run)
+    module = ex.LogitsOnly(run.model).eval()
+    for reduce_range, qmax in ((True, 127), (False, 255)):
+        graph = i8.quantize_int8(module, iter([x]), run.img_size, reduce_range=reduce_range)
+        quantize = [n for n in graph.graph.nodes if "quantize_per_tensor" in str(n.target)
+                    and "dequantize" not in str(n.target)]
+        assert quantize and {n.args[4] for n in quantize} == {qmax}
+    assert parse_args(["--run", "r"]).int8_reduce_range == "auto"
+    with pytest.raises(SystemExit):
+        parse_args(["--run", "r", "--int8-reduce-range", "7"])
+    assert "--int8-reduce-range: invalid choice: '7'" in capsys.readouterr().err
+
+
 def test_model_card_against_the_record_and_the_files(tiny_run, exported):
     out, card, _ = exported
     rec = json.loads((tiny_run / "record.json").read_text())

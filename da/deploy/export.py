@@ -27,7 +27,8 @@ from da.data.domains import Split
 from da.deploy.card import CARD_FILE, CHECKS_FILE, model_card
 from da.deploy.errors import ExportCheckFailed
 from da.deploy.folder import check_out, replace_dir
-from da.deploy.int8 import INT8_FILE, load_int8, quantize_int8, quantized_layers, save_int8
+from da.deploy.int8 import (INT8_FILE, cpu_has_vnni, load_int8, quantize_int8, quantized_layers, resolve_reduce_range,
+                            save_int8)
 from da.deploy.latency import compiled, inductor_freezing, latency_table, padded
 from da.deploy.load import FinishedRun, RunNotUsable, load_run
 from da.deploy.onnx_model import ONNX_FILE, ONNX_OPSET, ONNX_TOLERANCE, export_onnx, onnx_session
@@ -119,14 +120,17 @@ def check_dependencies() -> None:
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, calibration_images: int = 256,
                eval_images: int | None = None, data_root: str | os.PathLike | None = None,
                latency_repeats: int = 20, latency_batches: tuple[int, ...] = LATENCY_BATCHES,
-               inductor: bool = True, opset: int = ONNX_OPSET) -> dict:
+               inductor: bool = True, opset: int = ONNX_OPSET, reduce_range: str = "auto") -> dict:
     """Export the finished run ``run_dir``; returns the model card (also written as ``model_card.json``).
 
     ``eval_images``: N target-test images drawn at random (seeded) for the checks (default: all of them).
     ``inductor=False`` evaluates the INT8 program in eager mode (float reference operators: the same
     quantisation, no INT8 kernels) and measures no latency; the tests use it to stay fast.
+    ``reduce_range``: "auto" (7-bit activations where this CPU has no VNNI, see :func:`cpu_has_vnni`), "on"
+    or "off".
     """
     check_dependencies()
+    seven_bit = resolve_reduce_range(reduce_range)
     run = load_run(run_dir)
     if run.record.get("stage") == 1:  # a stage-1 run has no target: nothing to check the export on
         raise RunNotUsable(f"run {run.run_dir} is a stage-1 (supervised) run; export a stage-2 run "
@@ -154,7 +158,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private (0700); the export is an ordinary folder
     try:
         card = _export_into(tmp, run, module, images, test_samples, calib, transform, size, latency_repeats,
-                            latency_batches, inductor, opset)
+                            latency_batches, inductor, opset, seven_bit)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,7 +168,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
 
 
 def _export_into(tmp: Path, run: FinishedRun, module: nn.Module, images: RunImages, test_samples, calib, transform,
-                 size: int, latency_repeats: int, latency_batches: tuple[int, ...], inductor: bool, opset: int) -> dict:
+                 size: int, latency_repeats: int, latency_batches: tuple[int, ...], inductor: bool, opset: int,
+                 seven_bit: bool) -> dict:
     started = time.time()
     split = images.target_test
     # 1. ONNX, checked on the target-test images
@@ -192,8 +197,10 @@ def _export_into(tmp: Path, run: FinishedRun, module: nn.Module, images: RunImag
                   "exporter": "torch.onnx.export(dynamo=True)", "runtime": "onnxruntime CPUExecutionProvider"}
 
     # 2. INT8: calibrate on source-train images, save, reload, evaluate and time the reloaded program
-    log.info("quantising to INT8 (PT2E, X86InductorQuantizer), calibrating on %d source-train images", len(calib))
-    qmodel = quantize_int8(module, (b for b, _ in batches(images.source_train, calib, transform, EVAL_BATCH)), size)
+    log.info("quantising to INT8 (PT2E, X86InductorQuantizer, %d-bit activations), calibrating on %d source-train "
+             "images", 7 if seven_bit else 8, len(calib))
+    qmodel = quantize_int8(module, (b for b, _ in batches(images.source_train, calib, transform, EVAL_BATCH)), size,
+                           reduce_range=seven_bit)
     layers = quantized_layers(qmodel)
     save_int8(qmodel, tmp / INT8_FILE, size)
     int8 = load_int8(tmp / INT8_FILE)
@@ -224,6 +231,8 @@ def _export_into(tmp: Path, run: FinishedRun, module: nn.Module, images: RunImag
         "flow": "PT2E: torch.export + torchao prepare_pt2e/convert_pt2e, X86InductorQuantizer (static, "
                 "per-channel weights)",
         "calibration": {"split": "source_train", "images": len(calib), "dataset": run.config.source},
+        # 7 bits where the exporting CPU has no VNNI (--int8-reduce-range auto): its kernels saturate on 8
+        "activation_bits": 7 if seven_bit else 8, "exporting_cpu_has_vnni": cpu_has_vnni(),
         "conv_and_linear_layers": layers,
         "evaluated_with": "torch.compile (Inductor, freezing): oneDNN INT8 kernels" if inductor else
                           "eager: quantize/dequantize with float reference operators",

@@ -24,6 +24,31 @@ log = logging.getLogger(__name__)
 
 INT8_FILE = "model_int8.pt2"
 
+# --int8-reduce-range: "auto" quantizes activations to 7 bits where this CPU lacks VNNI, else to 8 bits
+REDUCE_RANGE_CHOICES = ("auto", "on", "off")
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has an INT8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX).
+
+    Without one, oneDNN's INT8 convolutions add pairs of u8 x s8 products in int16 (``vpmaddubsw``), which
+    saturates for activations that use all 8 bits: measured here on an AVX2-only AMD EPYC, a short Lite0 run's
+    INT8 predictions agreed with FP32 on 86.7 % of 256 images compiled against 94.5 % with float reference
+    operators, and 91.0 % compiled with 7-bit activations.  Unknown (an older torch) counts as absent."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is None:
+        return False
+    caps = capabilities()
+    return any(caps.get(flag, False) for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def resolve_reduce_range(choice: str) -> bool:
+    """``--int8-reduce-range``: "on" and "off" as given; "auto" is on exactly where :func:`cpu_has_vnni` is
+    false (the x86 quantizer's own advice for CPUs without VNNI)."""
+    if choice not in REDUCE_RANGE_CHOICES:
+        raise ValueError(f"--int8-reduce-range must be one of {', '.join(REDUCE_RANGE_CHOICES)}, got {choice!r}")
+    return not cpu_has_vnni() if choice == "auto" else choice == "on"
+
 
 def _torchao_x86():
     """torchao's PT2E entry points; importing its x86 quantizer also registers the Inductor passes that
@@ -37,8 +62,10 @@ def _torchao_x86():
     return prepare_pt2e, convert_pt2e, xiq
 
 
-def quantize_int8(module: nn.Module, calibration: Iterator[torch.Tensor], img_size: int) -> torch.fx.GraphModule:
-    """PT2E post-training static quantization of ``module`` (images -> logits), calibrated on ``calibration``."""
+def quantize_int8(module: nn.Module, calibration: Iterator[torch.Tensor], img_size: int,
+                  reduce_range: bool = False) -> torch.fx.GraphModule:
+    """PT2E post-training static quantization of ``module`` (images -> logits), calibrated on ``calibration``;
+    ``reduce_range`` quantizes activations to 7 bits (0-127) instead of 8 (see :func:`cpu_has_vnni`)."""
     prepare_pt2e, convert_pt2e, xiq = _torchao_x86()
     example = torch.zeros(2, 3, img_size, img_size)
     with warnings.catch_warnings():
@@ -49,7 +76,7 @@ def quantize_int8(module: nn.Module, calibration: Iterator[torch.Tensor], img_si
         except Exception as err:  # torch.export raises many types for code it cannot capture
             raise ExportCheckFailed(f"torch.export cannot capture the model for INT8 quantization "
                                     f"({type(err).__name__}: {first_line(err)})") from err
-        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
         prepared = prepare_pt2e(graph, quantizer)
         seen = 0
         with torch.no_grad():

@@ -21,6 +21,7 @@ import logging
 import sys
 
 from da.deploy.export import LATENCY_BATCHES, ONNX_OPSET, ExportCheckFailed, export_run
+from da.deploy.int8 import REDUCE_RANGE_CHOICES
 from da.deploy.load import RunNotUsable
 
 
@@ -48,6 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--latency-repeats", type=_positive, default=20,
                    help="timed calls per model and batch size (the median is reported)")
     p.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset (17 or later)")
+    p.add_argument("--int8-reduce-range", choices=REDUCE_RANGE_CHOICES, default="auto",
+                   help="quantize INT8 activations to 7 bits: auto = where this CPU has no VNNI instructions "
+                        "(AVX512-VNNI, AVX-VNNI, AMX), whose INT8 kernels saturate on 8-bit activations; use 'on' "
+                        "when the model will run on such CPUs")
     args = p.parse_args(argv)
     if args.opset < 17:
         p.error(f"--opset must be 17 or later, got {args.opset}")
@@ -64,7 +69,8 @@ def summary(card: dict) -> str:
         f"  INT8: target-test accuracy {int8['int8_accuracy']:.4f} vs FP32 {int8['fp32_accuracy']:.4f} "
         f"({100 * int8['accuracy_change']:+.2f} points), predictions agree with FP32 on "
         f"{100 * int8['predictions_agree_with_fp32']:.1f}% ({int8['conv_and_linear_layers']['int8']} of "
-        f"{int8['conv_and_linear_layers']['total']} convolution and linear layers in INT8)",
+        f"{int8['conv_and_linear_layers']['total']} convolution and linear layers in INT8, "
+        f"{int8['activation_bits']}-bit activations)",
     ]
     latency = int8.get("latency")
     if latency:
@@ -86,7 +92,8 @@ def main(argv=None) -> int:
     try:
         card = export_run(args.run, out=args.out, calibration_images=args.calibration_images,
                           eval_images=args.eval_images, data_root=args.data_root,
-                          latency_repeats=args.latency_repeats, latency_batches=LATENCY_BATCHES, opset=args.opset)
+                          latency_repeats=args.latency_repeats, latency_batches=LATENCY_BATCHES, opset=args.opset,
+                          reduce_range=args.int8_reduce_range)
     except (RunNotUsable, FileNotFoundError, FileExistsError, ValueError, ModuleNotFoundError) as err:  # says what to do
         print(f"error: {err}", file=sys.stderr)
         return 2
