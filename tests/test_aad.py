@@ -61,6 +61,7 @@ def test_settings_are_declared_once_and_reach_flags_checks_and_hash():
     assert RunConfig(method="aad+mcc", aad_k=9).config_hash() != RunConfig(method="aad+mcc").config_hash()
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_aad_runs_end_to_end_and_writes_its_settings_into_the_record(tiny_root, tmp_path):
     record = json.loads(open(run_experiment(tiny_cfg(tiny_root, tmp_path, method="aad", stages=1, epochs=2,
                                                      aad_k=2))).read())

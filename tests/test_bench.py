@@ -39,6 +39,7 @@ def test_workers_follow_the_allocation(monkeypatch):
     assert gpu.workers_available() == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_gpu_script_runs_end_to_end_on_the_cpu(tiny_root, tmp_path):
     out = tmp_path / "gpu.txt"
     res = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_gpu.py"), "--model", "resnet18",

@@ -2,6 +2,7 @@
 
 import logging
 
+import pytest
 import torch
 
 from da.data.domains import Split, supervised_splits
@@ -100,6 +101,7 @@ def test_inductor_probe_reports_a_failing_compiler(monkeypatch, caplog):
     cache.inductor_works.cache_clear()
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_compiling_for_the_cpu_prints_no_cuda_home_notice(tmp_path):
     """Issue 31: every CPU run printed torch's "No CUDA runtime is found, using CUDA_HOME=..." when inductor
     imported torch.utils.cpp_extension on a machine with a CUDA toolkit (here a fake nvcc) and no GPU."""

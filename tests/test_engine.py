@@ -66,6 +66,7 @@ def _metrics(rec):
     return [(e["loss"], e["source_val"], e["target_test"]) for e in rec["epochs"]], rec["target_test"]
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_same_seed_same_numbers(tiny_root, tmp_path):
     a = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "a", method="mmd+im", stages=1)))
     b = load(run_experiment(tiny_cfg(tiny_root, tmp_path / "b", method="mmd+im", stages=1)))
@@ -109,6 +110,7 @@ def test_resume_is_bit_identical(tiny_root, tmp_path, strategy, cache_views):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_checkpoint_leaves_out_frozen_weights_and_resume_checks_them(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path, method="source_only", stages=1, strategy="partial:2", cache_views=2)
 
@@ -133,6 +135,7 @@ def test_checkpoint_leaves_out_frozen_weights_and_resume_checks_them(tiny_root, 
         train_stage(cfg, stage=2)
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_nonfinite_loss_names_step_and_terms_and_keeps_checkpoint(tiny_root, tmp_path, monkeypatch):
     from da.methods.coral import CoralMethod
 
@@ -158,6 +161,7 @@ def test_nonfinite_loss_names_step_and_terms_and_keeps_checkpoint(tiny_root, tmp
     assert not records.is_done(run_dir_for(cfg, 2))
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_early_stopping_on_source_validation(tiny_root, tmp_path):
     # a frozen backbone, no bottleneck BatchNorm and lr 1e-9: nothing changes, so the source-val accuracy never improves after epoch 1
     rec = load(run_experiment(tiny_cfg(tiny_root, tmp_path, method="source_only", stages=1, epochs=6, patience=2,
@@ -165,6 +169,7 @@ def test_early_stopping_on_source_validation(tiny_root, tmp_path):
     assert rec["stopped_early"] and len(rec["epochs"]) == 3 and rec["selected_epoch"] == 1
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_labeled_target_fraction_and_losses(tiny_root, tmp_path):
     rec = load(run_experiment(tiny_cfg(tiny_root, tmp_path, method="mmd", cls_loss="focal", stages=1,
                                        target_labeled_fraction=0.5, class_weighting="effective",
@@ -175,8 +180,8 @@ def test_labeled_target_fraction_and_losses(tiny_root, tmp_path):
     assert all(math.isfinite(v) for e in rec["epochs"] for v in e["loss"].values())
 
 
-@pytest.mark.parametrize("memory_format, compile_prefix, expect_cl", [("channels_last", True, True),
-                                                                    ("auto", False, False)])
+@pytest.mark.parametrize("memory_format, compile_prefix, expect_cl", [
+    pytest.param("channels_last", True, True, marks=pytest.mark.slow), ("auto", False, False)])
 def test_memory_format_reaches_the_model_and_every_cached_batch(tiny_root, tmp_path, memory_format, compile_prefix,
                                                                 expect_cl):
     from da.train.setup import build_run, load_splits
@@ -193,6 +198,7 @@ def test_memory_format_reaches_the_model_and_every_cached_batch(tiny_root, tmp_p
         assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last) == expect_cl
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_peak_memory_is_the_process_own_not_its_launcher():
     """getrusage's maxrss of a child counts its launcher's memory at fork (it survives exec); the record's
     peak (VmHWM) does not: a small run launched by a big process reports a small peak."""
@@ -210,7 +216,7 @@ def test_peak_memory_is_the_process_own_not_its_launcher():
     assert 0 < child_peak < 1000  # an interpreter that imported da.records (and with da, torch)
 
 
-@pytest.mark.parametrize("cache_views", [2, 0])
+@pytest.mark.parametrize("cache_views", [pytest.param(2, marks=pytest.mark.slow), 0])
 def test_target_batch_size_sets_the_unlabelled_target_batch_only(tiny_root, tmp_path, cache_views):
     from da.train.setup import build_run, load_splits
 

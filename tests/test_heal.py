@@ -23,6 +23,7 @@ def _interrupted(cfg):
     return run_dir_for(cfg, 2)
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_damaged_checkpoint_restarts_the_run_and_stale_temporaries_go(tiny_root, tmp_path, capsys):
     kw = dict(method="coral", stages=1, epochs=2)
     ref = load(train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2))
@@ -77,6 +78,7 @@ def test_full_disk_names_the_file_and_the_space(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_unwritable_out_is_a_message_not_a_traceback(tiny_root, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

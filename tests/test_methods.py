@@ -178,7 +178,7 @@ def test_cdan_uses_the_multilinear_map_or_its_randomised_version():
 
 
 # ---------------------------------------------------------------------------------------------- in a run
-@pytest.mark.parametrize("method", ["dann", "cdan"])
+@pytest.mark.parametrize("method", [pytest.param("dann", marks=pytest.mark.slow), "cdan"])
 def test_adversarial_run_discriminator_in_optimizer_and_checkpoint_and_exact_resume(tiny_root, tmp_path, method):
     kw = dict(method=method, stages=1, dann_hidden=32, cdan_hidden=32, epochs=2)
     ref_cfg = tiny_cfg(tiny_root, tmp_path / "ref", **kw)
@@ -365,6 +365,7 @@ def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, meth
         assert [e["prior"]["estimate"] for e in perm["epochs"]] == [e["prior"]["estimate"] for e in ref["epochs"]]
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_shot_can_freeze_the_classifier(tiny_root, tmp_path):
     from da.train.setup import build_run, load_splits
 

@@ -10,6 +10,7 @@ from conftest import REPO
 from da.launch import load_sweep
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_twin_launches_train_once_and_agree(tiny_root, tmp_path):
     args = [sys.executable, str(REPO / "experiments" / "run.py"), "--data-root", str(tiny_root), "--out",
             str(tmp_path), "--weights", "none", "--img-size", "32", "--batch-size", "8", "--epochs", "2",

@@ -46,6 +46,7 @@ def test_bad_values_fail_at_once_with_valid_choices(args, message, tmp_path):
     assert not list(tmp_path.glob("stage*/checkpoint.pt"))  # nothing trained
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_config_file_and_record_path_last_line(tiny_root, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: mmd\nepochs: 1\nmax_steps_per_epoch: 2\nstages: 1\n")

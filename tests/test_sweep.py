@@ -167,6 +167,7 @@ def tiny_sweep_file(tmp_path, grid="{stages: [1, 2], method: [source_only, coral
     return path
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_debug_cluster_runs_everything_then_nothing(tiny_root, tmp_path):
     sweep = load_sweep(tiny_sweep_file(tmp_path))
     kw = dict(out=str(tmp_path / "runs"), data_root=str(tiny_root), progress=False)
