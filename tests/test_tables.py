@@ -865,7 +865,8 @@ def test_shifted_splits_section_recomputes_from_the_records():
     so, ref = runs[plain & (runs["target_labeled_fraction"] == 0)], runs[plain & (runs["target_labeled_fraction"] == 1)]
     em = runs[(runs["method"] == "shot+mcc") & (runs["prior"] == "em")]
     uniform = runs[(runs["method"] == "shot+mcc") & (runs["prior"] == "")]
-    assert len(so) == len(em) == len(uniform) == 9 and len(ref) == 5 and set(runs["split_seed"]) == {0, 1, 2}
+    assert len(so) == len(em) == len(uniform) == len(ref) == 9 and set(runs["split_seed"]) == {0, 1, 2}
+    assert sorted(ref.groupby("split_seed").size()) == [3, 3, 3]
     d = paired(em, uniform)
     assert d.excludes_zero and all(x > 0 for x in d.diffs) and d.n == 9
     assert f"positive in 9 of 9 pairs, {format_paired(d)['mean']} points, 95 % interval {format_paired(d)['interval']}" in section
@@ -874,4 +875,7 @@ def test_shifted_splits_section_recomputes_from_the_records():
         assert not g.excludes_zero and f"{name} {g.mean:+.1f} {format_paired(g)['interval']}" in section
     losses = [sum(x < 0 for x in paired(side, so).diffs) for side in (uniform, em)]
     assert f"loses to source-only in {losses[0]} of 9 runs, the prior-aware one in {losses[1]}" in section
-    assert f"{len(ref)} of its 9 runs" in section
+    assert f"{len(ref)} runs, 3 per split seed" in section
+    so_acc, ref_acc = so["target_acc"].mean(), ref["target_acc"].mean()
+    gap = [round(100 * (side["target_acc"].mean() - so_acc) / (ref_acc - so_acc)) for side in (em, uniform)]
+    assert f"gap closed above ({gap[0]} % and {gap[1]} %) divides by their mean" in section
