@@ -73,7 +73,7 @@ def test_settings_are_declared_once_and_reach_flags_checks_and_hash():
     assert not build_method(RunConfig(method="mcc"), 3, 4).needs_weak_target
 
 
-@pytest.mark.parametrize("cache_views", [2, 0])
+@pytest.mark.parametrize("cache_views", [pytest.param(2, marks=pytest.mark.slow), 0])
 def test_fixmatch_runs_end_to_end_with_and_without_a_prefix_cache(tiny_root, tmp_path, cache_views, monkeypatch):
     seen = []
     original = ConfidentPseudoLabelLoss.forward

@@ -38,6 +38,7 @@ def test_damaged_checkpoint_restarts_the_run_and_stale_temporaries_go(tiny_root,
     assert not list(run_dir.rglob(".*.tmp")) and (run_dir / "checkpoint.damaged").exists()
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_damaged_cache_is_rebuilt(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path, method="source_only", stages=1, epochs=1)
     first = load(train_stage(cfg, stage=2))
@@ -51,6 +52,7 @@ def test_damaged_cache_is_rebuilt(tiny_root, tmp_path):
         assert isinstance(checkpoint.load(c)["feats"], torch.Tensor), c
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_stage1_marked_done_without_its_model_says_what_to_delete(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path, method="source_only", epochs=1)
     run_experiment(cfg)

@@ -386,6 +386,7 @@ def test_shot_can_freeze_the_classifier(tiny_root, tmp_path):
     assert not torch.equal(models[1]["head.bottleneck.0.weight"], models[2]["head.bottleneck.0.weight"])
 
 
+@pytest.mark.slow  # an end-to-end run: the default suite stays under 10 minutes on 2 slow cores
 def test_prior_estimate_in_the_record_and_exact_resume_with_pseudo_labels(tiny_root, tmp_path):
     kw = dict(method="shot+coral", prior="em", stages=1, epochs=3)
     ref = load(train_stage(tiny_cfg(tiny_root, tmp_path / "ref", **kw), stage=2))
