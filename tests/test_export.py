@@ -165,6 +165,25 @@ def test_int8_activations_are_7_bit_exactly_where_the_cpu_has_no_vnni_or_when_as
     assert "--int8-reduce-range: invalid choice: '7'" in capsys.readouterr().err
 
 
+def test_int8_benchmark_table_reports_each_exports_own_checks(tiny_run, tmp_path):
+    """experiments/bench_int8.py (reference operators only, to stay fast): one row per activation width, each
+    the numbers of that width's export."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_int8", REPO / "experiments" / "bench_int8.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "int8.txt"
+    bench.main(["--run", str(tiny_run), "--reference-only", "--calibration-images", "12", "--out", str(out)])
+    rows = [line.split() for line in out.read_text().splitlines() if line.endswith("%") and "-bit" in line]
+    assert [r[0] for r in rows] == ["8-bit", "7-bit"] and all("reference" in " ".join(r) for r in rows)
+    for row, reduce_range in zip(rows, ("off", "on")):
+        check = ex.export_run(tiny_run, out=tmp_path / reduce_range, calibration_images=12, inductor=False,
+                              reduce_range=reduce_range)["checks"]["int8"]
+        assert row[-4] == f"{100 * check['predictions_agree_with_fp32']:.1f}%"
+        assert row[-3] == f"{100 * check['max_abs_logit_diff_relative']:.1f}%"
+
+
 def test_model_card_against_the_record_and_the_files(tiny_run, exported):
     out, card, _ = exported
     rec = json.loads((tiny_run / "record.json").read_text())

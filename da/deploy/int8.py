@@ -32,9 +32,8 @@ def cpu_has_vnni() -> bool:
     """Whether this CPU has an INT8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX).
 
     Without one, oneDNN's INT8 convolutions add pairs of u8 x s8 products in int16 (``vpmaddubsw``), which
-    saturates for activations that use all 8 bits: measured here on an AVX2-only AMD EPYC, a short Lite0 run's
-    INT8 predictions agreed with FP32 on 86.7 % of 256 images compiled against 94.5 % with float reference
-    operators, and 91.0 % compiled with 7-bit activations.  Unknown (an older torch) counts as absent."""
+    saturates for activations that use all 8 bits, where 7-bit ones do not (measured by experiments/bench_int8.py,
+    results/benchmarks/int8_activation_bits.txt).  Unknown (an older torch) counts as absent."""
     capabilities = getattr(torch.cpu, "get_capabilities", None)
     if capabilities is None:
         return False
