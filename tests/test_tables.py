@@ -879,3 +879,26 @@ def test_shifted_splits_section_recomputes_from_the_records():
     so_acc, ref_acc = so["target_acc"].mean(), ref["target_acc"].mean()
     gap = [round(100 * (side["target_acc"].mean() - so_acc) / (ref_acc - so_acc)) for side in (em, uniform)]
     assert f"gap closed above ({gap[0]} % and {gap[1]} %) divides by their mean" in section
+
+
+def test_ablation_section_reads_its_committed_table():
+    """results/README.md's ablation section: its table is the committed tables/ablation.md (which regenerates
+    from the records, above) and the numbers of its reading recompute from that table."""
+    table = (REPO / "results" / "tables" / "ablation.md").read_text().splitlines()
+    text = (REPO / "results" / "README.md").read_text()
+    section = text[text.index("## The ablation (`tables/ablation.md`)"):text.index("## Why alignment does not help here")]
+    rows = {}
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[0] in ("1", "2"):
+            assert line in section
+            rows[(int(cells[0]), cells[1], cells[2])] = (float(cells[3].split(" ± ")[0]), cells[5], cells[6])
+    assert len(rows) == 18 and all(seeds == "3" for _, _, seeds in rows.values())
+    prose = " ".join(section.split())
+    assert "Every row has 3 seeds" in prose
+    mmd = [rows[(s, "mmd", loss)] for s in (1, 2) for loss in ("ce", "focal")]
+    assert f"({min(m[0] for m in mmd):.1f}-{max(m[0] for m in mmd):.1f} %)" in prose
+    losses = [-float(m[1]) for m in mmd]
+    assert f"MMD loses {min(losses):.1f}-{max(losses):.1f} points with cross-entropy and focal loss" in prose
+    one, two = rows[(1, "mmd", "ohem")][1], rows[(2, "mmd", "ohem")][1]
+    assert f"ties source-only in one stage ({one}) and loses {-float(two):.1f} in two" in prose and float(one) == 0
