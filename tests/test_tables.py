@@ -902,3 +902,11 @@ def test_ablation_section_reads_its_committed_table():
     assert f"MMD loses {min(losses):.1f}-{max(losses):.1f} points with cross-entropy and focal loss" in prose
     one, two = rows[(1, "mmd", "ohem")][1], rows[(2, "mmd", "ohem")][1]
     assert f"ties source-only in one stage ({one}) and loses {-float(two):.1f} in two" in prose and float(one) == 0
+
+
+def test_docs_results_ablation_rows_are_the_committed_table():
+    """docs/results.md repeats the ablation table: each of its rows is a row of the committed tables/ablation.md."""
+    committed = set((REPO / "results" / "tables" / "ablation.md").read_text().splitlines())
+    rows = [line for line in (REPO / "docs" / "results.md").read_text().splitlines()
+            if line.startswith("| 1 | ") or line.startswith("| 2 | ")]
+    assert len(rows) == 18 and all(row in committed for row in rows)

@@ -75,7 +75,8 @@ def quantize_int8(module: nn.Module, calibration: Iterator[torch.Tensor], img_si
         except Exception as err:  # torch.export raises many types for code it cannot capture
             raise ExportCheckFailed(f"torch.export cannot capture the model for INT8 quantization "
                                     f"({type(err).__name__}: {first_line(err)})") from err
-        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
+        config = xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+        quantizer = xiq.X86InductorQuantizer().set_global(config)
         prepared = prepare_pt2e(graph, quantizer)
         seen = 0
         with torch.no_grad():
