@@ -426,3 +426,8 @@ def test_best_configuration_is_chosen_at_one_setting_where_best_methods_pools_th
     assert best_configurations(runs, 3) == ["fixmatch+mcc, fixmatch_threshold 0.95, mcc_temperature 2.5",
                                             "mcc, mcc_temperature 2.5", "mcc+adabn, mcc_temperature 2.5"]
     assert configuration(runs.iloc[2]) == "mcc, mcc_temperature 2.5"
+    # the source recipe is named where it is not the default, so a smoothed run is a configuration of its own
+    smoothed = runs.assign(label_smoothing=[0.1, 0.0, 0.1, 0.0, 0.0, 0.0], cls_loss="ce")
+    assert configuration(smoothed.iloc[2]) == "mcc, mcc_temperature 2.5, label_smoothing 0.1"
+    assert configuration(smoothed.iloc[3]) == "mcc+adabn, mcc_temperature 2.5"
+    assert best_configurations(smoothed, 1) == ["fixmatch+mcc, fixmatch_threshold 0.95, mcc_temperature 2.5, label_smoothing 0.1"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from da.config import RunConfig
 from da.data.registry import get_spec
 from da.results.selection import validator_table
 from da.selection import LAST, RANK
@@ -44,14 +45,22 @@ def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
     return order[:count]
 
 
+# fields of the source recipe a candidate may change beside its method's settings; a configuration names them only
+# away from their default, so that the name of every configuration that keeps them is what it was before
+RECIPE_FIELDS = ("cls_loss", "label_smoothing", "mixup_alpha", "cutmix_alpha")
+
+
 def configuration(row) -> str:
     """A run's method and the values of the method's own settings (those its parts read), the same on either
-    pair: ``fixmatch+mcc, fixmatch_ema 0.99, ..., mcc_weight 1.0``.  What a choice carries to the other pair."""
+    pair: ``fixmatch+mcc, fixmatch_ema 0.99, ..., mcc_weight 1.0``; then the source recipe where it is not
+    the default (``mcc, mcc_temperature 2.5, label_smoothing 0.1``).  What a choice carries to the other pair."""
     from da import settings as declared
 
     parts = str(row["method"]).split("+")
     own = sorted(name for name in declared.USED_BY if name in row and declared.used_by(name, parts))
-    return ", ".join([str(row["method"]), *(f"{name} {row[name]}" for name in own)])
+    default = RunConfig()
+    recipe = [name for name in RECIPE_FIELDS if name in row and row[name] != getattr(default, name)]
+    return ", ".join([str(row["method"]), *(f"{name} {row[name]}" for name in own + recipe)])
 
 
 def best_configurations(runs: pd.DataFrame, count: int = 1) -> list[str]:
