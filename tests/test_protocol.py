@@ -95,6 +95,9 @@ def test_choices_recompute_from_the_records_they_cite(name):
             assert protocol.choose_budget(runs)[0] == choice["value"], name
         elif choice["procedure"] == "best_methods":  # at the epoch of the pairs' reported rule, `last` for both
             assert protocol.best_methods(reselect(runs, LAST), len(choice["value"])) == list(choice["value"]), name
+        elif choice["procedure"] == "best_configurations":  # a run archived in two cited folders counts once
+            unique = runs.drop_duplicates(["config_hash", "seed"]).reset_index(drop=True)
+            assert protocol.best_configurations(reselect(unique, LAST), len(choice["value"])) == list(choice["value"]), name
         else:
             pytest.fail(f"sweep {name}: unknown procedure {choice['procedure']!r}")
 
