@@ -910,3 +910,104 @@ def test_docs_results_ablation_rows_are_the_committed_table():
     rows = [line for line in (REPO / "docs" / "results.md").read_text().splitlines()
             if line.startswith("| 1 | ") or line.startswith("| 2 | ")]
     assert len(rows) == 18 and all(row in committed for row in rows)
+
+
+def test_smoothing_section_recomputes_from_the_records():
+    """results/README.md's section on label smoothing and each pair's choice on 3 split seeds: every paired
+    difference, share of the gap and mean it states, and both protocol choices, from the committed records."""
+    import warnings
+
+    import pandas as pd
+
+    from da.results.paired import format_paired, paired
+    from da.results.protocol import best_configurations, configuration
+    from da.results.selection import reselect
+
+    text = (REPO / "results" / "README.md").read_text()
+    section = " ".join(text[text.index("## Label smoothing on the source"):text.index("## LoRA on the second pair")].split())
+    res = REPO / "results"
+
+    def runs_of(*folders):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs = pd.concat([load_runs(res / f / "runs", strict=True) for f in folders], ignore_index=True)
+        return reselect(runs.drop_duplicates(["config_hash", "seed"]).reset_index(drop=True), "last")
+
+    def rows(runs, method, smoothing=0.0, reference=False):
+        return runs[(runs["method"] == method) & (runs["label_smoothing"] == smoothing) & (runs["prior"] == "")
+                    & ((runs["target_labeled_fraction"] == 1) == reference)]
+
+    def quoted(d):
+        return f"{d.mean:+.1f} {format_paired(d)['interval']}"
+
+    def closed(runs, method, smoothing):
+        so, ref = (rows(runs, "source_only", smoothing, r)["target_acc"].mean() for r in (False, True))
+        return round(100 * (rows(runs, method, smoothing)["target_acc"].mean() - so) / (ref - so))
+
+    first, second = runs_of("smoothing"), runs_of("rsscn7_aid_smoothing")
+    for runs in (first, second):  # 3 seeds of every configuration, the smoothed reference included
+        assert runs.groupby(["method", "label_smoothing", "target_labeled_fraction"]).size().eq(3).all()
+    lift = {(name, m): paired(rows(runs, m, 0.1), rows(runs, m)) for name, runs in (("first", first), ("second", second))
+            for m in ("source_only", "mcc", "shot+mcc")}
+    assert (f"raises source-only by {quoted(lift['second', 'source_only'])} points (paired per seed; MCC by "
+            f"{quoted(lift['second', 'mcc'])}) and SHOT + MCC by {quoted(lift['second', 'shot+mcc'])}") in section
+    assert lift["second", "source_only"].excludes_zero and lift["second", "mcc"].excludes_zero
+    assert f"(SHOT + MCC {quoted(lift['first', 'shot+mcc'])}, source-only {quoted(lift['first', 'source_only'])})" in section
+    assert not any(lift["first", m].excludes_zero for m in ("source_only", "mcc", "shot+mcc"))
+    assert (f"SHOT + MCC {closed(second, 'shot+mcc', 0.0)} -> {closed(second, 'shot+mcc', 0.1)} %, MCC "
+            f"{closed(second, 'mcc', 0.0)} -> {closed(second, 'mcc', 0.1)} %") in section
+    assert f"{closed(first, 'shot+mcc', 0.0)} -> {closed(first, 'shot+mcc', 0.1)} % of the gap for SHOT + MCC" in section
+    confusions = " ".join((res / "smoothing" / "tables" / "confusions.md").read_text().split())
+    for cell in ("| shot+mcc | 0.0 | none | 42.8 ± 4.6 | 50.3 ± 5.9 | 25.3 ± 4.9 |",
+                 "| shot+mcc | 0.1 | none | 42.8 ± 3.2 | 50.8 ± 4.6 | 26.7 ± 4.4 |", "| source_only | 0.0 | none | 46.4 ± 0.5 |"):
+        assert cell in confusions, cell
+    for folder in ("smoothing", "rsscn7_aid_smoothing", "rsscn7_aid_smoothing_splits"):
+        harm = [line for line in (res / folder / "tables" / "harm.md").read_text().splitlines() if "label_smoothing 0.1 |" in line]
+        assert harm and all(line.split("|")[3].strip() == "0" and line.split("|")[6].strip() == "0" for line in harm), folder
+    assert "cIndustry -8.3 (split 0 / seed 0; now 32 % gParking)" in (res / "smoothing" / "tables" / "harm.md").read_text()
+    # the protocol: each pair's best configuration on the other pair's candidates
+    cands1, cands2 = runs_of("half_gap", "neighbours", "smoothing"), runs_of("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing")
+    mean = lambda runs, c: runs[runs.apply(configuration, axis=1) == c]["target_acc"].mean()
+    pick1, pick2 = best_configurations(cands1, 3), best_configurations(cands2, 2)
+    assert pick1[0].startswith("shot+mcc,") and pick1[0].endswith("label_smoothing 0.1")
+    assert pick1[1].startswith("mcc,") and pick1[2].startswith("shot+mcc,") and "label_smoothing" not in pick1[2]
+    assert f"({mean(cands1, pick1[0]):.1f} %, ahead of MCC with smoothing {mean(cands1, pick1[1]):.1f} and SHOT + MCC without it {mean(cands1, pick1[2]):.1f})" in section
+    assert pick2[0].startswith("fixmatch+mcc,") and pick2[1] == pick1[0]
+    assert mean(cands2, pick2[0]) == pytest.approx(mean(cands2, pick2[1])) and f"have {mean(cands2, pick2[0]):.2f} %" in section
+    # SHOT + MCC with smoothing on RSSCN7 -> AID, 3 split seeds x 3 seeds
+    splits = runs_of("rsscn7_aid_smoothing_splits")
+    assert len(splits) == 54 and splits.groupby("split_seed").size().eq(18).all()
+    shot = rows(splits, "shot+mcc", 0.1)
+    gain = paired(shot, rows(splits, "source_only", 0.1))
+    assert len(gain.diffs) == 9 and min(gain.diffs) > 0 and "9 of 9 runs above source-only" in section
+    so, ref = (rows(splits, "source_only", 0.1, r)["target_acc"].mean() for r in (False, True))
+    assert (f"**{closed(splits, 'shot+mcc', 0.1)} % of the gap on RSSCN7 -> AID** against its own recipe's anchors "
+            f"({shot['target_acc'].mean():.1f} ± {shot['target_acc'].std():.1f} %; source-only {so:.1f}, the reference "
+            f"{ref:.1f}), its gain over source-only {quoted(gain)} points") in section
+    plain_so, plain_ref = (rows(splits, "source_only", 0.0, r)["target_acc"].mean() for r in (False, True))
+    assert f"it is {round(100 * (shot['target_acc'].mean() - plain_so) / (plain_ref - plain_so))} %" in section
+    assert f"the headline's SHOT + MCC {quoted(paired(shot, rows(splits, 'shot+mcc')))} points" in section
+    assert closed(splits, "shot+mcc", 0.1) >= 50
+    with warnings.catch_warnings():  # the caveat: split seed 2's stage 1, retrained, against the headline's
+        warnings.simplefilter("ignore")
+        ours, theirs = (load_runs(res / f / "runs", stage=1, strict=True) for f in ("rsscn7_aid_smoothing_splits", "rsscn7_aid_splits"))
+    val = {name: r[r["split_seed"] == 2]["record"].iloc[0]["epochs"][-1]["source_val"]["accuracy"]
+           for name, r in (("ours", ours), ("theirs", theirs))}
+    assert val["ours"] != val["theirs"] and f"{100 * val['ours']:.1f} against {100 * val['theirs']:.1f} %" in section
+    # FixMatch + MCC, the tie-break's choice, on AID -> RSSCN7, 3 split seeds x 3 seeds
+    fix = runs_of("fixmatch_splits")
+    assert len(fix) == 36 and fix.groupby("split_seed").size().eq(12).all()
+    fm, so = rows(fix, "fixmatch+mcc"), rows(fix, "source_only")
+    gain, behind = paired(fm, so), paired(fm, rows(fix, "shot+mcc"))
+    assert min(gain.diffs) > 0 and max(behind.diffs) < 0 and behind.excludes_zero
+    share = closed(fix, "fixmatch+mcc", 0.0)
+    assert (f"FixMatch + MCC closes **{share} % of the gap on AID -> RSSCN7** ({fm['target_acc'].mean():.1f} ± "
+            f"{fm['target_acc'].std():.1f} %), above source-only in 9 of 9 runs ({quoted(gain)} points)") in section
+    assert f"in every one ({quoted(behind)}," in section
+    assert (f"MCC reads {rows(fix, 'shot+mcc')['target_acc'].mean():.1f} % and {closed(fix, 'shot+mcc', 0.0)} %" in section)
+    assert f"SHOT + MCC with smoothing: {mean(cands1, pick1[0]):.1f} % and {closed(first, 'shot+mcc', 0.1)} % of its recipe's gap" in section
+    assert f"the best candidate on this pair's own split seed 0 {closed(first, 'shot+mcc', 0.1)} %" in section
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"closes {closed(splits, 'shot+mcc', 0.1)} % of its recipe's gap there over 3 split seeds "
+            f"({shot['target_acc'].mean():.1f} %)") in readme
+    assert f"FixMatch + MCC at {fm['target_acc'].mean():.1f} % ({share} %)" in readme
