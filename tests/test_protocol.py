@@ -15,7 +15,7 @@ from da.config import RunConfig, config_fields
 from da.settings import USED_BY, used_by
 from da.launch import load_sweep
 from da.launch.sweep import SWEEPS_DIR, known_names
-from da.results import load_runs
+from da.results import load_runs, load_runs_of
 from da.results.paired import Paired, paired, paired_table
 from da.results.protocol import choose_selection, pair_of
 from da.results.selection import reselect, validator_table
@@ -96,8 +96,8 @@ def test_choices_recompute_from_the_records_they_cite(name):
         elif choice["procedure"] == "best_methods":  # at the epoch of the pairs' reported rule, `last` for both
             assert protocol.best_methods(reselect(runs, LAST), len(choice["value"])) == list(choice["value"]), name
         elif choice["procedure"] == "best_configurations":  # a run archived in two cited folders counts once
-            unique = runs.drop_duplicates(["config_hash", "seed"]).reset_index(drop=True)
-            assert protocol.best_configurations(reselect(unique, LAST), len(choice["value"])) == list(choice["value"]), name
+            unique = reselect(load_runs_of([REPO / f for f in choice["records"]]), LAST)
+            assert protocol.best_configurations(unique, len(choice["value"])) == list(choice["value"]), name
         else:
             pytest.fail(f"sweep {name}: unknown procedure {choice['procedure']!r}")
 

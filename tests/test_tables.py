@@ -12,7 +12,7 @@ import pytest
 
 from da.config import RunConfig
 from da.records import RecordError
-from da.results import ablation_table, load_runs
+from da.results import ablation_table, load_runs, load_runs_of
 from da.selection import scored_validator_names, validator_names
 
 from conftest import REPO
@@ -764,8 +764,7 @@ def test_neighbours_and_strong_views_section_recomputes_from_the_records():
         warnings.simplefilter("ignore")
 
         def candidates(folders):
-            runs = pd.concat([load_runs(res / f / "runs", strict=True) for f in folders], ignore_index=True)
-            return reselect(runs.drop_duplicates(["config_hash", "seed"]).reset_index(drop=True), "last")
+            return reselect(load_runs_of([res / f / "runs" for f in folders], strict=True), "last")
 
         second, first = candidates(["rsscn7_aid_half_gap", "rsscn7_aid_neighbours"]), candidates(["half_gap", "neighbours"])
     pick2, pick1 = best_configurations(second, 1)[0], best_configurations(first, 2)
@@ -930,8 +929,7 @@ def test_smoothing_section_recomputes_from_the_records():
     def runs_of(*folders):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            runs = pd.concat([load_runs(res / f / "runs", strict=True) for f in folders], ignore_index=True)
-        return reselect(runs.drop_duplicates(["config_hash", "seed"]).reset_index(drop=True), "last")
+            return reselect(load_runs_of([res / f / "runs" for f in folders], strict=True), "last")
 
     def rows(runs, method, smoothing=0.0, reference=False):
         return runs[(runs["method"] == method) & (runs["label_smoothing"] == smoothing) & (runs["prior"] == "")
@@ -1011,3 +1009,14 @@ def test_smoothing_section_recomputes_from_the_records():
     assert (f"closes {closed(splits, 'shot+mcc', 0.1)} % of its recipe's gap there over 3 split seeds "
             f"({shot['target_acc'].mean():.1f} %)") in readme
     assert f"FixMatch + MCC at {fm['target_acc'].mean():.1f} % ({share} %)" in readme
+
+
+
+def test_load_runs_of_counts_a_run_archived_twice_once(tmp_path):
+    """A choice may cite two folders that hold the same run (a rerun archived for two sweeps): counted once."""
+    one = sorted((DATA / "records").glob("stage2-*"))[0]
+    shutil.copytree(one, tmp_path / "other" / one.name)
+    alone = load_runs(DATA / "records")
+    assert len(load_runs(tmp_path / "other")) == 1
+    both = load_runs_of([DATA / "records", tmp_path / "other"])
+    assert len(both) == len(alone) and sorted(both["config_hash"]) == sorted(alone["config_hash"])

@@ -107,6 +107,14 @@ def load_runs(runs_dir: str | os.PathLike, stage: int | None = 2, strict: bool =
     return pd.DataFrame(rows).sort_values(["group", "seed"], kind="stable").reset_index(drop=True)
 
 
+def load_runs_of(runs_dirs, stage: int | None = 2, strict: bool = False) -> pd.DataFrame:
+    """The runs of several folders (:func:`load_runs` of each), a run archived in more than one of them (the
+    same config hash and seed) counted once: what a choice citing several folders reads."""
+    frames = [load_runs(d, stage=stage, strict=strict) for d in runs_dirs]
+    runs = pd.concat(frames, ignore_index=True)
+    return runs.drop_duplicates(["config_hash", "seed"]).reset_index(drop=True)
+
+
 def reported_confusion(row) -> list[list[int]]:
     """A run's (a row of :func:`load_runs`) target-test confusion matrix at its reported epoch: that of the
     epoch re-selected after training (``confusion``, da.results.selection.reselect) where the record keeps one

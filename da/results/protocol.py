@@ -48,6 +48,7 @@ def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
 # fields of the source recipe a candidate may change beside its method's settings; a configuration names them only
 # away from their default, so that the name of every configuration that keeps them is what it was before
 RECIPE_FIELDS = ("cls_loss", "label_smoothing", "mixup_alpha", "cutmix_alpha")
+_RECIPE_DEFAULTS = {name: getattr(RunConfig(), name) for name in RECIPE_FIELDS}
 
 
 def configuration(row) -> str:
@@ -58,8 +59,7 @@ def configuration(row) -> str:
 
     parts = str(row["method"]).split("+")
     own = sorted(name for name in declared.USED_BY if name in row and declared.used_by(name, parts))
-    default = RunConfig()
-    recipe = [name for name in RECIPE_FIELDS if name in row and row[name] != getattr(default, name)]
+    recipe = [name for name in RECIPE_FIELDS if name in row and row[name] != _RECIPE_DEFAULTS[name]]
     return ", ".join([str(row["method"]), *(f"{name} {row[name]}" for name in own + recipe)])
 
 
