@@ -1011,7 +1011,6 @@ def test_smoothing_section_recomputes_from_the_records():
     assert f"FixMatch + MCC at {fm['target_acc'].mean():.1f} % ({share} %)" in readme
 
 
-
 def test_load_runs_of_counts_a_run_archived_twice_once(tmp_path):
     """A choice may cite two folders that hold the same run (a rerun archived for two sweeps): counted once."""
     one = sorted((DATA / "records").glob("stage2-*"))[0]
