@@ -155,7 +155,13 @@ def test_latex_escapes_what_class_names_may_hold():
      ["--sweep", "rsscn7_aid_consistency_ema", "--sweep", "rsscn7_aid_neighbours", "--sweep", "rsscn7_aid_strong_views"]),
     ("target_batch/runs", "target_batch", "target_batch/", ["--selection", "last"]),
     ("shifted_splits/runs", "shifted_splits", "shifted_splits/", ["--selection", "last"]),
-    ("rsscn7_aid_target_batch/runs", "rsscn7_aid_target_batch", "rsscn7_aid_target_batch/", [])])
+    ("rsscn7_aid_target_batch/runs", "rsscn7_aid_target_batch", "rsscn7_aid_target_batch/", []),
+    ("smoothing/runs", "smoothing", "smoothing/", ["--selection", "last"]),
+    ("rsscn7_aid_smoothing/runs", "rsscn7_aid_smoothing", "rsscn7_aid_smoothing/", []),
+    ("rsscn7_aid_smoothing_splits/runs", "rsscn7_aid_smoothing_splits", "rsscn7_aid_smoothing_splits/", []),
+    ("fixmatch_splits/runs", "fixmatch_splits", "fixmatch_splits/", ["--selection", "last"]),
+    ("rsscn7_aid_fixmatch_splits/runs", "rsscn7_aid_fixmatch_splits", "rsscn7_aid_fixmatch_splits/", []),
+    ("smoothing_splits/runs", "smoothing_splits", "smoothing_splits/", ["--selection", "last"])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -170,7 +176,8 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
     assert {"ablation.md", "oracle.md", "paired.md"} <= committed
     assert ("predicted_shares.md" in committed) == (sweep not in ("gap_splits", "half_gap", "consistency",
                                                                   "shifted_prior", "target_batch",
-                                                                  "shifted_splits"))
+                                                                  "shifted_splits", "smoothing", "fixmatch_splits",
+                                                                  "smoothing_splits"))
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
