@@ -161,7 +161,8 @@ def test_latex_escapes_what_class_names_may_hold():
     ("rsscn7_aid_smoothing_splits/runs", "rsscn7_aid_smoothing_splits", "rsscn7_aid_smoothing_splits/", []),
     ("fixmatch_splits/runs", "fixmatch_splits", "fixmatch_splits/", ["--selection", "last"]),
     ("rsscn7_aid_fixmatch_splits/runs", "rsscn7_aid_fixmatch_splits", "rsscn7_aid_fixmatch_splits/", []),
-    ("smoothing_splits/runs", "smoothing_splits", "smoothing_splits/", ["--selection", "last"])])
+    ("smoothing_splits/runs", "smoothing_splits", "smoothing_splits/", ["--selection", "last"]),
+    ("shifted_smoothing_splits/runs", "shifted_smoothing_splits", "shifted_smoothing_splits/", ["--selection", "last"])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -177,7 +178,7 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
     assert ("predicted_shares.md" in committed) == (sweep not in ("gap_splits", "half_gap", "consistency",
                                                                   "shifted_prior", "target_batch",
                                                                   "shifted_splits", "smoothing", "fixmatch_splits",
-                                                                  "smoothing_splits"))
+                                                                  "smoothing_splits", "shifted_smoothing_splits"))
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
@@ -1094,3 +1095,42 @@ def test_tie_section_recomputes_from_the_records():
     assert (f"AID -> RSSCN7: {closed(acc, own)} % of its recipe's gap ({closed(acc, plain)} % against the headline's "
             f"anchors)") in section
     assert f"which closes {closed(acc, own)} % of its recipe's gap on AID -> RSSCN7 over 3 split seeds ({acc:.1f} %)" in readme
+
+
+def test_shifted_smoothing_section_recomputes_from_the_records():
+    """results/README.md's "With smoothing: the tie's reading on the shifted target": every paired difference
+    it states, from the committed records of shifted_smoothing_splits (27 new runs beside shifted_splits')."""
+    import warnings
+
+    from da.results.paired import format_paired, paired
+    from da.results.selection import reselect
+
+    text = (REPO / "results" / "README.md").read_text()
+    start = text.index("### With smoothing: the tie's reading on the shifted target")
+    section = " ".join(text[start:text.index("## The cost of a step")].split())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = reselect(load_runs(REPO / "results" / "shifted_smoothing_splits" / "runs", strict=True), "last")
+    assert len(runs) == 63 and runs.groupby("split_seed").size().eq(21).all()
+
+    def rows(method, smoothing=0.0, prior="", reference=False):
+        return runs[(runs["method"] == method) & (runs["label_smoothing"] == smoothing) & (runs["prior"] == prior)
+                    & ((runs["target_labeled_fraction"] == 1) == reference)]
+
+    def quoted(d):
+        return f"{d.mean:+.1f} {format_paired(d)['interval']}"
+
+    def above(d):
+        return sum(x > 0 for x in d.diffs)
+
+    so, so_smoothed = rows("source_only"), rows("source_only", 0.1)
+    em, uniform = rows("shot+mcc", 0.1, "em"), rows("shot+mcc", 0.1)
+    d_em, d_uniform = paired(em, so), paired(uniform, so)
+    assert len(d_em.diffs) == len(d_uniform.diffs) == 9
+    assert (f"with the prior {quoted(d_em)} points ({above(d_em)} of 9 runs above), without it {quoted(d_uniform)} "
+            f"({above(d_uniform)} of 9); against source-only of the same recipe {quoted(paired(em, so_smoothed))} and "
+            f"{quoted(paired(uniform, so_smoothed))}") in section
+    d_prior = paired(em, uniform)
+    assert f"the uniform one**: {quoted(d_prior)}, positive in {above(d_prior)} of 9 pairs" in section
+    assert (f"with the prior {quoted(paired(em, rows('shot+mcc', 0.0, 'em')))} against the unsmoothed prior-aware SHOT + "
+            f"MCC, without it {quoted(paired(uniform, rows('shot+mcc')))}; source-only {quoted(paired(so_smoothed, so))}") in section
