@@ -1075,6 +1075,9 @@ def test_tie_section_recomputes_from_the_records():
     assert f"({means[order[0]]:.2f} against {means[order[1]]:.2f} %, a margin whose interval includes 0)" in readme
     gain2 = paired(fm, rows(second, "source_only"))
     assert min(gain2.diffs) > 0 and len(gain2.diffs) == 9
+    harm = [line.split("|") for line in (res / "rsscn7_aid_fixmatch_splits" / "tables" / "harm.md").read_text().splitlines()
+            if line.startswith("| fixmatch+mcc |")]
+    assert len(harm) == 1 and harm[0][3].strip() == "0" and harm[0][6].strip() == "0"  # no run below, no class drop > 20
     assert (f"FixMatch + MCC closes {closed(fm['target_acc'].mean(), anchors(second))} % of RSSCN7 -> AID's gap over 3 split "
             f"seeds ({fm['target_acc'].mean():.1f} ± {fm['target_acc'].std():.1f} %), {quoted(gain2)} points") in section
     # SHOT + MCC with smoothing on AID -> RSSCN7, 3 split seeds x 3 seeds
