@@ -593,6 +593,41 @@ def test_harm_and_confusions_read_the_reported_epochs_confusion_where_records_ke
     assert table.set_index("method").loc["mcc", "conf_a_b_mean"] == 80.0
 
 
+def test_per_class_tables_leave_out_whole_configurations_without_the_reported_epochs_confusion():
+    """Records made before each epoch kept its confusion matrix, reported at another epoch than the one kept in
+    training, have no confusion at the reported epoch: their configuration is left out whole (a subset of its
+    runs would be a biased one) and named, and the others keep their per-class rows."""
+    import pandas as pd
+
+    from da.results.gap import confusion_known, with_known_confusions
+    from da.results.load import group_hash
+    from da.results.selection import reselect
+
+    m = [[10, 0], [0, 10]]
+    rows = []
+    # (configuration, seed, per-epoch confusions kept?, epoch kept in training)
+    for fields, seed, per_epoch, kept in (
+            ({"method": "source_only"}, 0, True, 1), ({"method": "source_only"}, 1, False, 2),  # old, but kept = last
+            ({"method": "mcc"}, 0, True, 1), ({"method": "mcc"}, 1, False, 1),  # old and kept != last: no confusion
+            ({"method": "im"}, 0, True, 1), ({"method": "im"}, 1, True, 2)):
+        cfg = RunConfig(seed=seed, **fields).to_dict()
+        epochs = [{"epoch": i, "scores": {"source_acc": 0.5},
+                   "target_test": {"accuracy": 1.0, "macro_f1": 1.0, **({"confusion": m} if per_epoch else {})}}
+                  for i in (1, 2)]
+        record = {"classes": ["a", "b"], "selected_epoch": kept, "config": cfg, "epochs": epochs,
+                  "schema_version": 2, "target_test": {"confusion": m}}
+        rows.append({**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in cfg.items()},
+                     "target_acc": 100.0, "target_f1": 100.0, "selected_epoch": kept, "group": group_hash(cfg),
+                     "record": record, "run_dir": "x"})
+    last = reselect(pd.DataFrame(rows), "last")
+    assert list(confusion_known(last)) == [True, True, True, False, True, True]
+    known, left_out = with_known_confusions(last)
+    assert sorted(known["method"]) == ["im", "im", "source_only", "source_only"]
+    assert left_out == ["mcc"]
+    everything, none_left = with_known_confusions(pd.DataFrame(rows))  # each run's own epoch: all known
+    assert len(everything) == 6 and none_left == []
+
+
 def test_dev_version_2_section_recomputes_from_the_records():
     """results/README.md's DEV section: the DEV rows of the 15 committed gap records (version 1) and of their
     reruns (version 2), and how far the reruns are from the records."""
@@ -1093,8 +1128,31 @@ def test_tie_section_recomputes_from_the_records():
             f"over source-only {quoted(gain)} points per run, 9 of 9 runs above source-only (the smallest gain "
             f"{min(gain.diffs):+.1f}), and {quoted(lift)} over SHOT + MCC without smoothing") in section
     assert f"Smoothing does not move source-only here ({quoted(so_lift)})" in section
-    not_last = int((first["record"].map(lambda r: r["selected_epoch"]) != first["selected_epoch"]).sum())
-    assert f"which is not the last in {not_last} of its {len(first)} runs" in section
+    # per class at the last epoch, from each record's last-epoch confusion matrix (not through da.results)
+    def last_rates(runs):
+        m = np.array([r["epochs"][-1]["target_test"]["confusion"] for r in runs["record"]], dtype=float)
+        return 100 * m / m.sum(axis=2, keepdims=True)
+
+    classes = first["record"].iloc[0]["classes"]
+    gp, ci, bf, ag = (classes.index(c) for c in ("gParking", "cIndustry", "bField", "aGrass"))
+    so, ad, ref = (last_rates(r) for r in (rows(first, "source_only", 0.1), shot, rows(first, "source_only", 0.1, True)))
+    assert (f"gParking -> cIndustry goes from {so[:, gp, ci].mean():.1f} % (source-only) to {ad[:, gp, ci].mean():.1f} % "
+            f"(the reference: {ref[:, gp, ci].mean():.1f} %) and bField -> aGrass from {so[:, bf, ag].mean():.1f} to "
+            f"{ad[:, bf, ag].mean():.1f} % (the reference: {ref[:, bf, ag].mean():.1f} %)") in section
+    share = lambda k, j: round(100 * (so[:, k, j].mean() - ad[:, k, j].mean()) / (so[:, k, j].mean() - ref[:, k, j].mean()))
+    assert f"closes {share(bf, ag)} % of the second confusion's gap and {share(gp, ci)} % of the first's" in section
+    key = lambda runs: [(r["split_seed"], r["seed"]) for _, r in runs.iterrows()]
+    assert key(rows(first, "source_only", 0.1).sort_values(["split_seed", "seed"])) == key(shot.sort_values(["split_seed", "seed"]))
+    so_s, ad_s = (last_rates(r.sort_values(["split_seed", "seed"])) for r in (rows(first, "source_only", 0.1), shot))
+    drops = np.diagonal(ad_s, axis1=1, axis2=2) - np.diagonal(so_s, axis1=1, axis2=2)
+    run, c = np.unravel_index(np.argmin(drops), drops.shape)
+    assert drops.min() > -20 and f"the largest is {classes[c]}'s {drops.min():+.1f} points" in section
+    harm = [line.split("|") for line in (res / "smoothing_splits" / "tables" / "harm.md").read_text().splitlines()
+            if line.startswith("| shot+mcc |")]
+    assert len(harm) == 1 and harm[0][2].strip() == "9" and harm[0][3].strip() == "0" and harm[0][6].strip() == "0"
+    assert f"{classes[c]} {drops.min():+.1f}" in harm[0][5]
+    assert (f"over 3 split seeds ({acc:.1f} %), with no run below source-only and no class losing more than 20 points "
+            f"in any of its {len(shot)} runs") in readme
     assert (f"AID -> RSSCN7: {closed(acc, own)} % of its recipe's gap ({closed(acc, plain)} % against the headline's "
             f"anchors)") in section
     assert f"which closes {closed(acc, own)} % of its recipe's gap on AID -> RSSCN7 over 3 split seeds ({acc:.1f} %)" in readme
@@ -1137,3 +1195,34 @@ def test_shifted_smoothing_section_recomputes_from_the_records():
     assert f"the uniform one**: {quoted(d_prior)}, positive in {above(d_prior)} of 9 pairs" in section
     assert (f"with the prior {quoted(paired(em, rows('shot+mcc', 0.0, 'em')))} against the unsmoothed prior-aware SHOT + "
             f"MCC, without it {quoted(paired(uniform, rows('shot+mcc')))}; source-only {quoted(paired(so_smoothed, so))}") in section
+    # per class against source-only of the same recipe, at the last epoch, from the records' matrices
+    def diag(frame):
+        frame = frame.sort_values(["split_seed", "seed"])
+        m = np.array([r["epochs"][-1]["target_test"]["confusion"] for r in frame["record"]], dtype=float)
+        return 100 * np.diagonal(m, axis1=1, axis2=2) / m.sum(axis=2), [(a, b) for a, b in zip(frame["split_seed"], frame["seed"])]
+
+    classes = runs["record"].iloc[0]["classes"]
+    base, keys = diag(so_smoothed)
+    counts = np.array(so_smoothed["record"].iloc[0]["target_test"]["confusion"]).sum(axis=1)
+    head, tail = classes[int(np.argmax(counts))], classes[int(np.argmin(counts))]
+    assert (head, tail) == ("fResident", "eForest")
+    assert f"{head} is RSSCN7-LT's head class ({counts.max()} of its {counts.sum()} test images) and {tail} its tail ({counts.min()})" in section
+    harm = {line.split("|")[1].strip(): line.split("|") for line in
+            (REPO / "results" / "shifted_smoothing_splits" / "tables" / "harm.md").read_text().splitlines() if "label_smoothing 0.1 |" in line}
+    for name, frame, said in (("shot+mcc, label_smoothing 0.1", uniform, "below source-only in {below} of 9 runs (the smallest gain {low:+.1f} points)"),
+                              ("shot+mcc + prior (em), label_smoothing 0.1", em, "is below source-only in {below} of 9 runs (the smallest gain {low:+.1f})")):
+        d = paired(frame, so_smoothed)
+        assert said.format(below=sum(x < 0 for x in d.diffs), low=min(d.diffs)) in section
+        after, k = diag(frame)
+        assert k == keys
+        change = after - base
+        run = keys[int(np.argmin(change.min(axis=1)))]
+        assert int(harm[name][6]) == int((change < -20).sum())
+        if frame is uniform:
+            i = classes.index(head)
+            worst = change[:, i].min()
+            assert (change < -20).sum() == 1 and change.min() == worst and f"{head} {worst:+.1f} points (split {run[0]} / seed {run[1]}" in section
+        else:
+            same = change[keys.index(run_uniform), classes.index(head)]
+            assert (change < -20).sum() == 0 and f"loses {-same:.1f} points of {head} in the same run" in section
+        run_uniform = run

@@ -95,6 +95,33 @@ def row_rates(confusion) -> np.ndarray:
     return 100 * m / np.maximum(m.sum(1, keepdims=True), 1)
 
 
+def confusion_known(runs: pd.DataFrame) -> pd.Series:
+    """Per run: whether its record holds the target-test confusion matrix of its reported epoch (one per
+    epoch in runs made since the records keep them, else only the epoch selected in training)."""
+    per_epoch = runs["confusion"].map(lambda c: isinstance(c, list)) if "confusion" in runs else False
+    kept = runs["selected_epoch"] == runs["record"].map(lambda r: r["selected_epoch"])
+    return per_epoch | kept
+
+
+def with_known_confusions(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The configurations (rows of the gap table) every run of which has a confusion matrix at the reported
+    epoch, and the labels of those left out. A configuration is kept or left out whole: keeping only its runs
+    whose training-time epoch happens to be the reported one would be a biased subset."""
+    from da.results.paired import configuration_groups, configuration_label
+    from da.results.tables import varying_factors
+
+    factors = list(dict.fromkeys([*GAP_FACTORS, *varying_factors(runs)]))
+    known = confusion_known(runs)
+    kept, left_out = [], []
+    for row, g in configuration_groups(runs, factors):
+        if known[g.index].all():
+            kept.append(g)
+        else:
+            left_out.append(configuration_label(row, [f for f in factors if f in row]))
+    kept_runs = pd.concat(kept).sort_index() if kept else runs.iloc[:0]
+    return kept_runs, left_out
+
+
 def confusion_table(runs: pd.DataFrame, pairs: list[tuple[str, str]], expected_seeds: int | None = None
                     ) -> tuple[pd.DataFrame, list[str]]:
     """Per row: for each (true, predicted) pair, the share (%) of target-test images of the true class

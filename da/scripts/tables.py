@@ -24,7 +24,8 @@ from da.launch.sweep import SWEEPS_DIR, known_names
 from da.results import ablation_table, load_runs, oracle_table, render_latex, render_markdown
 from da.records import RecordError
 from da.results.selection import render_validator_table, reselect, validator_table
-from da.results.gap import confusion_pairs, confusion_table, gap_table, is_reference
+from da.results.gap import (confusion_pairs, confusion_table, gap_table, is_reference, is_source_only,
+                            with_known_confusions)
 from da.results.harm import harm_table, render_harm_table
 from da.results.paired import paired_table, render_paired_table
 from da.results.tables import (baseline_comparison, prediction_shares, render_baseline_comparison, summarise,
@@ -199,18 +200,23 @@ def main(argv=None) -> int:
                     f"training split. Gain and gap closed against plain source-only: gap closed = (acc - source-only) / "
                     f"(reference - source-only). The reference is trained with every target-train label: a yardstick, "
                     f"not a result.")
-        if confusions_known:
-            pairs = confusion_pairs(runs)
-            table, factors = confusion_table(runs, pairs, args.expected_seeds)
+        # per-class tables over the configurations whose records hold the reported epoch's confusion matrix
+        known, left_out = (runs, []) if confusions_known else with_known_confusions(runs)
+        if is_source_only(known).any():
+            note = "" if not left_out else (
+                f" Left out: {'; '.join(left_out)}, whose records keep no confusion matrix at the reported epoch "
+                f"(made before the records kept one per epoch, and trained with another selection rule).")
+            pairs = confusion_pairs(known)
+            table, factors = confusion_table(known, pairs, args.expected_seeds)
             write_table(tables, "confusions", table, factors,
                         f"The confusions the gap is made of: share (%) of the {target} test images of a class "
                         f"predicted as another (the {len(pairs)} largest confusions of source-only), and that class's "
-                        f"recall, mean ± s.d. over seeds.")
+                        f"recall, mean ± s.d. over seeds." + note)
             atomic_write_text(tables / "harm.md", (
                 f"Do no harm on {target}: each method against the source-only run of the same split seed and seed: "
                 f"runs whose target accuracy is below source-only's, the smallest paired gain, and the largest drop "
                 f"of one class's recall (the run, and the class most of its test images went to), at the reported "
-                f"epoch.\n\n") + render_harm_table(harm_table(runs)))
+                f"epoch.{note}\n\n") + render_harm_table(harm_table(known)))
     if baseline is not None:
         table, factors = baseline_comparison(runs, baseline)
         atomic_write_text(tables / "vs_baseline.md", render_baseline_comparison(
