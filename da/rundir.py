@@ -24,6 +24,8 @@ the engines, the launcher, the archiver, the results loader and the tests.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
@@ -50,6 +52,33 @@ def run_dir_for(cfg, stage: int) -> Path:
 
 def epoch_model_file(epoch: int) -> str:
     return f"{EPOCHS_DIR}/epoch-{epoch:04d}.pt"
+
+
+def archive_run(run_dir: Path, dest: Path, features: bool = False) -> str:
+    """Copy a finished run's :data:`ARCHIVED_FILES` (and ``features.npz`` when ``features``) to
+    ``dest/<run_dir.name>``; returns ``"copied"``, ``"same"`` (that record is archived already) or ``"kept"``:
+    another record of the same configuration is archived there (a run trained again elsewhere, e.g. a stage-1
+    model that committed stage-2 runs started from), which is never replaced, so that committed records do
+    not change under what cites them. A new directory appears whole or not at all."""
+    target = dest / run_dir.name
+    if (target / RECORD_FILE).exists():
+        if (target / RECORD_FILE).read_bytes() != (run_dir / RECORD_FILE).read_bytes():
+            return "kept"
+        if features and (run_dir / FEATURES_FILE).exists() and not (target / FEATURES_FILE).exists():
+            shutil.copy2(run_dir / FEATURES_FILE, target / FEATURES_FILE)
+        return "same"
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=dest))
+    try:
+        for f in ARCHIVED_FILES + ((FEATURES_FILE,) if features and (run_dir / FEATURES_FILE).exists() else ()):
+            shutil.copy2(run_dir / f, staging / f)
+        if target.exists():  # a directory without a record (an interrupted copy of an older archiver)
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return "copied"
 
 
 # ---------------------------------------------------------------------------------------------- state

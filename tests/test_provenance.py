@@ -210,3 +210,38 @@ def test_a_run_that_fails_before_training_is_failed_in_the_index_until_a_rerun_f
     assert (run_dir / FAILED_FILE).read_text().startswith(("WeightsError", "ValueError", "RuntimeError"))
     rows = {r["run"]: r["status"] for r in csv.DictReader((tmp_path / "runs" / INDEX_FILE).open())}
     assert rows[run_dir.name] == "failed"
+
+
+def test_archiving_never_replaces_a_committed_record_and_copies_whole_directories(tmp_path):
+    """archive_runs.py: a run archived already is left alone; the same configuration trained again (another
+    record) keeps the archived record, which committed runs cite; a new run appears with its files, never half."""
+    from da.rundir import FEATURES_FILE, archive_run
+
+    def finished(name, record):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / RECORD_FILE).write_text(json.dumps(record))
+        (d / CONFIG_FILE).write_text("{}")
+        (d / DONE_FILE).write_text("done\n")
+        (d / CHECKPOINT_FILE).write_bytes(b"weights")
+        return d
+
+    dest = tmp_path / "results" / "runs"
+    first = finished("stage1-aaa", {"source_val": 0.9045})
+    assert archive_run(first, dest) == "copied"
+    assert sorted(p.name for p in (dest / "stage1-aaa").iterdir()) == sorted([RECORD_FILE, CONFIG_FILE, DONE_FILE])
+    assert archive_run(first, dest) == "same"
+    (first / FEATURES_FILE).write_bytes(b"npz")
+    assert archive_run(first, dest, features=True) == "same" and (dest / "stage1-aaa" / FEATURES_FILE).exists()
+    again = tmp_path / "elsewhere"
+    (again / "stage1-aaa").mkdir(parents=True)
+    for f in (RECORD_FILE, CONFIG_FILE, DONE_FILE):
+        (again / "stage1-aaa" / f).write_text((first / f).read_text())
+    (again / "stage1-aaa" / RECORD_FILE).write_text(json.dumps({"source_val": 0.9055}))  # trained again
+    assert archive_run(again / "stage1-aaa", dest) == "kept"
+    assert json.loads((dest / "stage1-aaa" / RECORD_FILE).read_text()) == {"source_val": 0.9045}
+    broken = finished("stage2-bbb", {"x": 1})
+    (broken / CONFIG_FILE).unlink()  # a copy that fails halfway leaves nothing behind
+    with pytest.raises(FileNotFoundError):
+        archive_run(broken, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["stage1-aaa"]

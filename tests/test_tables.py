@@ -133,6 +133,7 @@ def test_latex_escapes_what_class_names_may_hold():
     ("runs", "ablation", "", []), ("methods/runs", "methods", "methods/", []),
     ("fast_path/runs", "fast_path", "fast_path/", ["--baseline", "results/methods/runs", "--baseline-sweep", "methods"]),
     ("gap/runs", "gap", "gap/", []), ("gap_shifted/runs", "gap_shifted", "gap_shifted/", []),
+    ("gap_warm/runs", "gap", "gap_warm/", ["--sweep", "gap_warm"]),
     ("rsscn7_aid/runs", "rsscn7_aid", "rsscn7_aid/", []), ("published6/runs", "published6", "published6/", []),
     # gap_splits trained with bnm and reports the last epoch, the rule chosen on the other pair
     ("gap_splits/runs", "gap_splits", "gap_splits/", ["--selection", "last"]),
@@ -1226,3 +1227,82 @@ def test_shifted_smoothing_section_recomputes_from_the_records():
             same = change[keys.index(run_uniform), classes.index(head)]
             assert (change < -20).sum() == 0 and f"loses {-same:.1f} points of {head} in the same run" in section
         run_uniform = run
+
+
+def test_gap_warm_section_recomputes_from_the_records():
+    """results/README.md's "From a trained classifier": every cell of its table and every paired difference,
+    from the committed records of gap and gap_warm (gap_warm/runs)."""
+    import re
+    import warnings
+
+    from da.results.paired import format_paired, paired
+    from da.scripts.tables import selected_runs
+
+    text = (REPO / "results" / "README.md").read_text()
+    section = text[text.index("### From a trained classifier (`gap_warm/`)"):text.index("## Parameter-efficient fine-tuning")]
+    flat = " ".join(section.split())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = selected_runs(str(REPO / "results" / "gap_warm" / "runs"), ["gap", "gap_warm"], None, True)
+    warm = runs[runs["adapt_from_epoch"] == 1]
+    assert len(warm) == 21 and warm.groupby(["method", "prior"]).size().eq(3).all()
+
+    def rows(method, prior="", epoch=0, reference=False):
+        return runs[(runs["method"] == method) & (runs["prior"] == prior) & (runs["adapt_from_epoch"] == epoch)
+                    & ((runs["target_labeled_fraction"] == 1) == reference)]
+
+    def quoted(d):
+        return f"{d.mean:+.1f} {format_paired(d)['interval']}"
+
+    def cell(g):
+        acc = f"{g['target_acc'].mean():.1f} ± {g['target_acc'].std():.1f}"
+        l1 = [r["epochs"][int(e) - 1].get("prior") for r, e in zip(g["record"], g["selected_epoch"])]
+        return acc + (f" (prior L1 {np.mean([x['l1_error'] for x in l1]):.3f})" if l1[0] else "")
+
+    so, ref = rows("source_only")["target_acc"].mean(), rows("source_only", reference=True)["target_acc"].mean()
+    assert f"({so:.1f} and {ref:.1f} %)" in flat
+    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")
+             and not line.startswith("| ---")]
+    assert len(lines) == 7
+    below, worst = {0: 0, 1: 0}, {0: 0.0, 1: 0.0}
+    for line in lines:
+        name, before, after, closed, gain = (c.strip() for c in line.strip("|").split("|"))
+        method, prior = re.fullmatch(r"(.+?)(?: \+ prior \((em)\))?", name).groups()
+        method = {"source-only": "source_only"}.get(method, method)
+        e0, e1 = rows(method, prior or ""), rows(method, prior or "", 1)
+        assert (before, after) == (cell(e0), cell(e1)), name
+        assert closed == f"{100 * (e1['target_acc'].mean() - so) / (ref - so):.0f} %", name
+        assert gain == quoted(paired(e1, rows("source_only"))), name
+        if prior:
+            for epoch, g in ((0, e0), (1, e1)):
+                diffs = paired(g, rows("source_only")).diffs
+                below[epoch] += sum(x < 0 for x in diffs)
+                worst[epoch] = min(worst[epoch], min(diffs))
+    assert (f"{below[1]} of their 12 runs are below source-only of the same seed, by at most {-worst[1]:.1f} points (at "
+            f"epoch 0: {below[0]} of 12, by up to {-worst[0]:.1f})") in flat
+    assert (f"SHOT {quoted(paired(rows('shot', epoch=1), rows('shot')))} and SHOT + MCC "
+            f"{quoted(paired(rows('shot+mcc', epoch=1), rows('shot+mcc')))} points against epoch 0") in flat
+    assert f"CBST gains the most ({quoted(paired(rows('cbst', epoch=1), rows('cbst')))})" in flat
+    l1 = {e: [np.mean([r["epochs"][int(s) - 1]["prior"]["l1_error"] for r, s in zip(g["record"], g["selected_epoch"])])
+              for _, g in runs[(runs["prior"] == "em") & (runs["adapt_from_epoch"] == e)].groupby("method")] for e in (0, 1)}
+    sd = {e: [g["target_acc"].std() for _, g in runs[(runs["prior"] == "em") & (runs["adapt_from_epoch"] == e)].groupby("method")]
+          for e in (0, 1)}
+    assert (f"L1 {min(l1[1]):.3f}-{max(l1[1]):.3f} against {min(l1[0]):.3f}-{max(l1[0]):.3f}" in flat
+            and max(l1[1]) < min(l1[0]))
+    assert f"s.d. falls from {min(sd[0]):.0f}-{max(sd[0]):.0f} points to {min(sd[1]):.1f}-{max(sd[1]):.1f}" in flat
+    assert (f"({rows('shot', 'em', 1)['target_acc'].mean():.1f} against {rows('shot', epoch=1)['target_acc'].mean():.1f} %)"
+            in flat)
+    closed0 = 100 * (rows("shot+mcc")["target_acc"].mean() - so) / (ref - so)
+    assert f"as at epoch 0 ({closed0:.0f} %)" in flat
+    stage1 = {r["init_weights"].split("/")[-2] for r in warm["record"]}
+    assert stage1 == {"stage1-64615fe0cd87"}
+    new = warm[warm["record"].map(lambda r: r["git_commit"].startswith("f3c6ebf"))]
+    assert len(new) == 15 and set(warm.drop(new.index)["method"]) == {"shot"}
+    in_gap = {p.name for p in (REPO / "results" / "gap" / "runs").iterdir()}
+    assert not set(new["run_dir"].map(lambda d: d.rstrip("/").split("/")[-1])) & in_gap  # the pooled validator table stays as it was
+    assert set(warm.drop(new.index)["run_dir"].map(lambda d: d.rstrip("/").split("/")[-1])) <= in_gap
+    accs = [json.loads(p.read_text())["source_val"]["accuracy"] for p in
+            (REPO / "results" / "gap" / "runs" / "stage1-64615fe0cd87" / "record.json",
+             REPO / "results" / "smoothing_splits" / "runs" / "stage1-64615fe0cd87" / "record.json")]
+    assert f"(source-validation accuracy {100 * accs[1]:.2f} %)" in flat and f"(`gap/runs/` ({100 * accs[0]:.2f} %)" not in flat
+    assert f"the original one in `gap/runs/` ({100 * accs[0]:.2f} %)" in flat
