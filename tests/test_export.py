@@ -165,6 +165,7 @@ def test_int8_activations_are_7_bit_exactly_where_the_cpu_has_no_vnni_or_when_as
     assert "--int8-reduce-range: invalid choice: '7'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # four INT8 exports (25 s here): the default run stays well inside its 10 minutes
 def test_int8_benchmark_table_reports_each_exports_own_checks(tiny_run, tmp_path):
     """experiments/bench_int8.py (reference operators only, to stay fast): one row per activation width, each
     the numbers of that width's export."""

@@ -629,6 +629,24 @@ def test_per_class_tables_leave_out_whole_configurations_without_the_reported_ep
     assert len(everything) == 6 and none_left == []
 
 
+def test_anchors_ignore_adapt_from_epoch_only_where_they_have_no_prior():
+    """Source-only without a prior trains the same at every adapt_from_epoch, so it anchors a method's row at any
+    value; source-only with a prior reads it (the prior weights its loss from that epoch), so it must match."""
+    import pandas as pd
+
+    from da.results.tables import anchor_rows
+
+    anchors = pd.DataFrame([{"method": "source_only", "prior": "", "adapt_from_epoch": 0, "acc": 68.4},
+                            {"method": "source_only", "prior": "em", "adapt_from_epoch": 0, "acc": 65.2},
+                            {"method": "source_only", "prior": "em", "adapt_from_epoch": 1, "acc": 68.7}])
+    factors = ["prior", "adapt_from_epoch"]
+    assert list(anchor_rows(anchors, {"prior": "", "adapt_from_epoch": 1}, factors)["acc"]) == [68.4]
+    assert list(anchor_rows(anchors, {"prior": "em", "adapt_from_epoch": 1}, factors)["acc"]) == [68.7]
+    assert list(anchor_rows(anchors.iloc[:2], {"prior": "em", "adapt_from_epoch": 1}, factors)["acc"]) == []
+    both = pd.concat([anchors, pd.DataFrame([{"method": "source_only", "prior": "", "adapt_from_epoch": 1, "acc": 1.0}])])
+    assert list(anchor_rows(both, {"prior": "", "adapt_from_epoch": 1}, factors)["acc"]) == [1.0, 68.4]  # exact first
+
+
 def test_dev_version_2_section_recomputes_from_the_records():
     """results/README.md's DEV section: the DEV rows of the 15 committed gap records (version 1) and of their
     reruns (version 2), and how far the reruns are from the records."""
@@ -1306,3 +1324,16 @@ def test_gap_warm_section_recomputes_from_the_records():
              REPO / "results" / "smoothing_splits" / "runs" / "stage1-64615fe0cd87" / "record.json")]
     assert f"(source-validation accuracy {100 * accs[1]:.2f} %)" in flat and f"(`gap/runs/` ({100 * accs[0]:.2f} %)" not in flat
     assert f"the original one in `gap/runs/` ({100 * accs[0]:.2f} %)" in flat
+    harm = [line.split("|") for line in (REPO / "results" / "gap_warm" / "tables" / "harm.md").read_text().splitlines()
+            if "adapt_from_epoch 1 |" in line]
+    assert len(harm) == 7 and all(h[6].strip() == "0" for h in harm)
+    assert "no class of an epoch-1 row loses more than 20 points against source-only" in flat
+    drops0 = [float(line.split("|")[5].split()[1]) for line in
+              (REPO / "results" / "gap_warm" / "tables" / "harm.md").read_text().splitlines()
+              if "prior (em), adapt_from_epoch 0 |" in line]
+    assert len(drops0) == 4 and f"lost up to {-min(drops0):.0f} points of one class in their bad seed" in flat
+    gap_md = (REPO / "results" / "gap_warm" / "tables" / "gap.md").read_text()
+    for line in lines:  # the table's gain and gap closed are gap.md's
+        name, _, after, closed, gain = (c.strip() for c in line.strip("|").split("|"))
+        assert any(after.split(" (")[0] in g and f"| {gain.split()[0]} | {closed.split()[0]} |" in g
+                   for g in gap_md.splitlines() if "| 1 |" in g), name

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from da.results.load import reported_confusion
-from da.results.tables import paired_gain_values, summarise
+from da.results.tables import anchor_rows, paired_gain_values, summarise
 from da.settings import USED_BY
 
 GAP_FACTORS = ("method", "prior", "target_labeled_fraction")
@@ -59,8 +59,8 @@ def gap_table(runs: pd.DataFrame, expected_seeds: int | None = None) -> tuple[pd
     anchors = is_source_only(table) | is_reference(table)
     gains, closed, values = [], [], []
     for i, row in table.iterrows():
-        same = np.logical_and.reduce([table[f] == row[f] for f in others] or [np.ones(len(table), bool)])
-        base, ref = table[same & is_source_only(table)], table[same & is_reference(table)]
+        base, ref = (anchor_rows(table[is_source_only(table)], row, others),
+                     anchor_rows(table[is_reference(table)], row, others))
         if base.empty or ref.empty or anchors[i]:
             gains.append(np.nan)
             closed.append(np.nan)

@@ -116,13 +116,17 @@ def configuration_groups(runs: pd.DataFrame, factors: list[str]) -> list[tuple[d
 
 def matching_source_only(groups: list[tuple[dict, pd.DataFrame]], row: dict) -> pd.DataFrame | None:
     """The source-only runs of ``groups`` to compare configuration ``row`` with: the same value of every factor
-    but the anchors and the methods' own settings (source-only has none), or None."""
+    but the anchors and the methods' own settings (source-only has none), a field it never reads aside
+    (:func:`~da.results.tables.anchor_rows`), or None."""
     from da.results.gap import is_source_only
+    from da.results.tables import anchor_rows
 
-    for r, b in groups:
-        if is_source_only(b.iloc[:1]).iloc[0] and all(r[f] == row[f] for f in row if f not in ANCHORS and f not in USED_BY):
-            return b
-    return None
+    anchors = [(r, b) for r, b in groups if is_source_only(b.iloc[:1]).iloc[0]]
+    if not anchors:
+        return None
+    table = pd.DataFrame([r for r, _ in anchors])
+    match = anchor_rows(table, row, [f for f in row if f not in ANCHORS and f not in USED_BY])
+    return anchors[match.index[0]][1] if len(match) else None
 
 
 def paired_table(runs: pd.DataFrame, factors: list[str], col: str = "target_acc") -> pd.DataFrame:

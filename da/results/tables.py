@@ -67,6 +67,28 @@ def _factor_key(field: str):
     return key
 
 
+# Fields read only by pseudo-labels and the prior estimate: source-only without a prior and the reference train
+# the same at every value, so they anchor a method's row at any value (gap_warm's adapt_from_epoch 1 rows).
+INERT_FOR_ANCHORS = ("adapt_from_epoch",)
+
+
+def anchor_rows(frame: pd.DataFrame, row, factors: list[str]) -> pd.DataFrame:
+    """The rows of ``frame`` (anchor candidates: source-only or the reference) with ``row``'s value of every
+    factor in ``factors``, where a field of INERT_FOR_ANCHORS may differ on a candidate without a prior; a
+    candidate equal on every factor comes first."""
+    if frame.empty:
+        return frame
+    inert = frame["prior"].eq("") if "prior" in frame else pd.Series(True, index=frame.index)
+    same = np.ones(len(frame), bool)
+    exact = np.ones(len(frame), bool)
+    for f in factors:
+        equal = (frame[f] == row[f]).to_numpy()
+        exact &= equal
+        same &= equal | (inert.to_numpy() if f in INERT_FOR_ANCHORS else False)
+    order = np.argsort(~exact[same], kind="stable")
+    return frame[same].iloc[order]
+
+
 def add_gain(table: pd.DataFrame, factors: list[str], col: str) -> pd.DataFrame:
     """``<col>_gain``: the mean minus that of the source-only row with the same other factors."""
     table = table.copy()
@@ -77,9 +99,8 @@ def add_gain(table: pd.DataFrame, factors: list[str], col: str) -> pd.DataFrame:
             values.append({})
             continue
         # a method's own setting (aad_k) varies with the method: source-only has it at its default, unused
-        match = table[(table["method"] == "source_only")
-                      & np.logical_and.reduce([table[f] == row[f] for f in factors
-                                               if f != "method" and f not in USED_BY] or [True])]
+        match = anchor_rows(table[table["method"] == "source_only"], row,
+                            [f for f in factors if f != "method" and f not in USED_BY])
         gains.append(float(row[f"{col}_mean"] - match[f"{col}_mean"].iloc[0]) if len(match) else float("nan"))
         values.append(paired_gain_values(row[f"{col}_values"], match[f"{col}_values"].iloc[0]) if len(match) else {})
     table[f"{col}_gain"] = gains
