@@ -1324,6 +1324,13 @@ def test_gap_warm_section_recomputes_from_the_records():
              REPO / "results" / "smoothing_splits" / "runs" / "stage1-64615fe0cd87" / "record.json")]
     assert f"(source-validation accuracy {100 * accs[1]:.2f} %)" in flat and f"(`gap/runs/` ({100 * accs[0]:.2f} %)" not in flat
     assert f"the original one in `gap/runs/` ({100 * accs[0]:.2f} %)" in flat
+    docs = " ".join((REPO / "docs" / "results.md").read_text().split())
+    best = rows("shot+mcc", epoch=1)
+    assert (f"`gap_warm`, {len(warm)} runs) the prior-aware rows lose no seed that way (s.d. {min(sd[1]):.1f}-{max(sd[1]):.1f} "
+            f"points), SHOT + prior reaches {cell(rows('shot', 'em', 1)).split(' (')[0]} and SHOT {cell(rows('shot', epoch=1))}, "
+            f"and the best row stays SHOT + MCC, {cell(best)} "
+            f"({100 * (best['target_acc'].mean() - so) / (ref - so):.0f} % of the gap)") in docs
+    assert warm.groupby(["method", "prior"])["target_acc"].mean().idxmax() == ("shot+mcc", "")
     harm = [line.split("|") for line in (REPO / "results" / "gap_warm" / "tables" / "harm.md").read_text().splitlines()
             if "adapt_from_epoch 1 |" in line]
     assert len(harm) == 7 and all(h[6].strip() == "0" for h in harm)
