@@ -163,7 +163,7 @@ def test_figures_with_data_are_committed():
     assert {p.stem for p in COMMITTED} >= {"gain", "confusion_matrices", "validator_scores", "accuracy_by_method",
                                            "loss_curves", "prior_shares", "class_gain", "per_class_ap", "map_per_epoch",
                                            "study_shot_mcc_rsscn7"}
-    for folder in ("label_shift", "gap_warm", "hpo", "detection"):  # every results folder has figures
+    for folder in ("label_shift", "gap_warm", "hpo", "detection", "transfer"):  # every results folder has figures
         assert list((REPO / "results" / folder / "figures").glob("*.json")), folder
 
 
@@ -181,6 +181,10 @@ def test_committed_figure_data_recompute_from_committed_records(path, monkeypatc
         from da.results.study import study_figure_data, study_summary
 
         fresh = study_figure_data(study_summary(source["study"], source.get("runs")))
+    elif "transfer_a" in source:
+        from da.results.transfer import transfer_figure_data, transfer_of
+
+        fresh = transfer_figure_data(transfer_of(source["transfer_a"], source["transfer_b"], source["selection"], True))
     elif "detection" in source:
         from da.results.detection import FIGURE_DATA, detection_runs
 

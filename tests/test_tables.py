@@ -1344,3 +1344,53 @@ def test_gap_warm_section_recomputes_from_the_records():
         name, _, after, closed, gain = (c.strip() for c in line.strip("|").split("|"))
         assert any(after.split(" (")[0] in g and f"| {gain.split()[0]} | {closed.split()[0]} |" in g
                    for g in gap_md.splitlines() if "| 1 |" in g), name
+
+
+TRANSFER_A = ["results/half_gap/runs", "results/neighbours/runs", "results/smoothing/runs"]
+TRANSFER_B = ["results/rsscn7_aid_half_gap/runs", "results/rsscn7_aid_neighbours/runs", "results/rsscn7_aid_smoothing/runs"]
+
+
+def test_transfer_section_recomputes_from_the_records(tmp_path, monkeypatch):
+    """results/README.md's "Does one pair's ranking carry to the other?": the committed transfer table is what
+    the candidates' records give, and every number of the prose below it recomputes."""
+    from scipy.stats import spearmanr
+
+    from da.results.transfer import transfer_of
+    from da.scripts.tables import main
+
+    monkeypatch.chdir(REPO)
+    args = [x for a, b in zip(TRANSFER_A, TRANSFER_B) for x in ("--transfer-a", a, "--transfer-b", b)]
+    assert main([*args, "--selection", "last", "--strict", "--no-figures", "--out", str(tmp_path)]) == 0
+    committed = (REPO / "results" / "transfer" / "tables" / "transfer.md").read_text()
+    assert (tmp_path / "tables" / "transfer.md").read_text() == committed
+
+    t = transfer_of(TRANSFER_A, TRANSFER_B, "last", strict=True)
+    text = (REPO / "results" / "README.md").read_text()
+    flat = " ".join(text[text.index("## Does one pair's ranking carry"):text.index("## LoRA on the second pair")].split())
+    n = len(t.table)
+    assert f"{n} label-free configurations were run on both pairs" in flat
+    assert f"Spearman rho {t.spearman:+.2f} across the {n} configurations (Kendall tau-b {t.kendall:+.2f})" in flat
+    teacherless = t.table["method"].str.startswith("fixmatch") & t.table["own"].map(lambda o: o.get("fixmatch_ema", 0) == 0)
+    ranks_b, ranks_a = sorted(t.table.loc[teacherless, "rank_b"]), sorted(t.table.loc[teacherless, "rank_a"])
+    def listed(ranks):
+        return f"{', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
+
+    assert (f"the {teacherless.sum()} configurations of FixMatch (+ MCC) without an EMA teacher rank "
+            f"{listed(ranks_b)} on RSSCN7 -> AID and {listed(ranks_a)} on AID -> RSSCN7") in flat
+    rest = t.table[~teacherless]
+    assert (f"the other {len(rest)} configurations agree (Spearman "
+            f"{spearmanr(rest['acc_a'], rest['acc_b']).statistic:+.2f})") in flat
+    on_a, on_b = t.choice_on("a"), t.choice_on("b")
+    assert on_a["chosen_label"].startswith("fixmatch+mcc,") and on_b["chosen_label"] == "shot+mcc, label_smoothing 0.1"
+    assert (f"gives {on_a['chosen_acc']:.1f} %, {on_a['regret']:.1f} points below the best configuration on "
+            f"AID -> RSSCN7's own labels and below the {on_a['mean_acc']:.1f} % that a configuration drawn at random") in flat
+    assert on_a["chosen_acc"] < on_a["mean_acc"]
+    assert (f"ties with the best there ({on_b['oracle_acc']:.1f} %, a regret of {on_b['regret']:.1f} points)" in flat
+            and round(on_b["chosen_acc"], 9) == round(on_b["oracle_acc"], 9))
+    assert on_a["half"] == 0 and f"None of the {n} configurations closes half of it" in flat
+    assert on_a["oracle_label"] == "shot+mcc, label_smoothing 0.1" and f"closes {on_a['oracle_closed']:.0f} %." in flat
+    assert f"On RSSCN7 -> AID {on_b['half']} of the {n} do." in flat
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"Over the {n} configurations both pairs ran on split seed 0, the pairs rank them alike only weakly "
+            f"(Spearman {t.spearman:+.2f}), and none closes half of AID -> RSSCN7's gap even picked with its own "
+            f"target labels (the best {on_a['oracle_closed']:.0f} %)") in readme

@@ -51,16 +51,23 @@ RECIPE_FIELDS = ("cls_loss", "label_smoothing", "mixup_alpha", "cutmix_alpha")
 _RECIPE_DEFAULTS = {name: getattr(RunConfig(), name) for name in RECIPE_FIELDS}
 
 
-def configuration(row) -> str:
-    """A run's method and the values of the method's own settings (those its parts read), the same on either
-    pair: ``fixmatch+mcc, fixmatch_ema 0.99, ..., mcc_weight 1.0``; then the source recipe where it is not
-    the default (``mcc, mcc_temperature 2.5, label_smoothing 0.1``).  What a choice carries to the other pair."""
+def configuration_settings(row) -> tuple[dict, dict]:
+    """A run's method's own settings (those its parts read) and its source recipe where it is not the default,
+    each ``{name: value}`` in the order :func:`configuration` names them."""
     from da import settings as declared
 
     parts = str(row["method"]).split("+")
     own = sorted(name for name in declared.USED_BY if name in row and declared.used_by(name, parts))
     recipe = [name for name in RECIPE_FIELDS if name in row and row[name] != _RECIPE_DEFAULTS[name]]
-    return ", ".join([str(row["method"]), *(f"{name} {row[name]}" for name in own + recipe)])
+    return {name: row[name] for name in own}, {name: row[name] for name in recipe}
+
+
+def configuration(row) -> str:
+    """A run's method and the values of the method's own settings (those its parts read), the same on either
+    pair: ``fixmatch+mcc, fixmatch_ema 0.99, ..., mcc_weight 1.0``; then the source recipe where it is not
+    the default (``mcc, mcc_temperature 2.5, label_smoothing 0.1``).  What a choice carries to the other pair."""
+    own, recipe = configuration_settings(row)
+    return ", ".join([str(row["method"]), *(f"{name} {value}" for name, value in (own | recipe).items())])
 
 
 def best_configurations(runs: pd.DataFrame, count: int = 1) -> list[str]:

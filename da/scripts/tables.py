@@ -102,6 +102,11 @@ def main(argv=None) -> int:
     ap.add_argument("--validators-from", action="append", default=[], metavar="DIR",
                     help="runs folders of one pair (repeat for several; --sweep applies to each): write only "
                          "<out>/tables/validators.md/.tex, the validator table over all their runs pooled")
+    ap.add_argument("--transfer-a", action="append", default=[], metavar="DIR",
+                    help="runs folders of one pair's candidates (repeat for several), with --transfer-b those of the "
+                         "other pair: write only <out>/tables/transfer.md and <out>/figures/transfer.png, how one pair's "
+                         "ranking of configurations carries to the other (read at --selection, else each run's own epoch)")
+    ap.add_argument("--transfer-b", action="append", default=[], metavar="DIR", help="see --transfer-a")
     ap.add_argument("--headline", action="store_true",
                     help="write only <out>/headline.md: both pairs under the protocol, from the committed records "
                          "of the protocol sweeps (the block README.md quotes between its headline markers)")
@@ -156,6 +161,26 @@ def main(argv=None) -> int:
                 ap.error(f"{args.update_readme} has no {START} ... {END} block to replace")
             atomic_write_text(Path(args.update_readme), text[:start] + block.rstrip("\n") + text[end + len(END):])
         print(f"headline written to {Path(args.out) / 'headline.md'}")
+        return 0
+    if args.transfer_a or args.transfer_b:
+        from da.results.transfer import transfer_figure, transfer_figure_data, transfer_markdown, transfer_of
+
+        if not (args.transfer_a and args.transfer_b):
+            ap.error("--transfer-a and --transfer-b go together: the runs folders of each of two pairs")
+        try:
+            result = transfer_of(args.transfer_a, args.transfer_b, args.selection, args.strict)
+        except (FileNotFoundError, ValueError, RecordError) as err:
+            ap.error(str(err))
+        atomic_write_text(Path(args.out) / "tables" / "transfer.md", transfer_markdown(result))
+        print(f"transfer table written to {Path(args.out) / 'tables' / 'transfer.md'}")
+        if not args.no_figures:
+            from da.results.figures import save_data
+
+            data = transfer_figure_data(result)
+            transfer_figure(data, Path(args.out) / "figures")
+            save_data(Path(args.out) / "figures", "transfer", data,
+                      {"transfer_a": args.transfer_a, "transfer_b": args.transfer_b, "selection": args.selection})
+            print(f"transfer figure written to {Path(args.out) / 'figures' / 'transfer.png'}")
         return 0
     if args.validators_from:
         import pandas as pd
