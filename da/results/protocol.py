@@ -39,10 +39,13 @@ def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
     mean target accuracy in ``runs`` (already selected by the rule of the pair); of two with the same mean, the
     one with fewer components (``shot+mcc`` before ``shot+mcc+adabn``)."""
     free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
-    means = free.groupby("method")["target_acc"].mean()
-    # equal means (the same images right: equal to float rounding) go to the simpler method, fewer '+' parts
-    order = sorted(means.index, key=lambda m: (-round(float(means[m]), 9), m.count("+"), m))
-    return order[:count]
+    return preferred(free.groupby("method")["target_acc"].mean())[:count]
+
+
+def preferred(means: pd.Series) -> list[str]:
+    """Method or configuration names (the index) by their mean, highest first; equal means (the same images
+    right: equal to float rounding) go to the simpler one, with fewer '+' parts, then to the name."""
+    return sorted(means.index, key=lambda c: (-round(float(means[c]), 9), c.split(",")[0].count("+"), c))
 
 
 # fields of the source recipe a candidate may change beside its method's settings; a configuration names them only
@@ -75,9 +78,7 @@ def best_configurations(runs: pd.DataFrame, count: int = 1) -> list[str]:
     instead of methods, so that a method run at several settings is chosen at one of them rather than at
     their mean; ties go to fewer components, then the configuration's name."""
     free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
-    means = free.groupby(free.apply(configuration, axis=1))["target_acc"].mean()
-    order = sorted(means.index, key=lambda c: (-round(float(means[c]), 9), c.split(",")[0].count("+"), c))
-    return order[:count]
+    return preferred(free.groupby(free.apply(configuration, axis=1))["target_acc"].mean())[:count]
 
 
 def choose_budget(runs: pd.DataFrame, tolerance: float = 0.5) -> tuple[int, dict[int, float]]:

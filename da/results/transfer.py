@@ -21,7 +21,7 @@ from scipy.stats import kendalltau, spearmanr
 from da import settings as declared
 from da.results.gap import is_reference, is_source_only
 from da.results.protocol import (RECIPE_FIELDS, best_configurations, configuration, configuration_settings,
-                                 pair_of)
+                                 pair_of, preferred)
 from da.results.tables import render_cells_markdown, varying_factors
 
 # what may differ between the runs of one pair's candidates: the configuration itself and the anchors' labels;
@@ -85,12 +85,12 @@ class Transfer:
 
     def choice_on(self, side: str) -> dict:
         """On pair ``side`` ('a' or 'b'): the configuration the other pair chose and the oracle configuration of
-        this pair among those both ran (ties: :func:`best_configurations`' order), their short names, accuracy
+        this pair among those both ran (ties: :func:`da.results.protocol.preferred`), their short names, accuracy
         and gap closed here, the regret (oracle minus choice, points), the mean accuracy of the configurations
         both ran (what a choice at random gives on average) and how many of them close half of this gap."""
         here, other = (self.a, self.b) if side == "a" else (self.b, self.a)
         both = here.scores.loc[self.table.index]
-        oracle = min(both.index, key=lambda c: (-round(float(both.loc[c, "acc"]), 9), c.split(",")[0].count("+"), c))
+        oracle = preferred(both["acc"])[0]
         chosen = here.scores.loc[other.choice] if other.choice in here.scores.index else None
         return {"pair": here.pair, "from": other.pair, "chosen": other.choice,
                 "chosen_label": self.label(other.choice),
