@@ -1383,9 +1383,19 @@ def test_transfer_section_recomputes_from_the_records(tmp_path, monkeypatch):
     on_a, on_b = t.choice_on("a"), t.choice_on("b")
     assert on_a["chosen_label"].startswith("fixmatch+mcc,") and on_b["chosen_label"] == "shot+mcc, label_smoothing 0.1"
     assert (f"gives {on_a['chosen_acc']:.1f} %, {on_a['regret']:.1f} points below the best configuration on "
-            f"AID -> RSSCN7's own labels and below the {on_a['mean_acc']:.1f} % that a configuration drawn at random") in flat
+            f"AID -> RSSCN7's own labels" in flat
+            and f"and below the {on_a['mean_acc']:.1f} % that a configuration drawn at random" in flat)
     assert on_a["chosen_acc"] < on_a["mean_acc"]
-    assert (f"ties with the best there ({on_b['oracle_acc']:.1f} %, a regret of {on_b['regret']:.1f} points)" in flat
+
+    def per_seed(summary):
+        return f"{summary['mean']:+.1f} {summary['interval']}"
+
+    assert (f"own labels ({per_seed(on_a['regret_paired'])} per seed) and below" in flat
+            and f"seed: {per_seed(on_a['vs_random_paired'])}, an interval that only just excludes 0)" in flat
+            and on_a["vs_random_paired"]["interval"].endswith("-0.0]"))
+    assert (f"a regret of {on_b['regret']:.1f} points, {per_seed(on_b['regret_paired'])} per seed) and beats the "
+            f"random pick's average ({per_seed(on_b['vs_random_paired'])})") in flat
+    assert (f"ties with the best there ({on_b['oracle_acc']:.1f} %, a regret of {on_b['regret']:.1f} points," in flat
             and round(on_b["chosen_acc"], 9) == round(on_b["oracle_acc"], 9))
     assert on_a["half"] == 0 and f"None of the {n} configurations closes half of it" in flat
     assert on_a["oracle_label"] == "shot+mcc, label_smoothing 0.1" and f"closes {on_a['oracle_closed']:.0f} %." in flat

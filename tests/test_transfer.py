@@ -65,6 +65,10 @@ def test_rank_agreement_and_the_cost_of_each_choice_match_a_computation_by_hand(
     assert on_a["oracle_label"] == "mcc, label_smoothing 0.1" and on_a["regret"] == pytest.approx(11.0)
     assert on_a["mean_acc"] == pytest.approx(a.mean())
     assert on_a["half"] == 2  # mcc and mcc + smoothing close exactly half of their recipes' gaps
+    # paired per seed: the seeds sit at -/+ 1 around every mean, so each difference is the same for both seeds
+    assert on_a["regret_paired"]["mean"] == pytest.approx(11.0) and on_a["regret_paired"]["n"] == 2
+    assert on_a["vs_random_paired"]["mean"] == pytest.approx(61.0 - a.mean())
+    assert on_a["regret_paired"]["interval"] == "[+11.0, +11.0]"
     on_b = t.choice_on("b")
     assert on_b["chosen_label"] == "mcc, label_smoothing 0.1" and on_b["regret"] == pytest.approx(1.0)
     assert on_b["chosen_closed"] == pytest.approx(100 * (85 - 71) / 20)

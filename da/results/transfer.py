@@ -20,6 +20,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from da import settings as declared
 from da.results.gap import is_reference, is_source_only
+from da.results.paired import PAIR_KEYS, format_paired, paired
 from da.results.protocol import (RECIPE_FIELDS, best_configurations, configuration, configuration_settings,
                                  pair_of, preferred)
 from da.results.tables import render_cells_markdown, varying_factors
@@ -35,6 +36,7 @@ class PairScores:
     pair: str
     scores: pd.DataFrame  # index: configuration; columns method, own and recipe (its settings), acc, n, closed
     choice: str  # best_configurations over these runs: what this pair's records choose for the other pair
+    runs: dict  # configuration -> its runs, for comparisons paired per split seed and seed
 
 
 def pair_scores(runs: pd.DataFrame) -> PairScores:
@@ -56,8 +58,9 @@ def pair_scores(runs: pd.DataFrame) -> PairScores:
         anchors[key] = (so.mean(), ref.mean()) if len(so) and len(ref) else (np.nan, np.nan)
     free = (runs["target_labeled_fraction"] == 0) & (runs["method"] != "source_only")
     names = runs[free].apply(configuration, axis=1)
-    rows = {}
+    rows, groups = {}, {}
     for name, g in runs[free].groupby(names):
+        groups[name] = g
         so, ref = anchors[recipe[g.index[0]]]
         acc = float(g["target_acc"].mean())
         own, changed = configuration_settings(g.iloc[0])
@@ -65,7 +68,8 @@ def pair_scores(runs: pd.DataFrame) -> PairScores:
                       "closed": 100 * (acc - so) / (ref - so)}
     if not rows:
         raise ValueError("no label-free adaptation runs among these runs: nothing to rank")
-    return PairScores(pairs.pop(), pd.DataFrame.from_dict(rows, orient="index"), best_configurations(runs, 1)[0])
+    return PairScores(pairs.pop(), pd.DataFrame.from_dict(rows, orient="index"), best_configurations(runs, 1)[0],
+                      groups)
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,18 @@ class Transfer:
         """On pair ``side`` ('a' or 'b'): the configuration the other pair chose and the oracle configuration of
         this pair among those both ran (ties: :func:`da.results.protocol.preferred`), their short names, accuracy
         and gap closed here, the regret (oracle minus choice, points), the mean accuracy of the configurations
-        both ran (what a choice at random gives on average) and how many of them close half of this gap."""
+        both ran (what a choice at random gives on average) and how many of them close half of this gap; each
+        comparison of the choice also paired per split seed and seed (mean and 95 % interval)."""
         here, other = (self.a, self.b) if side == "a" else (self.b, self.a)
         both = here.scores.loc[self.table.index]
         oracle = preferred(both["acc"])[0]
         chosen = here.scores.loc[other.choice] if other.choice in here.scores.index else None
+        regret = vs_random = None
+        if chosen is not None:
+            pool = pd.concat([here.runs[c] for c in self.table.index])
+            average = pool.groupby(list(PAIR_KEYS), as_index=False)["target_acc"].mean()
+            regret = _summary(paired(here.runs[oracle], here.runs[other.choice]))
+            vs_random = _summary(paired(here.runs[other.choice], average))
         return {"pair": here.pair, "from": other.pair, "chosen": other.choice,
                 "chosen_label": self.label(other.choice),
                 "chosen_acc": float(chosen["acc"]) if chosen is not None else None,
@@ -99,7 +110,17 @@ class Transfer:
                 "oracle": oracle, "oracle_label": self.label(oracle),
                 "oracle_acc": float(both.loc[oracle, "acc"]), "oracle_closed": float(both.loc[oracle, "closed"]),
                 "regret": float(both.loc[oracle, "acc"] - chosen["acc"]) if chosen is not None else None,
+                "regret_paired": regret, "vs_random_paired": vs_random,
                 "mean_acc": float(both["acc"].mean()), "half": int((both["closed"] >= 50).sum())}
+
+
+def _summary(p) -> dict:
+    """A paired comparison as JSON holds it: the mean, the 95 % interval as the tables write it, the pairs."""
+    return {"mean": p.mean, "interval": format_paired(p)["interval"], "n": p.n}
+
+
+def _spread(s: dict) -> str:
+    return f"{s['mean']:+.1f} {s['interval']}, {s['n']} pairs"
 
 
 def transfer_of(folders_a, folders_b, selection: str | None = None, strict: bool = False) -> Transfer:
@@ -164,8 +185,11 @@ def transfer_markdown(t: Transfer) -> str:
         lines.append(f"- **{c['pair']}**: the configuration {c['from']}'s records choose, `{c['chosen_label']}`, {got}; "
                      f"the best on {c['pair']}'s own target labels (an oracle, never a result), `{c['oracle_label']}`, "
                      f"gives {c['oracle_acc']:.1f} % ({c['oracle_closed']:.0f} %)"
-                     + (f", a regret of {c['regret']:.1f} points" if c["regret"] is not None else "")
-                     + f"; a configuration drawn at random gives {c['mean_acc']:.1f} % on average. {c['half']} of "
+                     + (f", a regret of {c['regret']:.1f} points (oracle minus choice per seed: "
+                        f"{_spread(c['regret_paired'])})" if c["regret"] is not None else "")
+                     + f"; a configuration drawn at random gives {c['mean_acc']:.1f} % on average"
+                     + (f" (choice minus that average per seed: {_spread(c['vs_random_paired'])})"
+                        if c["vs_random_paired"] else "") + f". {c['half']} of "
                      f"{len(rows)} configurations close half of {c['pair']}'s gap.")
     return "\n".join(lines) + "\n"
 
