@@ -434,3 +434,12 @@ def test_best_configuration_is_chosen_at_one_setting_where_best_methods_pools_th
     assert configuration(smoothed.iloc[2]) == "mcc, mcc_temperature 2.5, label_smoothing 0.1"
     assert configuration(smoothed.iloc[3]) == "mcc+adabn, mcc_temperature 2.5"
     assert best_configurations(smoothed, 1) == ["fixmatch+mcc, fixmatch_threshold 0.95, mcc_temperature 2.5, label_smoothing 0.1"]
+    # so is one that trains deeper in stage 2 from the same stage 1: without the name it would pool with partial:3
+    deeper = smoothed.assign(strategy=["partial:3", "partial:3", "partial:5", "partial:3", "partial:3", "partial:3"],
+                             stage1_strategy=["", "", "partial:3", "partial:3", "", ""])
+    assert configuration(deeper.iloc[2]) == ("mcc, mcc_temperature 2.5, label_smoothing 0.1, strategy partial:5, "
+                                             "stage1_strategy partial:3")
+    assert configuration(deeper.iloc[3]) == "mcc+adabn, mcc_temperature 2.5"  # stage 1 of its own strategy: default
+    assert best_configurations(deeper.assign(target_acc=[0.8, 0.8, 0.9, 0.85, 0.7, 0.7]), 2) == [
+        "mcc, mcc_temperature 2.5, label_smoothing 0.1, strategy partial:5, stage1_strategy partial:3",
+        "mcc+adabn, mcc_temperature 2.5"]

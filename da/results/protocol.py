@@ -48,10 +48,16 @@ def preferred(means: pd.Series) -> list[str]:
     return sorted(means.index, key=lambda c: (-round(float(means[c]), 9), c.split(",")[0].count("+"), c))
 
 
-# fields of the source recipe a candidate may change beside its method's settings; a configuration names them only
-# away from their default, so that the name of every configuration that keeps them is what it was before
-RECIPE_FIELDS = ("cls_loss", "label_smoothing", "mixup_alpha", "cutmix_alpha")
+# fields of the recipe (the source loss, what stage 2 trains) a candidate may change beside its method's settings; a
+# configuration names them only away from their default, so that the name of every configuration that keeps them
+# is what it was before
+RECIPE_FIELDS = ("cls_loss", "label_smoothing", "mixup_alpha", "cutmix_alpha", "strategy", "stage1_strategy")
 _RECIPE_DEFAULTS = {name: getattr(RunConfig(), name) for name in RECIPE_FIELDS}
+
+
+def _recipe_default(row, name: str) -> bool:
+    # a stage 1 of the stage-2 strategy is the default stage 1, however the record spells it ("" or the strategy)
+    return row[name] == _RECIPE_DEFAULTS[name] or (name == "stage1_strategy" and row[name] == row.get("strategy"))
 
 
 def configuration_settings(row) -> tuple[dict, dict]:
@@ -61,7 +67,7 @@ def configuration_settings(row) -> tuple[dict, dict]:
 
     parts = str(row["method"]).split("+")
     own = sorted(name for name in declared.USED_BY if name in row and declared.used_by(name, parts))
-    recipe = [name for name in RECIPE_FIELDS if name in row and row[name] != _RECIPE_DEFAULTS[name]]
+    recipe = [name for name in RECIPE_FIELDS if name in row and not _recipe_default(row, name)]
     return {name: row[name] for name in own}, {name: row[name] for name in recipe}
 
 
