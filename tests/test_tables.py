@@ -1404,3 +1404,80 @@ def test_transfer_section_recomputes_from_the_records(tmp_path, monkeypatch):
     assert (f"Over the {n} configurations both pairs ran on split seed 0, the pairs rank them alike only weakly "
             f"(Spearman {t.spearman:+.2f}), and none closes half of AID -> RSSCN7's gap even picked with its own "
             f"target labels (the best {on_a['oracle_closed']:.0f} %)") in readme
+
+
+def test_depth_section_recomputes_from_the_records():
+    """results/README.md's section on partial:5 against partial:3: the copied strategy tables regenerate from the
+    committed records, and every accuracy, share of the gap, confusion, choice and cost it states recomputes."""
+    import warnings
+
+    from da.results.paired import paired
+    from da.results.protocol import best_configurations, configuration
+    from da.results.selection import reselect
+    from da.results.strategies import render_strategy_table, strategy_table
+
+    text = (REPO / "results" / "README.md").read_text()
+    section = " ".join(text[text.index("## How deep stage 2 trains"):text.index("## LoRA on the second pair")].split())
+    res = REPO / "results"
+
+    def runs_of(*folders):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return reselect(load_runs_of([res / f / "runs" for f in folders], strict=True), "last")
+
+    def rows(runs, method, strategy, reference=False):
+        return runs[(runs["method"] == method) & (runs["strategy"] == strategy)
+                    & ((runs["target_labeled_fraction"] == 1) == reference)]
+
+    def closed(runs, strategy):
+        so, ref = (rows(runs, "source_only", strategy, r)["target_acc"].mean() for r in (False, True))
+        return round(100 * (rows(runs, "shot+mcc", strategy)["target_acc"].mean() - so) / (ref - so))
+
+    first, second = runs_of("depth"), runs_of("rsscn7_aid_depth")
+    for folder, runs in (("depth", first), ("rsscn7_aid_depth", second)):
+        committed = (res / folder / "tables" / "strategies.md").read_text()
+        assert render_strategy_table(strategy_table(runs), committed.split("\n\n")[0]) == committed, folder
+        assert runs.groupby(["method", "strategy", "target_labeled_fraction"]).size().eq(3).all()
+        assert (runs["label_smoothing"] == 0.1).all() and set(runs["strategy"]) == {"partial:3", "partial:5"}
+    acc = {(name, s): rows(runs, "shot+mcc", s)["target_acc"].mean() for name, runs in (("first", first), ("second", second))
+           for s in ("partial:3", "partial:5")}
+    assert (f"{acc['first', 'partial:5']:.1f} against {acc['first', 'partial:3']:.1f} % on AID -> RSSCN7 and "
+            f"{acc['second', 'partial:5']:.1f} against {acc['second', 'partial:3']:.1f} % on RSSCN7 -> AID") in section
+    for runs in (first, second):
+        assert not paired(rows(runs, "shot+mcc", "partial:5"), rows(runs, "shot+mcc", "partial:3")).excludes_zero
+    drop = paired(rows(second, "source_only", "partial:5"), rows(second, "source_only", "partial:3"))
+    assert max(drop.diffs) < 0 and drop.excludes_zero
+    so5, so3 = (rows(second, "source_only", s)["target_acc"].mean() for s in ("partial:5", "partial:3"))
+    assert f"({so5:.1f} against {so3:.1f} %, in every seed)" in section
+    assert (f"{closed(second, 'partial:3')} -> {closed(second, 'partial:5')} % on RSSCN7 -> AID, "
+            f"{closed(first, 'partial:3')} -> {closed(first, 'partial:5')} % on AID -> RSSCN7") in section
+    assert closed(second, "partial:5") > closed(second, "partial:3") and acc["second", "partial:5"] < acc["second", "partial:3"]
+    # the two confusions, from each run's last-epoch confusion matrix
+    classes = first["record"].iloc[0]["classes"]
+
+    def share(runs, truth, predicted):
+        i, j = classes.index(truth), classes.index(predicted)
+        return np.mean([100 * np.asarray(c)[i, j] / np.asarray(c)[i].sum() for c in runs["confusion"]])
+
+    shot5, shot3, ref5 = rows(first, "shot+mcc", "partial:5"), rows(first, "shot+mcc", "partial:3"), rows(first, "source_only", "partial:5", True)
+    assert (f"gParking -> cIndustry {share(shot5, 'gParking', 'cIndustry'):.1f} % at partial:5 against "
+            f"{share(shot3, 'gParking', 'cIndustry'):.1f} % (the reference of partial:5: {share(ref5, 'gParking', 'cIndustry'):.1f} %), "
+            f"bField -> aGrass {share(shot5, 'bField', 'aGrass'):.1f} against {share(shot3, 'bField', 'aGrass'):.1f} %") in section
+    # the choices, with these runs among the candidates
+    cands1 = runs_of("half_gap", "neighbours", "smoothing", "depth")
+    cands2 = runs_of("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing", "rsscn7_aid_depth")
+    pick1, pick2 = best_configurations(cands1, 1)[0], best_configurations(cands2, 2)
+    assert pick1.startswith("shot+mcc,") and pick1.endswith("label_smoothing 0.1")  # partial:3: no strategy named
+    assert pick2[0].startswith("fixmatch+mcc,") and pick2[1] == pick1
+    mean = lambda runs, c: runs[runs.apply(configuration, axis=1) == c]["target_acc"].mean()
+    assert mean(cands2, pick2[0]) == pytest.approx(mean(cands2, pick2[1]))
+    # do no harm, and the cost
+    for folder in ("depth", "rsscn7_aid_depth"):
+        line = next(x for x in (res / folder / "tables" / "harm.md").read_text().splitlines() if "partial:5 |" in x)
+        assert line.split("|")[3].strip() == "0" and line.split("|")[6].strip() == "0", folder
+    new = [r for runs in (first, second) for r in runs["record"] if r["config"]["strategy"] == "partial:5"]
+    hours = sum(r["wall_time_s"] for r in new) / 3600
+    assert f"{len(new)} new runs, {hours:.1f} core-hours on the local Slurm" in section
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"SHOT + MCC with smoothing gives {acc['first', 'partial:5']:.1f} against {acc['first', 'partial:3']:.1f} % "
+            f"there, an interval that includes 0") in readme

@@ -15,6 +15,7 @@ import pandas as pd
 from da.results.paired import format_paired, paired
 
 BASELINE = "partial:3"
+REFERENCE = "reference (uses target labels)"
 
 
 def parameter_counts(config: dict, num_classes: int) -> dict[str, int]:
@@ -32,8 +33,11 @@ def parameter_counts(config: dict, num_classes: int) -> dict[str, int]:
 
 
 def strategy_table(runs: pd.DataFrame, col: str = "target_acc") -> pd.DataFrame:
-    """One row per (method, strategy), the baseline strategy first in each method."""
+    """One row per (method, strategy), the baseline strategy first in each method; the reference (source-only
+    with every target-train label) is a method of its own here, paired with the reference of the baseline."""
     rows = []
+    reference = (runs["method"] == "source_only") & (runs["target_labeled_fraction"] == 1)
+    runs = runs.assign(method=runs["method"].where(~reference, REFERENCE))
     for (method, strategy), g in runs.groupby(["method", "strategy"], sort=False):
         first = g.iloc[0]["record"]
         counts = parameter_counts(first["config"], len(first["classes"]))
@@ -46,7 +50,8 @@ def strategy_table(runs: pd.DataFrame, col: str = "target_acc") -> pd.DataFrame:
                      "std": g[col].std(ddof=1), **counts,
                      "paired": paired(g, base, col) if strategy != BASELINE and len(base) else None})
     table = pd.DataFrame(rows)
-    order = {m: i for i, m in enumerate(sorted(table["method"].unique(), key=lambda m: (m != "source_only", m)))}
+    order = {m: i for i, m in enumerate(sorted(table["method"].unique(),
+                                               key=lambda m: (m != "source_only", m != REFERENCE, m)))}
     table["_m"] = table["method"].map(order)
     table["_s"] = table["strategy"].map(lambda s: (s != BASELINE, len(s), s))
     return table.sort_values(["_m", "_s"]).drop(columns=["_m", "_s"]).reset_index(drop=True)
