@@ -973,6 +973,17 @@ def test_docs_results_ablation_rows_are_the_committed_table():
     assert len(rows) == 18 and all(row in committed for row in rows)
 
 
+def last_epoch_runs(*folders):
+    """The committed runs of results/<folder>/runs (a run archived in two folders counted once), at the last epoch."""
+    import warnings
+
+    from da.results.selection import reselect
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reselect(load_runs_of([REPO / "results" / f / "runs" for f in folders], strict=True), "last")
+
+
 def test_smoothing_section_recomputes_from_the_records():
     """results/README.md's section on label smoothing and each pair's choice on 3 split seeds: every paired
     difference, share of the gap and mean it states, and both protocol choices, from the committed records."""
@@ -982,16 +993,10 @@ def test_smoothing_section_recomputes_from_the_records():
 
     from da.results.paired import format_paired, paired
     from da.results.protocol import best_configurations, configuration
-    from da.results.selection import reselect
 
     text = (REPO / "results" / "README.md").read_text()
     section = " ".join(text[text.index("## Label smoothing on the source"):text.index("## LoRA on the second pair")].split())
     res = REPO / "results"
-
-    def runs_of(*folders):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return reselect(load_runs_of([res / f / "runs" for f in folders], strict=True), "last")
 
     def rows(runs, method, smoothing=0.0, reference=False):
         return runs[(runs["method"] == method) & (runs["label_smoothing"] == smoothing) & (runs["prior"] == "")
@@ -1004,7 +1009,7 @@ def test_smoothing_section_recomputes_from_the_records():
         so, ref = (rows(runs, "source_only", smoothing, r)["target_acc"].mean() for r in (False, True))
         return round(100 * (rows(runs, method, smoothing)["target_acc"].mean() - so) / (ref - so))
 
-    first, second = runs_of("smoothing"), runs_of("rsscn7_aid_smoothing")
+    first, second = last_epoch_runs("smoothing"), last_epoch_runs("rsscn7_aid_smoothing")
     for runs in (first, second):  # 3 seeds of every configuration, the smoothed reference included
         assert runs.groupby(["method", "label_smoothing", "target_labeled_fraction"]).size().eq(3).all()
     lift = {(name, m): paired(rows(runs, m, 0.1), rows(runs, m)) for name, runs in (("first", first), ("second", second))
@@ -1026,7 +1031,7 @@ def test_smoothing_section_recomputes_from_the_records():
         assert harm and all(line.split("|")[3].strip() == "0" and line.split("|")[6].strip() == "0" for line in harm), folder
     assert "cIndustry -8.3 (split 0 / seed 0; now 32 % gParking)" in (res / "smoothing" / "tables" / "harm.md").read_text()
     # the protocol: each pair's best configuration on the other pair's candidates
-    cands1, cands2 = runs_of("half_gap", "neighbours", "smoothing"), runs_of("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing")
+    cands1, cands2 = last_epoch_runs("half_gap", "neighbours", "smoothing"), last_epoch_runs("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing")
     mean = lambda runs, c: runs[runs.apply(configuration, axis=1) == c]["target_acc"].mean()
     pick1, pick2 = best_configurations(cands1, 3), best_configurations(cands2, 2)
     assert pick1[0].startswith("shot+mcc,") and pick1[0].endswith("label_smoothing 0.1")
@@ -1035,7 +1040,7 @@ def test_smoothing_section_recomputes_from_the_records():
     assert pick2[0].startswith("fixmatch+mcc,") and pick2[1] == pick1[0]
     assert mean(cands2, pick2[0]) == pytest.approx(mean(cands2, pick2[1])) and f"have {mean(cands2, pick2[0]):.2f} %" in section
     # SHOT + MCC with smoothing on RSSCN7 -> AID, 3 split seeds x 3 seeds
-    splits = runs_of("rsscn7_aid_smoothing_splits")
+    splits = last_epoch_runs("rsscn7_aid_smoothing_splits")
     assert len(splits) == 54 and splits.groupby("split_seed").size().eq(18).all()
     shot = rows(splits, "shot+mcc", 0.1)
     gain = paired(shot, rows(splits, "source_only", 0.1))
@@ -1055,7 +1060,7 @@ def test_smoothing_section_recomputes_from_the_records():
            for name, r in (("ours", ours), ("theirs", theirs))}
     assert val["ours"] != val["theirs"] and f"{100 * val['ours']:.1f} against {100 * val['theirs']:.1f} %" in section
     # FixMatch + MCC, the tie-break's choice, on AID -> RSSCN7, 3 split seeds x 3 seeds
-    fix = runs_of("fixmatch_splits")
+    fix = last_epoch_runs("fixmatch_splits")
     assert len(fix) == 36 and fix.groupby("split_seed").size().eq(12).all()
     fm, so = rows(fix, "fixmatch+mcc"), rows(fix, "source_only")
     gain, behind = paired(fm, so), paired(fm, rows(fix, "shot+mcc"))
@@ -1409,21 +1414,13 @@ def test_transfer_section_recomputes_from_the_records(tmp_path, monkeypatch):
 def test_depth_section_recomputes_from_the_records():
     """results/README.md's section on partial:5 against partial:3: the copied strategy tables regenerate from the
     committed records, and every accuracy, share of the gap, confusion, choice and cost it states recomputes."""
-    import warnings
-
     from da.results.paired import paired
     from da.results.protocol import best_configurations, configuration
-    from da.results.selection import reselect
     from da.results.strategies import render_strategy_table, strategy_table
 
     text = (REPO / "results" / "README.md").read_text()
     section = " ".join(text[text.index("## How deep stage 2 trains"):text.index("## LoRA on the second pair")].split())
     res = REPO / "results"
-
-    def runs_of(*folders):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return reselect(load_runs_of([res / f / "runs" for f in folders], strict=True), "last")
 
     def rows(runs, method, strategy, reference=False):
         return runs[(runs["method"] == method) & (runs["strategy"] == strategy)
@@ -1433,7 +1430,7 @@ def test_depth_section_recomputes_from_the_records():
         so, ref = (rows(runs, "source_only", strategy, r)["target_acc"].mean() for r in (False, True))
         return round(100 * (rows(runs, "shot+mcc", strategy)["target_acc"].mean() - so) / (ref - so))
 
-    first, second = runs_of("depth"), runs_of("rsscn7_aid_depth")
+    first, second = last_epoch_runs("depth"), last_epoch_runs("rsscn7_aid_depth")
     for folder, runs in (("depth", first), ("rsscn7_aid_depth", second)):
         committed = (res / folder / "tables" / "strategies.md").read_text()
         assert render_strategy_table(strategy_table(runs), committed.split("\n\n")[0]) == committed, folder
@@ -1464,8 +1461,8 @@ def test_depth_section_recomputes_from_the_records():
             f"{share(shot3, 'gParking', 'cIndustry'):.1f} % (the reference of partial:5: {share(ref5, 'gParking', 'cIndustry'):.1f} %), "
             f"bField -> aGrass {share(shot5, 'bField', 'aGrass'):.1f} against {share(shot3, 'bField', 'aGrass'):.1f} %") in section
     # the choices, with these runs among the candidates
-    cands1 = runs_of("half_gap", "neighbours", "smoothing", "depth")
-    cands2 = runs_of("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing", "rsscn7_aid_depth")
+    cands1 = last_epoch_runs("half_gap", "neighbours", "smoothing", "depth")
+    cands2 = last_epoch_runs("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing", "rsscn7_aid_depth")
     pick1, pick2 = best_configurations(cands1, 1)[0], best_configurations(cands2, 2)
     assert pick1.startswith("shot+mcc,") and pick1.endswith("label_smoothing 0.1")  # partial:3: no strategy named
     assert pick2[0].startswith("fixmatch+mcc,") and pick2[1] == pick1
