@@ -1414,6 +1414,8 @@ def test_transfer_section_recomputes_from_the_records(tmp_path, monkeypatch):
 def test_depth_section_recomputes_from_the_records():
     """results/README.md's section on partial:5 against partial:3: the copied strategy tables regenerate from the
     committed records, and every accuracy, share of the gap, confusion, choice and cost it states recomputes."""
+    import re
+
     from da.results.paired import paired
     from da.results.protocol import best_configurations, configuration
     from da.results.strategies import render_strategy_table, strategy_table
@@ -1475,6 +1477,12 @@ def test_depth_section_recomputes_from_the_records():
     new = [r for runs in (first, second) for r in runs["record"] if r["config"]["strategy"] == "partial:5"]
     hours = sum(r["wall_time_s"] for r in new) / 3600
     assert f"{len(new)} new runs, {hours:.1f} core-hours on the local Slurm" in section
+    bench = (res / "benchmarks" / "epoch_depth.txt").read_text()
+    epoch = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(r"^(\S+)\s.*\s(\d+\.\d)s\s+(\d+\.\d\d)x$", bench, re.M)}
+    so3, so5, shot5 = epoch["source_only"], epoch["source_only:strategy=partial:5"], epoch["shot+mcc:strategy=partial:5"]
+    assert so3[1] == "1.00" and float(shot5[1]) > 1.5
+    assert (f"a source-only epoch takes {so5[0]} s at partial:5 against {so3[0]} s at partial:3 ({so5[1]}x), and SHOT + "
+            f"MCC's at partial:5 {shot5[0]} s, {shot5[1]}x source-only's at partial:3") in section
     readme = " ".join((REPO / "README.md").read_text().split())
     assert (f"SHOT + MCC with smoothing gives {acc['first', 'partial:5']:.1f} against {acc['first', 'partial:3']:.1f} % "
             f"there, an interval that includes 0") in readme
