@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from da.results.gap import is_reference
 from da.results.paired import format_paired, paired
 
 BASELINE = "partial:3"
@@ -36,8 +37,7 @@ def strategy_table(runs: pd.DataFrame, col: str = "target_acc") -> pd.DataFrame:
     """One row per (method, strategy), the baseline strategy first in each method; the reference (source-only
     with every target-train label) is a method of its own here, paired with the reference of the baseline."""
     rows = []
-    reference = (runs["method"] == "source_only") & (runs["target_labeled_fraction"] == 1)
-    runs = runs.assign(method=runs["method"].where(~reference, REFERENCE))
+    runs = runs.assign(method=runs["method"].where(~is_reference(runs), REFERENCE))
     for (method, strategy), g in runs.groupby(["method", "strategy"], sort=False):
         first = g.iloc[0]["record"]
         counts = parameter_counts(first["config"], len(first["classes"]))
