@@ -70,6 +70,8 @@ HELP = {
     "amp": f"{', '.join(AMP_MODES)}; auto: fp16 on CUDA, off on CPU",
     "align_weight": "lambda, the weight of the alignment loss",
     "align_schedule": f"{', '.join(ALIGN_SCHEDULES)}; ramp: lambda * (2 / (1 + exp(-10 p)) - 1)",
+    "weight_ema": "stage 2: evaluate, select and save an exponential moving average of the trained weights with "
+                  "this decay per step (Polyak averaging; 0.99: about the last 100 steps); 0: the trained weights",
     "class_weighting": "'' (none), inverse (frequency) or effective (Cui et al. 2019)",
     "source_sampling": "shuffle (each source image once per epoch) or class_balanced (draws with replacement, "
                        "every class equally often: class-balanced source batches for the alignment losses)",

@@ -165,6 +165,9 @@ class RunConfig:
     clip_grad_norm: float = _s1(5.0)  # 0: off
     amp: str = _s1("auto")  # auto: fp16 + GradScaler on CUDA, off on CPU
     label_smoothing: float = 0.0
+    # stage 2: d > 0 evaluates, selects and saves an exponential moving average of the trained weights,
+    # updated after every step with decay d (da.train.weight_average); 0: the trained weights themselves
+    weight_ema: float = _added(0.0)
     class_weighting: str = ""  # '' | inverse | effective
     focal_gamma: float = 2.0
     ohem_ratio: float = 0.25
@@ -369,7 +372,7 @@ class RunConfig:
                           ("cutmix_alpha", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(name, f"{_flag(name)} must be >= {low}, got {getattr(self, name)}")
-        for name in ("momentum", "label_smoothing", "dropout", "drop_path"):
+        for name in ("momentum", "label_smoothing", "dropout", "drop_path", "weight_ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(name, f"{_flag(name)} must lie in [0, 1), got {getattr(self, name)}")
         for f in config_fields():  # each method's and validator's settings, by their own declaration

@@ -346,12 +346,13 @@ def _permute_target_train_labels(monkeypatch):
 
 
 @pytest.mark.parametrize("method,prior,stages,extra", [
-    ("shot+cbst", "", 1, {}), ("shot", "em", 1, {}), ("aad+mcc+adabn+fixmatch", "", 2, {}), ("nrc", "em", 1, {}),
+    ("shot+cbst", "", 1, {}), ("shot", "em", 1, {"weight_ema": 0.9}), ("aad+mcc+adabn+fixmatch", "", 2, {}), ("nrc", "em", 1, {}),
     ("fixmatch+mcc", "", 1, {"fixmatch_ema": 0.99, "fixmatch_strong": "randaugment", "strategy": "partial:2"}),
     pytest.param("mcc+coral", "bbse", 1, {}, marks=pytest.mark.slow)])
 def test_no_target_label_reaches_training(tiny_root, tmp_path, monkeypatch, method, prior, stages, extra):
     """The same run with the target training labels permuted trains to the same numbers: pseudo-labels,
     the prior estimate, AaD's memory, AdaBN's statistics, FixMatch's weak views, its EMA teacher and strong views,
+    the weight average (--weight-ema), from which SHOT relabels,
     the drift from the source model and every loss are made without them (only the prior's reported error
     moves)."""
     kw = dict(method=method, prior=prior, stages=stages, epochs=2, **extra)

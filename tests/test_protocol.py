@@ -443,3 +443,7 @@ def test_best_configuration_is_chosen_at_one_setting_where_best_methods_pools_th
     assert best_configurations(deeper.assign(target_acc=[0.8, 0.8, 0.9, 0.85, 0.7, 0.7]), 2) == [
         "mcc, mcc_temperature 2.5, label_smoothing 0.1, strategy partial:5, stage1_strategy partial:3",
         "mcc+adabn, mcc_temperature 2.5"]
+    # and one that keeps an average of its weights: the same training, another model kept
+    averaged = smoothed.assign(weight_ema=[0.0, 0.0, 0.99, 0.0, 0.0, 0.0])
+    assert configuration(averaged.iloc[2]) == "mcc, mcc_temperature 2.5, label_smoothing 0.1, weight_ema 0.99"
+    assert configuration(averaged.iloc[3]) == "mcc+adabn, mcc_temperature 2.5"

@@ -48,10 +48,11 @@ def preferred(means: pd.Series) -> list[str]:
     return sorted(means.index, key=lambda c: (-round(float(means[c]), 9), c.split(",")[0].count("+"), c))
 
 
-# fields of the recipe (the source loss, what stage 2 trains) a candidate may change beside its method's settings; a
-# configuration names them only away from their default, so that the name of every configuration that keeps them
-# is what it was before
-RECIPE_FIELDS = ("cls_loss", "label_smoothing", "mixup_alpha", "cutmix_alpha", "strategy", "stage1_strategy")
+# fields of the recipe (the source loss, what stage 2 trains, which weights it keeps) a candidate may change beside
+# its method's settings; a configuration names them only away from their default, so that the name of every
+# configuration that keeps them is what it was before
+RECIPE_FIELDS = ("cls_loss", "label_smoothing", "mixup_alpha", "cutmix_alpha", "strategy", "stage1_strategy",
+                 "weight_ema")
 _RECIPE_DEFAULTS = {name: getattr(RunConfig(), name) for name in RECIPE_FIELDS}
 
 

@@ -96,8 +96,8 @@ def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_training(path: str | os.PathLike, run, state, config_hash: str) -> Path:
     """Everything a resumed run needs to continue bit-identically: the model's trained parameters and every
-    buffer, method (its own parameters and buffers), optimiser, scheduler, scaler, unfreezer, the run state
-    and every RNG state.  Frozen parameters are left out (with ``lora:K:r`` the checkpoint holds the adapters,
+    buffer, method (its own parameters and buffers), optimiser, scheduler, scaler, unfreezer, weight average,
+    the run state and every RNG state.  Frozen parameters are left out (with ``lora:K:r`` the checkpoint holds the adapters,
     the head and the BatchNorm statistics): their digest is kept, and a resume checks it against the model it
     rebuilt."""
     frozen = frozen_weights(run.model)
@@ -106,6 +106,8 @@ def save_training(path: str | os.PathLike, run, state, config_hash: str) -> Path
         "frozen_digest": _digest(frozen), "method": run.method.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
         "unfreezer": run.unfreezer.state_dict() if run.unfreezer else None,
+        # --weight-ema: the averaged weights, the frozen ones left out as the model's (equal in both)
+        "weight_average": run.weight_average.state_dict(set(frozen)) if run.weight_average else None,
         "state": state.to_dict(), "rng": rng_state(), "config_hash": config_hash})
 
 
@@ -151,5 +153,7 @@ def restore_training(ckpt: dict[str, Any], run, folder: str | os.PathLike = "the
     run.scaler.load_state_dict(ckpt["scaler"])
     if run.unfreezer is not None:
         run.unfreezer.load_state_dict(ckpt["unfreezer"])
+    if run.weight_average is not None:  # a copy of the rebuilt model: what both checkpoints left out is right
+        run.weight_average.load_state_dict(ckpt["weight_average"], set(run.model.state_dict()) - set(ckpt["model"]))
     set_rng_state(ckpt["rng"])
     return RunState.from_dict(ckpt["state"])

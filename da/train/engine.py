@@ -7,7 +7,8 @@ over the unlabelled target training split.  The selection rule (``--selection``,
 accuracy) picks the epoch whose model is kept; early stopping follows the same rule.  The target-test
 numbers of the selected epoch are the reported result; the best target-test epoch is kept apart as the
 ``oracle``.  Every epoch ends with an atomic checkpoint holding every state a resumed run needs to
-continue bit-identically.  Each epoch starts from the model's pass over the unlabelled target training
+continue bit-identically.  With ``--weight-ema`` the model evaluated, scored and kept is an average of the
+trained weights (``weight_average.py``), and every step above reads that model.  Each epoch starts from the model's pass over the unlabelled target training
 split when the method relabels from it (SHOT, CBST) or the run estimates the target class prior
 (``--prior``, ``label_shift.py``): both are recomputed from the checkpointed model after a resume.
 """
@@ -55,14 +56,14 @@ def _summary(m: dict | None) -> dict | None:
 
 def target_pass(run: Run):
     """The model's logits and features on the unlabelled target training split (no labels kept)."""
-    return predict(run.model, run.data.target_pass, run.data.start, run.device, run.autocast).unlabelled()
+    return predict(run.evaluated, run.data.target_pass, run.data.start, run.device, run.autocast).unlabelled()
 
 
 def evaluate_epoch(run: Run) -> tuple[Predictions, Predictions | None, dict, dict]:
     """Source-val and target-test predictions, and (stage 2) every validator's score and cost in seconds."""
     data = run.data
-    src = predict(run.model, data.source_eval, data.start, run.device, run.autocast)
-    tgt = predict(run.model, data.target_eval, data.start, run.device, run.autocast) if data.target_eval else None
+    src = predict(run.evaluated, data.source_eval, data.start, run.device, run.autocast)
+    tgt = predict(run.evaluated, data.target_eval, data.start, run.device, run.autocast) if data.target_eval else None
     if data.target_pass is None:  # stage 1: source-val accuracy is the only rule
         return src, tgt, {"source_acc": src.metrics(run.classes)["accuracy"]}, {}
     t = time.perf_counter()
@@ -86,7 +87,7 @@ def start_epoch(run: Run, epoch: int) -> None:
     target = run.last_target_pass or target_pass(run)
     if run.cfg.prior:
         if run.prior is None:
-            src = predict(run.model, run.data.source_eval, run.data.start, run.device, run.autocast).for_source()
+            src = predict(run.evaluated, run.data.source_eval, run.data.start, run.device, run.autocast).for_source()
             run.prior = label_shift.estimate(run.cfg, src, target.logits)
         label_shift.apply(run, run.prior)
         target = dataclasses.replace(target, prior=run.prior.target_prior.float())
@@ -101,7 +102,7 @@ def start_reference(run: Run, init_weights: str | None, label_of: dict[str, int]
     classes read through the class map (``label_of``: source class -> shared index).  None without a stage-1
     model (a one-stage run) or where its checkpoint names no classes."""
     if run.method.adapts_batchnorm:
-        n = adapt_batchnorm(run.model, run.data.target_pass, run.data.start, run.device, run.autocast)
+        n = adapt_batchnorm(run.evaluated, run.data.target_pass, run.data.start, run.device, run.autocast)
         log.info("AdaBN: %d BatchNorm layers take the target's statistics", n)
     run.last_target_pass = target_pass(run)
     source = checkpoint.load(init_weights) if init_weights else {}
@@ -129,7 +130,7 @@ def select_and_stop(cfg: RunConfig, state: RunState) -> bool:
 
 def _model_payload(run: Run, epoch: int, config_hash: str) -> dict:
     # LoRA adapters merged: the selected model is read as any other by export, prediction and stage 2
-    return {"model": merged_state_dict(run.model), "epoch": epoch, "classes": run.classes, "config_hash": config_hash}
+    return {"model": merged_state_dict(run.evaluated), "epoch": epoch, "classes": run.classes, "config_hash": config_hash}
 
 
 def train_stage(cfg: RunConfig, stage: int, init_weights: str | None = None,
@@ -267,7 +268,7 @@ def _train(cfg: RunConfig, stage: int, run_dir: Path, splits, init_weights: str 
         state.train_time += result.seconds
         state.images += result.images
         if run.method.adapts_batchnorm:
-            adapt_batchnorm(run.model, run.data.target_pass, run.data.start, run.device, run.autocast)
+            adapt_batchnorm(run.evaluated, run.data.target_pass, run.data.start, run.device, run.autocast)
 
         src, tgt, scores, cost = evaluate_epoch(run)
         src_m, tgt_m = src.metrics(run.classes), (tgt.metrics(run.classes) if tgt is not None else None)

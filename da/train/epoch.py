@@ -91,6 +91,8 @@ def train_epoch(run: Run, epoch: int, checkpoint_hint: str) -> EpochResult:
         run.scaler.update()
         run.scheduler.step()
         run.method.on_step_end()
+        if run.weight_average is not None:
+            run.weight_average.update(model)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         n_images += len(xs) + (len(xt) if xt is not None else 0) + (len(xw) if xw is not None else 0)

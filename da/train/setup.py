@@ -24,6 +24,7 @@ from da.models.lora import count_parameters
 from da.train.batches import CachedBatches, ImageBatches
 from da.train.cache import PrefixRuntime, prefix_outputs, weights_digest
 from da.train.schedule import build_scheduler
+from da.train.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,13 @@ class Run:
     reference: torch.Tensor | None = None
     class_ratio: torch.Tensor | None = None  # q-hat / p_train (C,), on the device, while --prior is on
     parameters: dict = field(default_factory=dict)  # trainable / adapters / total at the start (da.models.lora)
+    weight_average: WeightAverage | None = None  # --weight-ema: the model evaluated instead of the trained one
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The model the run evaluates, scores, relabels from and saves: the weight average (``--weight-ema``)
+        where there is one, else the trained model."""
+        return self.weight_average.module if self.weight_average is not None else self.model
 
     @property
     def needs_target_pass(self) -> bool:
@@ -217,4 +225,5 @@ def build_run(cfg: RunConfig, stage: int, splits: Splits, init_weights: str | No
                scaler=torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda")),
                unfreezer=GradualUnfreezer(model, every_epochs=cfg.gradual_every) if cfg.strategy == "gradual" else None,
                amp_dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp), channels_last=channels_last,
-               steps_per_epoch=steps_per_epoch, data_seconds=t_data, parameters=parameters)
+               steps_per_epoch=steps_per_epoch, data_seconds=t_data, parameters=parameters,
+               weight_average=WeightAverage(model, cfg.weight_ema) if stage == 2 and cfg.weight_ema > 0 else None)
