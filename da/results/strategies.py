@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from da.results.gap import is_reference
-from da.results.paired import format_paired, paired
+from da.results.factor import factor_table, render_factor_table
 
 BASELINE = "partial:3"
-REFERENCE = "reference (uses target labels)"
 
 
 def parameter_counts(config: dict, num_classes: int) -> dict[str, int]:
@@ -34,42 +32,22 @@ def parameter_counts(config: dict, num_classes: int) -> dict[str, int]:
 
 
 def strategy_table(runs: pd.DataFrame, col: str = "target_acc") -> pd.DataFrame:
-    """One row per (method, strategy), the baseline strategy first in each method; the reference (source-only
-    with every target-train label) is a method of its own here, paired with the reference of the baseline."""
-    rows = []
-    runs = runs.assign(method=runs["method"].where(~is_reference(runs), REFERENCE))
-    for (method, strategy), g in runs.groupby(["method", "strategy"], sort=False):
+    """One row per (method, strategy), the baseline strategy first in each method, with the parameters it trains;
+    the reference (source-only with every target-train label) is a method of its own here, paired with the
+    reference of the baseline."""
+    def counts(g: pd.DataFrame) -> dict[str, int]:
         first = g.iloc[0]["record"]
-        counts = parameter_counts(first["config"], len(first["classes"]))
+        counted = parameter_counts(first["config"], len(first["classes"]))
         recorded = first.get("parameters")
-        if recorded and recorded != counts:
+        if recorded and recorded != counted:
             raise ValueError(f"{g.iloc[0]['run_dir']}: its record counts {recorded} parameters, its config builds "
-                             f"{counts}")
-        base = runs[(runs["method"] == method) & (runs["strategy"] == BASELINE)]
-        rows.append({"method": method, "strategy": strategy, "n": len(g), "mean": g[col].mean(),
-                     "std": g[col].std(ddof=1), **counts,
-                     "paired": paired(g, base, col) if strategy != BASELINE and len(base) else None})
-    table = pd.DataFrame(rows)
-    order = {m: i for i, m in enumerate(sorted(table["method"].unique(),
-                                               key=lambda m: (m != "source_only", m != REFERENCE, m)))}
-    table["_m"] = table["method"].map(order)
-    table["_s"] = table["strategy"].map(lambda s: (s != BASELINE, len(s), s))
-    return table.sort_values(["_m", "_s"]).drop(columns=["_m", "_s"]).reset_index(drop=True)
+                             f"{counted}")
+        return counted
+
+    return factor_table(runs, "strategy", BASELINE, col, extra=counts)
 
 
 def render_strategy_table(table: pd.DataFrame, caption: str) -> str:
-    header = ["method", "strategy", "target acc. (%)", "trainable parameters", "of which LoRA",
-              f"− {BASELINE}, per seed (points)", "mean ± s.d.", "95 % interval (paired t)", "reading"]
-    lines = [caption, "", "| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    for _, r in table.iterrows():
-        name = "source-only" if r["method"] == "source_only" else r["method"]
-        cells = [name, r["strategy"], f"{r['mean']:.1f} ± {r['std']:.1f} (n={r['n']})", f"{r['trainable']:,}",
-                 f"{r['adapters']:,}" if r["adapters"] else "–"]
-        p = r["paired"]
-        if p is None:
-            cells += ["(baseline)", "", "", ""]
-        else:
-            f = format_paired(p)
-            cells += [f["diffs"], f["mean"], f["interval"], p.verdict(r["strategy"], BASELINE)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return render_factor_table(table, "strategy", BASELINE, caption, extra=(
+        ("trainable parameters", lambda r: f"{r['trainable']:,}"),
+        ("of which LoRA", lambda r: f"{r['adapters']:,}" if r["adapters"] else "–")))

@@ -298,6 +298,17 @@ def main(argv=None) -> int:
                 f"over seeds; the parameters each strategy trains (computed from its config); per seed, the accuracy "
                 f"minus that of the same method with {BASELINE} (same seed, split and stage-1 model), its mean ± "
                 f"s.d. and 95 % paired t interval. Time and memory: experiments/bench_lora.py.")))
+    if runs["weight_ema"].nunique() > 1 and (runs["weight_ema"] == 0).any():
+        from da.results.factor import factor_table, render_factor_table
+
+        atomic_write_text(tables / "weight_average.md", render_factor_table(
+            factor_table(runs, "weight_ema", 0.0), "weight_ema", 0.0, (
+                f"The weight average (--weight-ema) on {target} (epoch selected {chosen}): target test accuracy (%), "
+                f"mean ± s.d. over seeds, of the model kept: the average of the trained weights with decay d per step, "
+                f"or the trained weights themselves (none); per seed, the accuracy minus that of the same method "
+                f"without the average (same seed, split and stage-1 model: the same training), its mean ± s.d. and "
+                f"95 % paired t interval."),
+            header="weight average (decay)", show=lambda d: "none" if d == 0 else f"{d:g}"))
     if runs["record"].map(lambda r: all("scores" in e for e in r["epochs"])).all():
         try:
             write_validator_tables(runs, tables, "these runs")

@@ -1,0 +1,56 @@
+"""One factor of the recipe side by side (the fine-tuning strategy, the weight average, ...): for each method,
+every value's target accuracy (mean ± s.d. over seeds) and its paired per-seed difference to the same method at
+the baseline value, with the 95 % paired t interval (:mod:`da.results.paired`).  The reference (source-only with
+every target-train label) is a method of its own here, paired with the reference at the baseline value."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pandas as pd
+
+from da.results.gap import is_reference
+from da.results.paired import format_paired, paired
+
+REFERENCE = "reference (uses target labels)"
+
+
+def factor_table(runs: pd.DataFrame, factor: str, baseline: Any, col: str = "target_acc",
+                 extra: Callable[[pd.DataFrame], dict] | None = None) -> pd.DataFrame:
+    """One row per (method, value of ``factor``), source-only, then the reference, then the methods by name, the
+    ``baseline`` value first in each; ``extra(runs of the row)`` adds columns of the caller's own."""
+    rows = []
+    runs = runs.assign(method=runs["method"].where(~is_reference(runs), REFERENCE))
+    for (method, value), g in runs.groupby(["method", factor], sort=False):
+        base = runs[(runs["method"] == method) & (runs[factor] == baseline)]
+        rows.append({"method": method, factor: value, "n": len(g), "mean": g[col].mean(), "std": g[col].std(ddof=1),
+                     **(extra(g) if extra else {}),
+                     "paired": paired(g, base, col) if value != baseline and len(base) else None})
+    table = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(sorted(table["method"].unique(),
+                                               key=lambda m: (m != "source_only", m != REFERENCE, m)))}
+    table["_m"] = table["method"].map(order)
+    table["_s"] = table[factor].map(lambda v: (v != baseline, len(str(v)), str(v)))
+    return table.sort_values(["_m", "_s"]).drop(columns=["_m", "_s"]).reset_index(drop=True)
+
+
+def render_factor_table(table: pd.DataFrame, factor: str, baseline: Any, caption: str, header: str | None = None,
+                        extra: tuple[tuple[str, Callable[[pd.Series], str]], ...] = (),
+                        show: Callable[[Any], str] = str) -> str:
+    """Markdown of :func:`factor_table`: method, the factor's value (column ``header``, each value as ``show``
+    writes it), accuracy, the ``extra`` columns (title, cell of a row), then the paired difference to
+    ``baseline``."""
+    head = ["method", header or factor, "target acc. (%)", *(title for title, _ in extra),
+            f"− {show(baseline)}, per seed (points)", "mean ± s.d.", "95 % interval (paired t)", "reading"]
+    lines = [caption, "", "| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for _, r in table.iterrows():
+        name = "source-only" if r["method"] == "source_only" else r["method"]
+        cells = [name, show(r[factor]), f"{r['mean']:.1f} ± {r['std']:.1f} (n={r['n']})", *(cell(r) for _, cell in extra)]
+        p = r["paired"]
+        if p is None:
+            cells += ["(baseline)", "", "", ""]
+        else:
+            f = format_paired(p)
+            cells += [f["diffs"], f["mean"], f["interval"], p.verdict(show(r[factor]), show(baseline))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
