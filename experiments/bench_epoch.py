@@ -56,7 +56,7 @@ def timed_epoch(run, epoch: int) -> dict[str, float]:
     train_epoch(run, epoch, "")
     t2 = time.perf_counter()
     if run.method.adapts_batchnorm:
-        adapt_batchnorm(run.model, run.data.target_pass, run.data.start, run.device, run.autocast)
+        adapt_batchnorm(run.evaluated, run.data.target_pass, run.data.start, run.device, run.autocast)
     t3 = time.perf_counter()
     evaluate_epoch(run)
     t4 = time.perf_counter()
