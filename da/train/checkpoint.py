@@ -97,9 +97,9 @@ def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_training(path: str | os.PathLike, run, state, config_hash: str) -> Path:
     """Everything a resumed run needs to continue bit-identically: the model's trained parameters and every
     buffer, method (its own parameters and buffers), optimiser, scheduler, scaler, unfreezer, weight average,
-    the run state and every RNG state.  Frozen parameters are left out (with ``lora:K:r`` the checkpoint holds the adapters,
-    the head and the BatchNorm statistics): their digest is kept, and a resume checks it against the model it
-    rebuilt."""
+    the run state and every RNG state.  Frozen parameters are left out (with ``lora:K:r`` the checkpoint holds
+    the adapters, the head and the BatchNorm statistics): their digest is kept, and a resume checks it against
+    the model it rebuilt."""
     frozen = frozen_weights(run.model)
     return save(path, {
         "model": {k: v for k, v in run.model.state_dict().items() if k not in frozen},

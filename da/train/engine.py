@@ -7,10 +7,11 @@ over the unlabelled target training split.  The selection rule (``--selection``,
 accuracy) picks the epoch whose model is kept; early stopping follows the same rule.  The target-test
 numbers of the selected epoch are the reported result; the best target-test epoch is kept apart as the
 ``oracle``.  Every epoch ends with an atomic checkpoint holding every state a resumed run needs to
-continue bit-identically.  With ``--weight-ema`` the model evaluated, scored and kept is an average of the
-trained weights (``weight_average.py``), and every step above reads that model.  Each epoch starts from the model's pass over the unlabelled target training
+continue bit-identically.  Each epoch starts from the model's pass over the unlabelled target training
 split when the method relabels from it (SHOT, CBST) or the run estimates the target class prior
-(``--prior``, ``label_shift.py``): both are recomputed from the checkpointed model after a resume.
+(``--prior``, ``label_shift.py``): both are recomputed from the checkpointed model after a resume.  With
+``--weight-ema`` the model evaluated, scored, passed over the target and kept is an average of the trained
+weights (``weight_average.py``); the trained model only trains.
 """
 
 from __future__ import annotations
