@@ -163,7 +163,9 @@ def test_latex_escapes_what_class_names_may_hold():
     ("fixmatch_splits/runs", "fixmatch_splits", "fixmatch_splits/", ["--selection", "last"]),
     ("rsscn7_aid_fixmatch_splits/runs", "rsscn7_aid_fixmatch_splits", "rsscn7_aid_fixmatch_splits/", []),
     ("smoothing_splits/runs", "smoothing_splits", "smoothing_splits/", ["--selection", "last"]),
-    ("shifted_smoothing_splits/runs", "shifted_smoothing_splits", "shifted_smoothing_splits/", ["--selection", "last"])])
+    ("shifted_smoothing_splits/runs", "shifted_smoothing_splits", "shifted_smoothing_splits/", ["--selection", "last"]),
+    ("weight_ema/runs", "weight_ema", "weight_ema/", ["--selection", "last"]),
+    ("rsscn7_aid_weight_ema/runs", "rsscn7_aid_weight_ema", "rsscn7_aid_weight_ema/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -179,7 +181,8 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
     assert ("predicted_shares.md" in committed) == (sweep not in ("gap_splits", "half_gap", "consistency",
                                                                   "shifted_prior", "target_batch",
                                                                   "shifted_splits", "smoothing", "fixmatch_splits",
-                                                                  "smoothing_splits", "shifted_smoothing_splits"))
+                                                                  "smoothing_splits", "shifted_smoothing_splits",
+                                                                  "weight_ema"))
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
