@@ -165,7 +165,8 @@ def test_latex_escapes_what_class_names_may_hold():
     ("smoothing_splits/runs", "smoothing_splits", "smoothing_splits/", ["--selection", "last"]),
     ("shifted_smoothing_splits/runs", "shifted_smoothing_splits", "shifted_smoothing_splits/", ["--selection", "last"]),
     ("weight_ema/runs", "weight_ema", "weight_ema/", ["--selection", "last"]),
-    ("rsscn7_aid_weight_ema/runs", "rsscn7_aid_weight_ema", "rsscn7_aid_weight_ema/", [])])
+    ("rsscn7_aid_weight_ema/runs", "rsscn7_aid_weight_ema", "rsscn7_aid_weight_ema/", []),
+    ("rsscn7_aid_weight_ema_splits/runs", "rsscn7_aid_weight_ema_splits", "rsscn7_aid_weight_ema_splits/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -1489,3 +1490,132 @@ def test_depth_section_recomputes_from_the_records():
     readme = " ".join((REPO / "README.md").read_text().split())
     assert (f"SHOT + MCC with smoothing gives {acc['first', 'partial:5']:.1f} against {acc['first', 'partial:3']:.1f} % "
             f"there, an interval that includes 0") in readme
+
+
+def test_weight_average_section_recomputes_from_the_records():
+    """results/README.md's section on --weight-ema: the copied weight-average tables regenerate from the committed
+    records, and every accuracy, paired difference, per-epoch reading, share of the gap, confusion, choice and run
+    count it states recomputes."""
+    from da.results.factor import factor_table, render_factor_table
+    from da.results.paired import format_paired, paired
+    from da.results.protocol import best_configurations, configuration
+
+    text = (REPO / "results" / "README.md").read_text()
+    section = " ".join(text[text.index("## An average of the weights"):text.index("## LoRA on the second pair")].split())
+    res = REPO / "results"
+
+    def rows(runs, method, ema, reference=False):
+        return runs[(runs["method"] == method) & (runs["weight_ema"] == ema)
+                    & ((runs["target_labeled_fraction"] == 1) == reference)]
+
+    def acc(runs, method, ema, reference=False):
+        return rows(runs, method, ema, reference)["target_acc"].mean()
+
+    def closed(runs, ema):
+        so, ref = acc(runs, "source_only", ema), acc(runs, "source_only", ema, True)
+        return round(100 * (acc(runs, "shot+mcc", ema) - so) / (ref - so))
+
+    def interval(p):
+        return f"{p.mean:+.1f} {format_paired(p)['interval']}"
+
+    first, second = last_epoch_runs("weight_ema"), last_epoch_runs("rsscn7_aid_weight_ema")
+    for folder, runs in (("weight_ema", first), ("rsscn7_aid_weight_ema", second)):
+        committed = (res / folder / "tables" / "weight_average.md").read_text()
+        table = factor_table(runs, "weight_ema", 0.0)
+        shown = render_factor_table(table, "weight_ema", 0.0, committed.split("\n\n")[0], header="weight average (decay)",
+                                    show=lambda d: "none" if d == 0 else f"{d:g}")
+        assert shown == committed, folder
+        assert runs.groupby(["method", "weight_ema", "target_labeled_fraction"]).size().eq(3).all()
+        assert (runs["label_smoothing"] == 0.1).all() and set(runs["weight_ema"]) == {0.0, 0.99}
+    # the reruns against the committed records of the same hashes
+    old_a, old_b = last_epoch_runs("smoothing"), last_epoch_runs("rsscn7_aid_smoothing")
+    old = {k: r[(r["method"] == "shot+mcc") & (r["label_smoothing"] == 0.1)]["target_acc"].mean()
+           for k, r in (("a", old_a), ("b", old_b))}
+    assert (f"SHOT + MCC with smoothing gives {acc(first, 'shot+mcc', 0.0):.1f} % on AID -> RSSCN7 (`smoothing`'s "
+            f"records: {old['a']:.1f}) and {acc(second, 'shot+mcc', 0.0):.1f} % on RSSCN7 -> AID "
+            f"(`rsscn7_aid_smoothing`'s: {old['b']:.1f})") in section
+    new = [r for runs in (first, second) for r in runs["record"]]
+    assert f"{len(new)} stage-2 runs, {sum(r['wall_time_s'] for r in new) / 3600:.1f} core-hours" in section
+    # the paired differences
+    d = {(k, m): paired(rows(runs, m, 0.99), rows(runs, m, 0.0)) for k, runs in (("a", first), ("b", second))
+         for m in ("shot+mcc", "source_only")}
+    assert not d["a", "shot+mcc"].excludes_zero and d["b", "shot+mcc"].excludes_zero and max(d["b", "shot+mcc"].diffs) < 0
+    assert not d["a", "source_only"].excludes_zero and not d["b", "source_only"].excludes_zero
+    assert (f"SHOT + MCC with smoothing gives {acc(first, 'shot+mcc', 0.99):.1f} with the average against "
+            f"{acc(first, 'shot+mcc', 0.0):.1f} % without it on AID -> RSSCN7 ({interval(d['a', 'shot+mcc'])} per seed) "
+            f"and {acc(second, 'shot+mcc', 0.99):.1f} against {acc(second, 'shot+mcc', 0.0):.1f} % on RSSCN7 -> AID, "
+            f"lower in every seed ({interval(d['b', 'shot+mcc'])})") in section
+    assert (f"moves by {interval(d['a', 'source_only'])} and {interval(d['b', 'source_only'])} points") in section
+
+    # per epoch: the average below the trained model for SHOT + MCC, above it for source-only on RSSCN7 -> AID
+    def curve(runs, method, ema):
+        return np.mean([[100 * e["target_test"]["accuracy"] for e in r["epochs"]]
+                        for r in rows(runs, method, ema)["record"]], axis=0)
+
+    for runs in (first, second):
+        assert (curve(runs, "shot+mcc", 0.99) < curve(runs, "shot+mcc", 0.0)).all()
+    assert (curve(second, "source_only", 0.99) > curve(second, "source_only", 0.0)).all()
+    e_ema, e_plain = curve(second, "shot+mcc", 0.99), curve(second, "shot+mcc", 0.0)
+    assert (f"{e_ema[0]:.1f} against {e_plain[0]:.1f} % after the first epoch, {e_ema[-1]:.1f} against "
+            f"{e_plain[-1]:.1f} % after the fourth") in section
+    # the gap, each against its own anchors, and the two confusions
+    assert (f"closes {closed(first, 0.99)} % of AID -> RSSCN7's gap ({closed(first, 0.0)} % without it) and "
+            f"{closed(second, 0.99)} % of RSSCN7 -> AID's ({closed(second, 0.0)} %)") in section
+    classes = first["record"].iloc[0]["classes"]
+
+    def share(runs, truth, predicted):
+        i, j = classes.index(truth), classes.index(predicted)
+        return np.mean([100 * np.asarray(c)[i, j] / np.asarray(c)[i].sum() for c in runs["confusion"]])
+
+    ema, plain = rows(first, "shot+mcc", 0.99), rows(first, "shot+mcc", 0.0)
+    assert (f"gParking -> cIndustry {share(ema, 'gParking', 'cIndustry'):.1f} against "
+            f"{share(plain, 'gParking', 'cIndustry'):.1f} %, bField -> aGrass {share(ema, 'bField', 'aGrass'):.1f} "
+            f"against {share(plain, 'bField', 'aGrass'):.1f} %") in section
+    for folder in ("weight_ema", "rsscn7_aid_weight_ema"):
+        line = next(x for x in (res / folder / "tables" / "harm.md").read_text().splitlines() if "weight_ema 0.99 |" in x)
+        assert line.split("|")[3].strip() == "0" and line.split("|")[6].strip() == "0", folder
+    # the choices, with these runs among each pair's split-seed-0 candidates (a repeated run: the first folder's)
+    cands1 = last_epoch_runs("half_gap", "neighbours", "smoothing", "depth", "weight_ema")
+    cands2 = last_epoch_runs("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing", "rsscn7_aid_depth",
+                             "rsscn7_aid_weight_ema")
+    mean = lambda runs, c: runs[runs.apply(configuration, axis=1) == c]["target_acc"].mean()
+    pick1, pick2 = best_configurations(cands1, 3), best_configurations(cands2, 2)
+    assert pick1[0].endswith("label_smoothing 0.1, weight_ema 0.99") and pick1[1] == pick1[0][:-len(", weight_ema 0.99")]
+    assert (f"{mean(cands1, pick1[0]):.2f} % against {mean(cands1, pick1[1]):.2f} % for SHOT + MCC with smoothing "
+            f"alone") in section
+    assert (f"{-d['a', 'shot+mcc'].mean:.1f} points lower than its counterpart from the same stage-1 model "
+            f"({interval(d['a', 'shot+mcc'])})") in section
+    ema_b = [c for c in best_configurations(cands2, 50) if c.endswith("weight_ema 0.99")][0]
+    assert mean(cands2, ema_b) < mean(cands2, pick2[1]) == pytest.approx(mean(cands2, pick2[0]))
+    assert (f"RSSCN7 -> AID's candidates still tie at {mean(cands2, pick2[0]):.2f} %, the averaged SHOT + MCC "
+            f"below them ({mean(cands2, ema_b):.2f} %)") in section
+    # the choice run on RSSCN7 -> AID's 3 split seeds
+    splits = last_epoch_runs("rsscn7_aid_weight_ema_splits")
+    assert sorted(set(splits["split_seed"])) == [0, 1, 2] and (splits["label_smoothing"] == 0.1).all()
+    so, ref = rows(splits, "source_only", 0.0), rows(splits, "source_only", 0.0, True)
+    shot, averaged = rows(splits, "shot+mcc", 0.0), rows(splits, "shot+mcc", 0.99)
+    share_of_gap = lambda g: round(100 * (g["target_acc"].mean() - so["target_acc"].mean())
+                                   / (ref["target_acc"].mean() - so["target_acc"].mean()))
+    over_so, under_shot = paired(averaged, so), paired(averaged, shot)
+    assert over_so.n == under_shot.n == 9 and min(over_so.diffs) > 0 and max(under_shot.diffs) < 0
+    assert share_of_gap(averaged) < 50 <= share_of_gap(shot)
+    assert (f"gives **{averaged['target_acc'].mean():.1f} % on RSSCN7 -> AID over 3 split seeds, "
+            f"{share_of_gap(averaged)} % of the gap** (against source-only {so['target_acc'].mean():.1f} and the "
+            f"reference {ref['target_acc'].mean():.1f}") in section
+    assert (f"above source-only in all 9 runs ({interval(over_so)} points per run) and below SHOT + MCC with smoothing "
+            f"alone in all 9 ({interval(under_shot)}), which closes {share_of_gap(shot)} % here "
+            f"({shot['target_acc'].mean():.1f} %; ") in section
+    committed = (res / "rsscn7_aid_smoothing_splits" / "tables" / "splits.md").read_text()
+    assert "| shot+mcc | 0.1 | none | 85.3 ± 0.7 | 0.4 | 0.7 | 25 | 50 | 9 (3) |" in committed  # "50 % with the committed"
+
+    def recall(c):
+        c = np.asarray(c)
+        return 100 * np.diag(c) / c.sum(1)
+
+    base = {(r.split_seed, r.seed): recall(r.confusion) for _, r in so.iterrows()}
+    worst = max(float((base[r.split_seed, r.seed] - recall(r.confusion)).max()) for _, r in averaged.iterrows())
+    assert worst < 20 and f"No class loses more than {worst:.1f} points against source-only in any run" in section
+    assert (f"(76.03 against {acc(first, 'shot+mcc', 0.0):.2f} % for SHOT + MCC with smoothing alone from the "
+            f"retrained stage 1)") in section and f"{mean(cands1, pick1[1]):.2f}" == "76.03"
+    new = [r for r in splits["record"] if r["config"]["split_seed"] > 0]
+    assert f"{len(new)} runs, {sum(r['wall_time_s'] for r in new) / 3600:.1f} core-hours" in section
