@@ -988,6 +988,20 @@ def last_epoch_runs(*folders):
         return reselect(load_runs_of([REPO / "results" / f / "runs" for f in folders], strict=True), "last")
 
 
+def results_readme_section(start: str, end: str) -> str:
+    """The text of results/README.md from the heading ``start`` to the heading ``end``, whitespace collapsed."""
+    text = (REPO / "results" / "README.md").read_text()
+    return " ".join(text[text.index(start):text.index(end)].split())
+
+
+def confusion_share(runs, truth, predicted):
+    """The mean over ``runs`` of the share (%) of class ``truth``'s target-test images predicted as ``predicted``,
+    from each run's confusion matrix at the reported epoch."""
+    classes = runs["record"].iloc[0]["classes"]
+    i, j = classes.index(truth), classes.index(predicted)
+    return np.mean([100 * np.asarray(c)[i, j] / np.asarray(c)[i].sum() for c in runs["confusion"]])
+
+
 def test_smoothing_section_recomputes_from_the_records():
     """results/README.md's section on label smoothing and each pair's choice on 3 split seeds: every paired
     difference, share of the gap and mean it states, and both protocol choices, from the committed records."""
@@ -1424,8 +1438,7 @@ def test_depth_section_recomputes_from_the_records():
     from da.results.protocol import best_configurations, configuration
     from da.results.strategies import render_strategy_table, strategy_table
 
-    text = (REPO / "results" / "README.md").read_text()
-    section = " ".join(text[text.index("## How deep stage 2 trains"):text.index("## LoRA on the second pair")].split())
+    section = results_readme_section("## How deep stage 2 trains", "## An average of the weights")
     res = REPO / "results"
 
     def rows(runs, method, strategy, reference=False):
@@ -1456,11 +1469,7 @@ def test_depth_section_recomputes_from_the_records():
             f"{closed(first, 'partial:3')} -> {closed(first, 'partial:5')} % on AID -> RSSCN7") in section
     assert closed(second, "partial:5") > closed(second, "partial:3") and acc["second", "partial:5"] < acc["second", "partial:3"]
     # the two confusions, from each run's last-epoch confusion matrix
-    classes = first["record"].iloc[0]["classes"]
-
-    def share(runs, truth, predicted):
-        i, j = classes.index(truth), classes.index(predicted)
-        return np.mean([100 * np.asarray(c)[i, j] / np.asarray(c)[i].sum() for c in runs["confusion"]])
+    share = confusion_share
 
     shot5, shot3, ref5 = rows(first, "shot+mcc", "partial:5"), rows(first, "shot+mcc", "partial:3"), rows(first, "source_only", "partial:5", True)
     assert (f"gParking -> cIndustry {share(shot5, 'gParking', 'cIndustry'):.1f} % at partial:5 against "
@@ -1500,8 +1509,7 @@ def test_weight_average_section_recomputes_from_the_records():
     from da.results.paired import format_paired, paired
     from da.results.protocol import best_configurations, configuration
 
-    text = (REPO / "results" / "README.md").read_text()
-    section = " ".join(text[text.index("## An average of the weights"):text.index("## LoRA on the second pair")].split())
+    section = results_readme_section("## An average of the weights", "## LoRA on the second pair")
     res = REPO / "results"
 
     def rows(runs, method, ema, reference=False):
@@ -1561,11 +1569,7 @@ def test_weight_average_section_recomputes_from_the_records():
     # the gap, each against its own anchors, and the two confusions
     assert (f"closes {closed(first, 0.99)} % of AID -> RSSCN7's gap ({closed(first, 0.0)} % without it) and "
             f"{closed(second, 0.99)} % of RSSCN7 -> AID's ({closed(second, 0.0)} %)") in section
-    classes = first["record"].iloc[0]["classes"]
-
-    def share(runs, truth, predicted):
-        i, j = classes.index(truth), classes.index(predicted)
-        return np.mean([100 * np.asarray(c)[i, j] / np.asarray(c)[i].sum() for c in runs["confusion"]])
+    share = confusion_share
 
     ema, plain = rows(first, "shot+mcc", 0.99), rows(first, "shot+mcc", 0.0)
     assert (f"gParking -> cIndustry {share(ema, 'gParking', 'cIndustry'):.1f} against "
