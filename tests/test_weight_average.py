@@ -79,7 +79,8 @@ def test_run_evaluates_and_keeps_the_average_and_resumes_bit_identically(tiny_ro
     plain = load(train_stage(tiny_cfg(tiny_root, tmp_path / "plain", **{**kw, "weight_ema": 0.0}), stage=2))
     # the same training (the loss of epoch 1 reads only the trained model), another model evaluated
     assert ref["epochs"][0]["loss"] == plain["epochs"][0]["loss"]
-    assert [e["source_val"] for e in ref["epochs"]] != [e["source_val"] for e in plain["epochs"]]
+    # the validators' scores are continuous in the evaluated logits (accuracy on a tiny split may tie)
+    assert [e["scores"] for e in ref["epochs"]] != [e["scores"] for e in plain["epochs"]]
     saved = checkpoint.load(run_dir_for(ref_cfg, 2) / BEST_FILE)["model"]
     last = checkpoint.load(run_dir_for(ref_cfg, 2) / CHECKPOINT_FILE)
     trained, averaged = last["model"], last["weight_average"]
