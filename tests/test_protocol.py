@@ -98,6 +98,9 @@ def test_choices_recompute_from_the_records_they_cite(name):
         elif choice["procedure"] == "best_configurations":  # a run archived in two cited folders counts once
             unique = reselect(load_runs_of([REPO / f for f in choice["records"]]), LAST)
             assert protocol.best_configurations(unique, len(choice["value"])) == list(choice["value"]), name
+        elif choice["procedure"] == "finalists":  # as best_configurations: each run once, at the last epoch
+            unique = reselect(load_runs_of([REPO / f for f in choice["records"]]), LAST)
+            assert protocol.finalists(unique) == list(choice["value"]), name
         else:
             pytest.fail(f"sweep {name}: unknown procedure {choice['procedure']!r}")
 

@@ -88,6 +88,20 @@ def best_configurations(runs: pd.DataFrame, count: int = 1) -> list[str]:
     return preferred(free.groupby(free.apply(configuration, axis=1))["target_acc"].mean())[:count]
 
 
+def finalists(runs: pd.DataFrame, tolerance: float = 0.5) -> list[str]:
+    """The label-free configurations whose mean target accuracy is within ``tolerance`` points of the best
+    one's, best first (the order of :func:`best_configurations`): the candidates too close to the leader for
+    their means, often from different trainings of one stage-1 configuration, to tell apart.  A sweep reruns
+    them from one stage-1 model, so that the choice among them compares runs that differ only in their
+    configuration.  ``tolerance`` is :func:`choose_budget`'s."""
+    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
+    means = free.groupby(free.apply(configuration, axis=1))["target_acc"].mean()
+    if means.empty:
+        raise ValueError("no label-free adaptation runs to choose finalists from")
+    top = float(means.max())
+    return [c for c in preferred(means) if float(means[c]) >= top - tolerance - 1e-9]
+
+
 def choose_budget(runs: pd.DataFrame, tolerance: float = 0.5) -> tuple[int, dict[int, float]]:
     """The stage-2 budget the protocol takes from another pair's budget sweep: per budget (``epochs``), the
     mean target accuracy of its label-free adaptation methods at the epoch of that pair's rule; the smallest
