@@ -47,7 +47,8 @@ def test_no_choice_cites_its_own_pair(name):
         if choice["pair"] in NOT_A_PAIR:
             assert not choice.get("records"), (name, choice["setting"])
             continue
-        assert choice["pair"] not in own, f"sweep {name}: {choice['setting']} chosen on its own pair {choice['pair']}"
+        served = {choice["for"]} if "for" in choice else own  # a sweep of candidates chooses for the other pair
+        assert choice["pair"] not in served, f"sweep {name}: {choice['setting']} chosen on its own pair {choice['pair']}"
         for folder in choice.get("records") or []:
             path = REPO / folder
             if not path.is_dir():  # the records of a sweep still running; the value is pending until they land
@@ -450,3 +451,21 @@ def test_best_configuration_is_chosen_at_one_setting_where_best_methods_pools_th
     averaged = smoothed.assign(weight_ema=[0.0, 0.0, 0.99, 0.0, 0.0, 0.0])
     assert configuration(averaged.iloc[2]) == "mcc, mcc_temperature 2.5, label_smoothing 0.1, weight_ema 0.99"
     assert configuration(averaged.iloc[3]) == "mcc+adabn, mcc_temperature 2.5"
+
+
+def test_finalists_are_the_configurations_within_the_tolerance_of_the_best_mean_best_first():
+    from da.results.protocol import best_configurations, finalists
+
+    acc = {"mcc": [76.0, 76.2], "shot+mcc": [76.5, 75.9], "im": [75.6, 75.8], "ent": [75.0, 75.4]}
+    rows = [dict(method=m, target_acc=a, seed=s) for m, accs in acc.items() for s, a in enumerate(accs)]
+    rows += [dict(method="source_only", target_acc=99.0, seed=0),  # neither the anchors nor a prior-corrected run
+             dict(method="ent", target_acc=99.0, seed=0, prior="em"),
+             dict(method="ent", target_acc=99.0, seed=0, target_labeled_fraction=1.0)]
+    runs = pd.DataFrame([{"target_labeled_fraction": 0.0, "prior": "", **r} for r in rows])
+    # means 76.2, 76.1, 75.7, 75.2: the best is 76.2, so the tolerance of 0.5 keeps down to 75.7 (inclusive)
+    assert finalists(runs) == ["shot+mcc", "mcc", "im"]
+    assert finalists(runs) == best_configurations(runs, 3)
+    assert finalists(runs, tolerance=0.05) == ["shot+mcc"]
+    assert finalists(runs, tolerance=1.0) == ["shot+mcc", "mcc", "im", "ent"]
+    with pytest.raises(ValueError, match="no label-free adaptation runs"):
+        finalists(runs[runs["method"] == "source_only"])

@@ -24,7 +24,9 @@ A sweep that reports label-free results says where each of its choices came from
 (``choices``): the setting, its value, the pair whose records chose it, which records and by what rule.
 Only another pair's records (or a paper, or no data at all: ``pair: a priori``) may choose for a pair; a
 choice that names its ``procedure`` (a function of ``da.results.protocol``) is recomputed from the records it
-cites by ``tests/test_protocol.py``, which checks every shipped sweep::
+cites by ``tests/test_protocol.py``, which checks every shipped sweep.  A sweep that reruns one pair's
+candidates to choose for the other pair names that pair in its choices' ``for``: their runs are that choice's
+evidence, never a result of their own pair::
 
     choices:
       - {setting: selection, value: last, pair: AID -> RSSCN7, records: [results/gap/runs],
@@ -48,7 +50,9 @@ from da.utils.safeload import load_file, plain_line
 # Shipped with the package (setup.cfg package_data), so that names work in any install, not only a checkout.
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"  # da-hpo's, shipped beside the sweeps and profiles
-CHOICE_KEYS = {"setting", "value", "pair", "rule"}  # optional: records (the runs folders that chose it), procedure
+# optional: records (the runs folders that chose it), procedure, and ``for``: the pair a choice serves where that
+# is not the sweep's own (a sweep of one pair's candidates, rerun to choose what the other pair reports)
+CHOICE_KEYS = {"setting", "value", "pair", "rule"}
 
 
 def known_names(folder: Path) -> list[str]:
