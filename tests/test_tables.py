@@ -166,7 +166,9 @@ def test_latex_escapes_what_class_names_may_hold():
     ("shifted_smoothing_splits/runs", "shifted_smoothing_splits", "shifted_smoothing_splits/", ["--selection", "last"]),
     ("weight_ema/runs", "weight_ema", "weight_ema/", ["--selection", "last"]),
     ("rsscn7_aid_weight_ema/runs", "rsscn7_aid_weight_ema", "rsscn7_aid_weight_ema/", []),
-    ("rsscn7_aid_weight_ema_splits/runs", "rsscn7_aid_weight_ema_splits", "rsscn7_aid_weight_ema_splits/", [])])
+    ("rsscn7_aid_weight_ema_splits/runs", "rsscn7_aid_weight_ema_splits", "rsscn7_aid_weight_ema_splits/", []),
+    ("finalists/runs", "finalists", "finalists/", ["--selection", "last"]),
+    ("rsscn7_aid_finalists/runs", "rsscn7_aid_finalists", "rsscn7_aid_finalists/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -1630,3 +1632,88 @@ def test_weight_average_section_recomputes_from_the_records():
             f"{mean(cands1, pick1[0]) - mean(cands1, pick1[1]):.2f} points") in readme
     assert (f"where it closes {share_of_gap(averaged)} % of the gap over 3 split seeds "
             f"({averaged['target_acc'].mean():.1f} %)") in readme
+
+
+def test_finalists_section_recomputes_from_the_records():
+    """results/README.md's section on the finalists rerun from one stage-1 model: each pair's finalists are what
+    protocol.finalists gives on its candidates, they ran from one stage-1 model, and every mean, paired
+    difference, choice, share of the gap and cost the section states recomputes from the committed records."""
+    import re
+
+    from da.results.paired import format_paired, paired
+    from da.results.protocol import best_configurations, configuration, finalists
+
+    section = results_readme_section("## Finalists on one stage-1 model", "## LoRA on the second pair")
+    res = REPO / "results"
+
+    def interval(p):
+        return f"{p.mean:+.1f} {format_paired(p)['interval']}"
+
+    pools = {"finalists": ("half_gap", "neighbours", "smoothing", "depth", "weight_ema"),
+             "rsscn7_aid_finalists": ("rsscn7_aid_half_gap", "rsscn7_aid_neighbours", "rsscn7_aid_smoothing",
+                                      "rsscn7_aid_depth", "rsscn7_aid_weight_ema")}
+    picks = {}
+    for folder, pool in pools.items():
+        runs = last_epoch_runs(folder)
+        names = runs.apply(configuration, axis=1)
+        # the finalists of the candidates, and nothing else, each 3 seeds from one stage-1 model
+        assert sorted(set(names)) == sorted(finalists(last_epoch_runs(*pool))), folder
+        assert names.value_counts().eq(3).all() and len({r["inputs"]["init_weights"] for r in runs["record"]}) == 1
+        order = best_configurations(runs, len(set(names)))
+        picks[folder] = order[0]
+        means = ", ".join(f"{runs[names == c]['target_acc'].mean():.2f}" for c in order)
+        diffs = ", ".join(interval(paired(runs[names == order[0]], runs[names == c])) for c in order[1:])
+        assert f"means {means} %" in section, (folder, means)
+        assert f"the first against each other, per seed: {diffs} points" in section, (folder, diffs)
+    assert picks["finalists"].startswith("shot+mcc,") and picks["finalists"].endswith("label_smoothing 0.1")
+    assert picks["rsscn7_aid_finalists"].startswith("fixmatch+mcc,") and "threshold 0.95" in picks["rsscn7_aid_finalists"]
+    # a run in a finalists folder and in the folder it was first archived in: the same stage-1 model, the same result
+    same = 0
+    for folder, first in (("finalists", "weight_ema"), ("rsscn7_aid_finalists", "rsscn7_aid_weight_ema")):
+        a, b = last_epoch_runs(folder), last_epoch_runs(first)
+        both = sorted(set(a["config_hash"]) & set(b["config_hash"]))
+        for h in both:
+            ra, rb = a[a["config_hash"] == h].iloc[0], b[b["config_hash"] == h].iloc[0]
+            assert ra["record"]["inputs"] == rb["record"]["inputs"] and ra["target_acc"] == rb["target_acc"], h
+        same += len(both)
+    assert f"the {same} runs that both hold give the same target accuracy" in section
+    # what each pair then reports on 3 split seeds: the rows of the committed tables (regenerated elsewhere)
+    shot = (res / "rsscn7_aid_smoothing_splits" / "tables" / "splits.md").read_text()
+    fix = (res / "fixmatch_splits" / "tables" / "splits.md").read_text()
+    row_shot = next(line.split("|") for line in shot.splitlines() if line.startswith("| shot+mcc | 0.1 | none"))
+    row_fix = next(line.split("|") for line in fix.splitlines() if line.startswith("| fixmatch+mcc | none"))
+    assert (f"RSSCN7 -> AID reports SHOT + MCC with smoothing: {row_shot[4].split('±')[0].strip()} %, "
+            f"{row_shot[8].strip()} % of the gap") in section
+    assert (f"AID -> RSSCN7 reports FixMatch + MCC: {row_fix[3].split('±')[0].strip()} %, {row_fix[7].strip()} % "
+            f"of the gap") in section
+    # the two that RSSCN7 -> AID cannot tell apart, and what they give on AID -> RSSCN7
+    second = last_epoch_runs("rsscn7_aid_smoothing_splits", "rsscn7_aid_fixmatch_splits")
+    first = last_epoch_runs("smoothing_splits", "fixmatch_splits")
+
+    def rows(runs, method, smoothing, reference=False):
+        return runs[(runs["method"] == method) & (runs["label_smoothing"] == smoothing)
+                    & ((runs["target_labeled_fraction"] == 1) == reference)]
+
+    tie = paired(rows(second, "fixmatch+mcc", 0.0), rows(second, "shot+mcc", 0.1))
+    assert tie.n == 9 and not tie.excludes_zero and f"{interval(tie)} over 3 split seeds" in section
+    fix_a, shot_a = rows(first, "fixmatch+mcc", 0.0)["target_acc"], rows(first, "shot+mcc", 0.1)["target_acc"]
+    assert len(fix_a) == len(shot_a) == 9 and round(shot_a.mean() - fix_a.mean()) == 6
+    assert f"they are 6 points apart over 3 split seeds ({fix_a.mean():.1f} against {shot_a.mean():.1f} %)" in section
+    assert min(paired(rows(second, "shot+mcc", 0.1), rows(second, "source_only", 0.1)).diffs) > 0  # "in every run"
+    new = [r for f in pools for r in last_epoch_runs(f)["record"]]
+    assert f"{len(new)} stage-2 runs, {sum(r['wall_time_s'] for r in new) / 3600:.1f} core-hours" in section
+    readme = " ".join((REPO / "README.md").read_text().split())
+    fin = last_epoch_runs("rsscn7_aid_finalists")
+    r2a = paired(fin[fin.apply(configuration, axis=1) == picks["rsscn7_aid_finalists"]], rows(fin, "shot+mcc", 0.1))
+    assert (f"choose SHOT + MCC with smoothing for RSSCN7 -> AID again ({row_shot[8].strip()} % of its gap over 3 split "
+            f"seeds) and FixMatch + MCC for AID -> RSSCN7 ({row_fix[7].strip()} %): two configurations that RSSCN7 -> AID "
+            f"cannot tell apart ({interval(r2a)} points per seed) and that lie 6 points apart on AID -> RSSCN7") in readme
+    # the cost of the average, one benchmark run
+    bench = (res / "benchmarks" / "epoch_weight_ema.txt").read_text()
+    epoch = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(r"^(\S+)\s.*\s(\d+\.\d)s\s+(\d+\.\d\d)x$", bench, re.M)}
+    assert epoch["source_only"][1] == "1.00"
+    for name in ("source_only:weight_ema=0.99", "shot+mcc", "shot+mcc:weight_ema=0.99", "fixmatch+mcc"):
+        assert f"`{name}` {epoch[name][0]} s ({epoch[name][1]}x)" in section, name
+    speed = " ".join((REPO / "docs" / "speed.md").read_text().split())
+    assert (f"the weight average (`epoch_weight_ema.txt`) SHOT + MCC {epoch['shot+mcc:weight_ema=0.99'][1]}x against "
+            f"{epoch['shot+mcc'][1]}x without it, FixMatch + MCC {epoch['fixmatch+mcc'][1]}x") in speed

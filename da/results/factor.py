@@ -9,18 +9,43 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from da.config import RunConfig
 from da.results.gap import is_reference
-from da.results.paired import format_paired, paired
+from da.results.paired import PAIR_KEYS, format_paired, paired
 
 REFERENCE = "reference (uses target labels)"
+
+
+def held_factors(runs: pd.DataFrame, factor: str, baseline: Any) -> list[str]:
+    """The other factors that vary among the runs at ``baseline``: a row of :func:`factor_table` holds each of
+    them at one value, so that a configuration is paired only with itself at the baseline (a folder that varies
+    the weight average and the strategy together pairs the averaged partial:3 runs with the plain partial:3 runs,
+    not with every partial:3 run).  A factor that moves only with ``factor`` (partial:5's stage-1 strategy) is not
+    held: it names no configuration of its own at the baseline."""
+    from da.results.tables import varying_factors
+
+    base = runs[runs[factor] == baseline]
+    return [f for f in varying_factors(runs) if f not in (factor, "method", "target_labeled_fraction", *PAIR_KEYS)
+            and base[f].astype(str).nunique() > 1]
+
+
+def _named(method: str, away: list[tuple[str, Any]]) -> str:
+    return f"{method} ({', '.join(f'{f} {v}' for f, v in away)})" if away else method
 
 
 def factor_table(runs: pd.DataFrame, factor: str, baseline: Any, col: str = "target_acc",
                  extra: Callable[[pd.DataFrame], dict] | None = None) -> pd.DataFrame:
     """One row per (method, value of ``factor``), source-only, then the reference, then the methods by name, the
-    ``baseline`` value first in each; ``extra(runs of the row)`` adds columns of the caller's own."""
+    ``baseline`` value first in each; ``extra(runs of the row)`` adds columns of the caller's own.  Where other
+    factors vary at the baseline (:func:`held_factors`), a method's rows are per value of them too, and its name
+    says which (``shot+mcc (weight_ema 0.99)``)."""
     rows = []
+    held = held_factors(runs, factor, baseline)
     runs = runs.assign(method=runs["method"].where(~is_reference(runs), REFERENCE))
+    if held:  # a held factor is named where it is away from its default
+        default = RunConfig()
+        runs = runs.assign(method=[_named(m, [(f, r[f]) for f in held if r[f] != getattr(default, f, None)])
+                                   for m, (_, r) in zip(runs["method"], runs.iterrows())])
     for (method, value), g in runs.groupby(["method", factor], sort=False):
         base = runs[(runs["method"] == method) & (runs[factor] == baseline)]
         rows.append({"method": method, factor: value, "n": len(g), "mean": g[col].mean(), "std": g[col].std(ddof=1),
