@@ -168,7 +168,9 @@ def test_latex_escapes_what_class_names_may_hold():
     ("rsscn7_aid_weight_ema/runs", "rsscn7_aid_weight_ema", "rsscn7_aid_weight_ema/", []),
     ("rsscn7_aid_weight_ema_splits/runs", "rsscn7_aid_weight_ema_splits", "rsscn7_aid_weight_ema_splits/", []),
     ("finalists/runs", "finalists", "finalists/", ["--selection", "last"]),
-    ("rsscn7_aid_finalists/runs", "rsscn7_aid_finalists", "rsscn7_aid_finalists/", [])])
+    ("rsscn7_aid_finalists/runs", "rsscn7_aid_finalists", "rsscn7_aid_finalists/", []),
+    ("shot_frozen/runs", "shot_frozen", "shot_frozen/", ["--selection", "last"]),
+    ("rsscn7_aid_shot_frozen/runs", "rsscn7_aid_shot_frozen", "rsscn7_aid_shot_frozen/", [])])
 def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatch, runs, sweep, out, extra):
     """What results/ shows is what its records give, with every record valid (--strict). In process (the
     program itself, without the import time of a subprocess per folder)."""
@@ -185,7 +187,7 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path, monkeypatc
                                                                   "shifted_prior", "target_batch",
                                                                   "shifted_splits", "smoothing", "fixmatch_splits",
                                                                   "smoothing_splits", "shifted_smoothing_splits",
-                                                                  "weight_ema"))
+                                                                  "weight_ema", "shot_frozen"))
     assert committed == produced, committed ^ produced  # nothing committed that the records no longer give
     for name in sorted(committed):
         assert (tmp_path / "tables" / name).read_text() == (REPO / "results" / f"{out}tables" / name).read_text(), name
@@ -1717,3 +1719,51 @@ def test_finalists_section_recomputes_from_the_records():
     speed = " ".join((REPO / "docs" / "speed.md").read_text().split())
     assert (f"the weight average (`epoch_weight_ema.txt`) SHOT + MCC {epoch['shot+mcc:weight_ema=0.99'][1]}x against "
             f"{epoch['shot+mcc'][1]}x without it, FixMatch + MCC {epoch['fixmatch+mcc'][1]}x") in speed
+
+
+def test_shot_frozen_section_recomputes_from_the_records():
+    """results/README.md's section on SHOT's frozen classifier: every accuracy, paired difference, confusion and
+    count it states recomputes from the committed records, and the frozen variant is no finalist of either pair."""
+    from da.results.paired import format_paired, paired
+    from da.results.protocol import configuration
+
+    section = results_readme_section("## SHOT's frozen hypothesis", "## LoRA on the second pair")
+
+    def rows(runs, method, frozen=None):
+        x = runs[(runs["method"] == method) & (runs["target_labeled_fraction"] == 0)]
+        return x if frozen is None else x[x["shot_freeze_classifier"] == frozen]
+
+    def interval(p):
+        return f"{p.mean:+.1f} {format_paired(p)['interval']}"
+
+    first, second = last_epoch_runs("shot_frozen"), last_epoch_runs("rsscn7_aid_shot_frozen")
+    for runs in (first, second):
+        assert len({r["inputs"]["init_weights"] for r in runs["record"]}) == 1 and len(runs) == 12
+        assert (runs["label_smoothing"] == 0.1).all()
+    fa, ta = rows(first, "shot+mcc", True), rows(first, "shot+mcc", False)
+    fb, tb = rows(second, "shot+mcc", True), rows(second, "shot+mcc", False)
+    da, db = paired(fa, ta), paired(fb, tb)
+    assert da.excludes_zero and da.mean < 0 and not db.excludes_zero
+    assert (f"gives {fa['target_acc'].mean():.1f} % with it frozen against {ta['target_acc'].mean():.1f} % with it "
+            f"trained ({interval(da)} points per seed") in section
+    assert f"RSSCN7 -> AID {fb['target_acc'].mean():.1f} against {tb['target_acc'].mean():.1f} % ({interval(db)})" in section
+    share = confusion_share
+    assert (f"gParking -> cIndustry at {share(fa, 'gParking', 'cIndustry'):.1f} % (trained: "
+            f"{share(ta, 'gParking', 'cIndustry'):.1f} %, source-only {share(rows(first, 'source_only'), 'gParking', 'cIndustry'):.1f} %)") in section
+    gains = paired(fa, rows(first, "source_only")).diffs
+    assert sum(g < 0 for g in gains) == 1 and f"(the smallest gain {min(gains):+.1f} points" in section
+    for folder in ("shot_frozen", "rsscn7_aid_shot_frozen"):
+        line = next(x for x in (REPO / "results" / folder / "tables" / "harm.md").read_text().splitlines()
+                    if "shot_freeze_classifier True |" in x)
+        assert line.split("|")[6].strip() == "0", folder
+    # no finalist: more than 0.5 points below each pair's chosen finalist
+    for frozen, folder in ((fa, "finalists"), (fb, "rsscn7_aid_finalists")):
+        fin = last_epoch_runs(folder)
+        best = fin.groupby(fin.apply(configuration, axis=1))["target_acc"].mean().max()
+        assert frozen["target_acc"].mean() < best - 0.5, folder
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"its classifier frozen, lowers SHOT + MCC with smoothing to {fa['target_acc'].mean():.1f} % on "
+            f"AID -> RSSCN7") in readme
+    new = [r for runs in (first, second) for r in runs["record"]
+           if r["config"]["method"] == "source_only" or r["config"]["shot_freeze_classifier"]]
+    assert f"{len(new)} new stage-2 runs, {sum(r['wall_time_s'] for r in new) / 3600:.1f} core-hours" in section
