@@ -12,6 +12,7 @@ import pandas as pd
 from da.config import RunConfig
 from da.results.gap import is_reference
 from da.results.paired import PAIR_KEYS, format_paired, paired
+from da.results.tables import varying_factors
 
 REFERENCE = "reference (uses target labels)"
 
@@ -22,8 +23,6 @@ def held_factors(runs: pd.DataFrame, factor: str, baseline: Any) -> list[str]:
     the weight average and the strategy together pairs the averaged partial:3 runs with the plain partial:3 runs,
     not with every partial:3 run).  A factor that moves only with ``factor`` (partial:5's stage-1 strategy) is not
     held: it names no configuration of its own at the baseline."""
-    from da.results.tables import varying_factors
-
     base = runs[runs[factor] == baseline]
     return [f for f in varying_factors(runs) if f not in (factor, "method", "target_labeled_fraction", *PAIR_KEYS)
             and base[f].astype(str).nunique() > 1]
@@ -44,8 +43,8 @@ def factor_table(runs: pd.DataFrame, factor: str, baseline: Any, col: str = "tar
     runs = runs.assign(method=runs["method"].where(~is_reference(runs), REFERENCE))
     if held:  # a held factor is named where it is away from its default
         default = RunConfig()
-        runs = runs.assign(method=[_named(m, [(f, r[f]) for f in held if r[f] != getattr(default, f, None)])
-                                   for m, (_, r) in zip(runs["method"], runs.iterrows())])
+        runs = runs.assign(method=[_named(r["method"], [(f, r[f]) for f in held if r[f] != getattr(default, f, None)])
+                                   for _, r in runs.iterrows()])
     for (method, value), g in runs.groupby(["method", factor], sort=False):
         base = runs[(runs["method"] == method) & (runs[factor] == baseline)]
         rows.append({"method": method, factor: value, "n": len(g), "mean": g[col].mean(), "std": g[col].std(ddof=1),

@@ -20,6 +20,17 @@ def pair_of(source: str, target: str) -> str:
     return f"{get_spec(source).map_name} -> {get_spec(target).map_name}"
 
 
+def _label_free(runs: pd.DataFrame) -> pd.DataFrame:
+    """The label-free adaptation runs: no target label in training, no prior estimate, not source-only."""
+    return runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
+
+
+def _configuration_means(runs: pd.DataFrame) -> pd.Series:
+    """Mean target accuracy per label-free configuration (:func:`configuration`)."""
+    free = _label_free(runs)
+    return free.groupby(free.apply(configuration, axis=1))["target_acc"].mean()
+
+
 def choose_selection(runs: pd.DataFrame) -> tuple[str, dict[str, tuple[float, float, float]]]:
     """The selection rule the protocol takes from another pair's ``runs``: among the rules but ``last``
     and ``rank``, those whose per-run paired difference in target accuracy against the last epoch has a
@@ -38,8 +49,7 @@ def best_methods(runs: pd.DataFrame, count: int = 2) -> list[str]:
     """The ``count`` label-free methods (no target label in training, no prior estimate) with the highest
     mean target accuracy in ``runs`` (already selected by the rule of the pair); of two with the same mean, the
     one with fewer components (``shot+mcc`` before ``shot+mcc+adabn``)."""
-    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
-    return preferred(free.groupby("method")["target_acc"].mean())[:count]
+    return preferred(_label_free(runs).groupby("method")["target_acc"].mean())[:count]
 
 
 def preferred(means: pd.Series) -> list[str]:
@@ -84,8 +94,7 @@ def best_configurations(runs: pd.DataFrame, count: int = 1) -> list[str]:
     """As :func:`best_methods`, over configurations (:func:`configuration`: a method with its own settings)
     instead of methods, so that a method run at several settings is chosen at one of them rather than at
     their mean; ties go to fewer components, then the configuration's name."""
-    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
-    return preferred(free.groupby(free.apply(configuration, axis=1))["target_acc"].mean())[:count]
+    return preferred(_configuration_means(runs))[:count]
 
 
 def finalists(runs: pd.DataFrame, tolerance: float = 0.5) -> list[str]:
@@ -94,8 +103,7 @@ def finalists(runs: pd.DataFrame, tolerance: float = 0.5) -> list[str]:
     their means, often from different trainings of one stage-1 configuration, to tell apart.  A sweep reruns
     them from one stage-1 model, so that the choice among them compares runs that differ only in their
     configuration.  ``tolerance`` is :func:`choose_budget`'s."""
-    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
-    means = free.groupby(free.apply(configuration, axis=1))["target_acc"].mean()
+    means = _configuration_means(runs)
     if means.empty:
         raise ValueError("no label-free adaptation runs to choose finalists from")
     top = float(means.max())
@@ -107,7 +115,7 @@ def choose_budget(runs: pd.DataFrame, tolerance: float = 0.5) -> tuple[int, dict
     mean target accuracy of its label-free adaptation methods at the epoch of that pair's rule; the smallest
     budget within ``tolerance`` points of the best one (a longer run must earn its cost).  Returns the budget
     and the mean per budget."""
-    free = runs[(runs["target_labeled_fraction"] == 0) & (runs["prior"] == "") & (runs["method"] != "source_only")]
+    free = _label_free(runs)
     means = {int(e): float(g["target_acc"].mean()) for e, g in free.groupby("epochs")}
     if not means:
         raise ValueError("no label-free adaptation runs to choose a budget from")
