@@ -1702,6 +1702,9 @@ def test_finalists_section_recomputes_from_the_records():
     assert len(fix_a) == len(shot_a) == 9 and round(shot_a.mean() - fix_a.mean()) == 6
     assert f"they are 6 points apart over 3 split seeds ({fix_a.mean():.1f} against {shot_a.mean():.1f} %)" in section
     assert min(paired(rows(second, "shot+mcc", 0.1), rows(second, "source_only", 0.1)).diffs) > 0  # "in every run"
+    other = (res / "smoothing_splits" / "tables" / "splits.md").read_text()
+    row_other = next(line.split("|") for line in other.splitlines() if line.startswith("| shot+mcc | 0.1 | none"))
+    assert f"decides between {row_fix[7].strip()} and {row_other[8].strip()} % of the gap" in section
     new = [r for f in pools for r in last_epoch_runs(f)["record"]]
     assert f"{len(new)} stage-2 runs, {sum(r['wall_time_s'] for r in new) / 3600:.1f} core-hours" in section
     readme = " ".join((REPO / "README.md").read_text().split())
